@@ -1,0 +1,1 @@
+"""kpiwatch's alerting side: messages, charts and delivery. Imports only `forecaster.types`."""

@@ -1,0 +1,1 @@
+"""kpiwatch's forecasting side: sources, KPIs, models, detection, explanation, pipeline."""

@@ -1,0 +1,81 @@
+"""Calendar effects the models learn and the alert text names: public holidays and the retail
+peaks every marketing team knows (Black Friday, Sinterklaas, Christmas).
+
+Prophet takes them as its `holidays` frame (one effect per day of each event's window).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, timedelta
+
+import holidays as holiday_lib
+import pandas as pd
+
+from forecaster.types import BadInputError
+
+HOLIDAY_COLUMNS = ["holiday", "ds", "lower_window", "upper_window"]
+
+
+def black_friday(year: int) -> date:
+    """The fourth Friday of November (the day after US Thanksgiving)."""
+    first = date(year, 11, 1)
+    first_friday = first + timedelta(days=(4 - first.weekday()) % 7)
+    return first_friday + timedelta(weeks=3)
+
+
+def retail_events(years: Iterable[int]) -> pd.DataFrame:
+    """Built-in retail peaks per year, as a Prophet holidays frame.
+
+    black_friday: Friday to Cyber Monday (window 0..+3); sinterklaas: the run-up from 20 Nov to
+    5 Dec (window -15..0); christmas: shopping from 14 Dec to New Year's Day (window -11..+7).
+    """
+    rows = []
+    for year in years:
+        rows.append(("black_friday", black_friday(year), 0, 3))
+        rows.append(("sinterklaas", date(year, 12, 5), -15, 0))
+        rows.append(("christmas", date(year, 12, 25), -11, 7))
+    return _frame(rows)
+
+
+def public_holidays(country: str, years: Iterable[int]) -> pd.DataFrame:
+    """The country's public holidays (the `holidays` package) as single-day events.
+
+    country: ISO 3166 code such as "NL", "BE", "DE", "US".
+    """
+    try:
+        calendar = holiday_lib.country_holidays(country.upper(), years=list(years))
+    except NotImplementedError:
+        raise BadInputError(
+            f"country {country!r} has no holiday calendar; use an ISO 3166 code such as NL, BE, DE, GB, US"
+        ) from None
+    return _frame([(name, day, 0, 0) for day, name in sorted(calendar.items())])
+
+
+def events_frame(country: str | None, years: Iterable[int], retail: bool = True) -> pd.DataFrame:
+    """Public holidays of `country` (None = none) plus the retail peaks (when `retail`)."""
+    years = list(years)
+    parts = [public_holidays(country, years)] if country else []
+    if retail:
+        parts.append(retail_events(years))
+    if not parts:
+        return _frame([])
+    return pd.concat(parts, ignore_index=True)
+
+
+def events_on(day: date, country: str | None, retail: bool = True) -> list[str]:
+    """Names of the events whose window covers `day`, e.g. ["black_friday"] on Cyber Monday."""
+    frame = events_frame(country, [day.year - 1, day.year, day.year + 1], retail)
+    names = []
+    for row in frame.itertuples(index=False):
+        start = row.ds + pd.Timedelta(days=row.lower_window)
+        end = row.ds + pd.Timedelta(days=row.upper_window)
+        if start <= pd.Timestamp(day) <= end:
+            names.append(str(row.holiday))
+    return sorted(set(names))
+
+
+def _frame(rows: list[tuple[str, date, int, int]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=HOLIDAY_COLUMNS)
+    frame["ds"] = pd.to_datetime(frame["ds"])
+    return frame

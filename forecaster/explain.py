@@ -1,0 +1,210 @@
+"""From the anomalous series of one KPI to alerts that say where to look.
+
+One alert per KPI, period and direction: its headline is the segment that concentrates the
+deviation (device=mobile carries 90% of a conversion-rate drop with 50% of the sessions), not
+every segment the drop touches; those others become hints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from forecaster.calendar import events_on
+from forecaster.types import Alert, Anomaly, Hint, KPISeries, segment_label
+from forecaster.units import format_change, format_period, format_value
+
+# A segment must concentrate at least this much more of the deviation than of the volume to be
+# the headline instead of the KPI's total.
+MIN_CONCENTRATION = 0.10
+# ... or be the only anomalous value of its dimension and carry at least this share of the change.
+MIN_SHARE_ALONE = 0.5
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """What the explainer needs of one evaluated series at the judged period."""
+
+    series: KPISeries
+    actual: float
+    expected: float
+    anomaly: Anomaly | None
+
+
+def build_alerts(evaluated: Sequence[Evaluated], country: str | None = None) -> list[Alert]:
+    """Alerts for one KPI at one period, most severe first.
+
+    Per direction, each segment dimension (channel, device, ...) whose deviation is concentrated
+    in one anomalous value gets an alert on that value; when no dimension is concentrated, the
+    KPI's total carries the alert. A conversion-rate drop on mobile and a CPA rise from a paid
+    channel thus give two alerts, not one per touched segment.
+    """
+    alerts = []
+    for direction in ("up", "down"):
+        group = [e for e in evaluated if e.anomaly is not None and e.anomaly.direction.value == direction]
+        for headline in _headlines(group, evaluated):
+            alerts.append(_alert_for(headline, group, evaluated, country))
+    return sorted(alerts, key=lambda a: (a.anomaly.severity.value != "critical", -a.anomaly.score))
+
+
+def _headlines(group: list[Evaluated], everything: Sequence[Evaluated]) -> list[Evaluated]:
+    """The series that carry alerts: the most concentrated anomalous value per dimension."""
+    best: dict[str, tuple[float, Evaluated]] = {}
+    for item in group:
+        if not item.series.segment:
+            continue
+        (dimension,) = item.series.segment
+        shares = _shares(item, everything)
+        alone = sum(1 for e in group if set(e.series.segment) == {dimension}) == 1
+        # The only anomalous value of its dimension that carries most of the change is the place
+        # to look even when it is also most of the volume (paid_search within the paid channels).
+        located = _concentration(shares) >= MIN_CONCENTRATION or (alone and shares[0] >= MIN_SHARE_ALONE)
+        if located and _concentration(shares) > best.get(dimension, (-2.0, item))[0]:
+            best[dimension] = (_concentration(shares), item)
+    if best:
+        return [item for _, item in best.values()]
+    totals = [e for e in group if not e.series.segment]
+    if totals:
+        return totals
+    return [max(group, key=lambda e: e.anomaly.score if e.anomaly else 0.0)] if group else []
+
+
+def _alert_for(
+    headline: Evaluated, group: list[Evaluated], everything: Sequence[Evaluated], country: str | None
+) -> Alert:
+    anomaly = headline.anomaly
+    assert anomaly is not None  # headlines are anomalous series only
+    hints = [
+        *_segment_hints(headline, _shares(headline, everything), group),
+        *_context_hints(headline, country),
+    ]
+    return Alert(anomaly=anomaly, text=headline_text(anomaly), hints=tuple(sorted(hints, key=lambda h: -h.evidence)))
+
+
+def headline_text(anomaly: Anomaly) -> str:
+    """One line: what moved, where, by how much against what was expected, since when."""
+    where = f" on {segment_label(anomaly.segment)}" if anomaly.segment else ""
+    verb = "rose" if anomaly.direction.value == "up" else "fell"
+    news = "Good news: " if not anomaly.is_bad else ""
+    period_word = {"D": "day", "h": "hour"}.get(anomaly.freq, "period")
+    run = f"; {_ordinal(anomaly.run_length)} {period_word} in a row" if anomaly.run_length > 1 else ""
+    unit = anomaly.unit
+    return (
+        f"{news}{anomaly.kpi}{where} {verb} {format_change(anomaly.actual, anomaly.expected, unit).lstrip('+-')} "
+        f"on {format_period(anomaly.period, anomaly.freq)}: {format_value(anomaly.actual, unit)} vs "
+        f"{format_value(anomaly.expected, unit)} expected ({anomaly.level:.0%} band {format_value(anomaly.lower, unit)} to "
+        f"{format_value(anomaly.upper, unit)}){run}"
+    )
+
+
+def _shares(item: Evaluated, everything: Sequence[Evaluated]) -> tuple[float, float]:
+    """(share of the deviation, share of the volume) of `item` within its dimension; total = (1, 1)."""
+    if not item.series.segment:
+        return 1.0, 1.0
+    (dimension,) = item.series.segment
+    siblings = [e for e in everything if set(e.series.segment) == {dimension}]
+    parts = {id(e): _contribution(e) for e in siblings}
+    total_change = sum(change for change, _ in parts.values())
+    total_volume = sum(volume for _, volume in parts.values())
+    change, volume = parts[id(item)]
+    if total_change == 0 or total_volume <= 0:
+        return 0.0, 0.0
+    return max(0.0, min(1.0, change / total_change)), volume / total_volume
+
+
+def _contribution(item: Evaluated) -> tuple[float, float]:
+    """(change, weight): a ratio weighs its change by its denominator, a count is itself."""
+    if pd.isna(item.actual) or pd.isna(item.expected):
+        return 0.0, 0.0
+    denominator = item.series.denominator
+    if denominator is None:
+        return item.actual - item.expected, max(item.expected, 0.0)
+    period = item.anomaly.period if item.anomaly else denominator.index[-1]
+    weight = float(denominator.get(period, 0.0) or 0.0)
+    return weight * (item.actual - item.expected), weight
+
+
+def _concentration(shares: tuple[float, float]) -> float:
+    change_share, volume_share = shares
+    return change_share - volume_share
+
+
+def _segment_hints(headline: Evaluated, shares: tuple[float, float], group: list[Evaluated]) -> list[Hint]:
+    hints = []
+    if headline.series.segment:
+        change_share, volume_share = shares
+        what = "the volume" if headline.series.denominator is None else "the denominator"
+        hints.append(
+            Hint(
+                kind="segment",
+                kpi=headline.series.name,
+                segment=dict(headline.series.segment),
+                text=(
+                    f"{segment_label(headline.series.segment)} explains {change_share:.0%} of the change "
+                    f"with {volume_share:.0%} of {what}"
+                ),
+                evidence=change_share,
+                data={"share": round(change_share, 4), "volume_share": round(volume_share, 4)},
+            )
+        )
+    for other in group:
+        if other is headline or other.anomaly is None:
+            continue
+        anomaly = other.anomaly
+        hints.append(
+            Hint(
+                kind="segment",
+                kpi=anomaly.kpi,
+                segment=dict(anomaly.segment),
+                text=(
+                    f"also outside its band: {segment_label(anomaly.segment)} "
+                    f"({format_change(anomaly.actual, anomaly.expected, anomaly.unit)})"
+                ),
+                evidence=0.5 * anomaly.score,
+                data={"actual": anomaly.actual, "expected": anomaly.expected},
+            )
+        )
+    return hints
+
+
+def _context_hints(headline: Evaluated, country: str | None) -> list[Hint]:
+    anomaly = headline.anomaly
+    assert anomaly is not None
+    hints = []
+    week_ago = _value_at(headline.series.values, anomaly.period - pd.Timedelta(days=7))
+    if week_ago is not None:
+        hints.append(
+            Hint(
+                kind="context",
+                kpi=anomaly.kpi,
+                segment=dict(anomaly.segment),
+                text=f"same time last week: {format_value(week_ago, anomaly.unit)}",
+                evidence=0.1,
+                data={"last_week": week_ago},
+            )
+        )
+    if anomaly.freq in {"D", "h"}:
+        names = events_on(anomaly.period.date(), country)
+        if names:
+            hints.append(
+                Hint(
+                    kind="context",
+                    kpi=anomaly.kpi,
+                    text=f"calendar: {', '.join(names)} (the model knows it; the move is beyond its usual effect)",
+                    evidence=0.2,
+                    data={"events": names},
+                )
+            )
+    return hints
+
+
+def _value_at(values: pd.Series, when: pd.Timestamp) -> float | None:
+    value = values.get(when)
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

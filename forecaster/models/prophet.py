@@ -1,0 +1,133 @@
+"""Prophet (Meta): trend + weekly/yearly seasonality + holiday effects.
+
+Prophet is loud and leaky, so this wrapper: silences the `prophet`/`cmdstanpy` loggers, deletes
+cmdstan's temporary files after every fit, builds one fresh Prophet per fit, turns yearly
+seasonality on from one year of data (Prophet's own default waits for two), and sets the interval
+width explicitly (Prophet's default is 0.80).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+
+from forecaster.calendar import events_frame
+from forecaster.models.base import check_horizon, check_level, future_index, register, require_fitted
+from forecaster.types import Forecast
+
+
+def quiet_prophet() -> None:
+    """Silence Prophet and cmdstanpy; call in every (worker) process before importing prophet."""
+    for name in ("prophet", "prophet.plot", "prophet.models", "cmdstanpy"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.CRITICAL)
+        logger.propagate = False
+    logging.getLogger("cmdstanpy").disabled = True
+
+
+@register("prophet")
+class ProphetModel:
+    """Prophet with explicit, documented defaults.
+
+    country: ISO code whose public holidays become effects (None = none).
+    retail_events: add Black Friday, Sinterklaas and Christmas windows (default True).
+    seasonality_mode: "additive" or "multiplicative".
+    uncertainty_samples: simulations behind the interval (default 1000; fewer is faster, noisier).
+    changepoint_prior_scale: trend flexibility (Prophet's default 0.05).
+    """
+
+    name = "prophet"
+
+    def __init__(
+        self,
+        country: str | None = None,
+        retail_events: bool = True,
+        seasonality_mode: str = "additive",
+        uncertainty_samples: int = 1000,
+        changepoint_prior_scale: float = 0.05,
+    ) -> None:
+        self.country = country
+        self.retail_events = retail_events
+        self.seasonality_mode = seasonality_mode
+        self.uncertainty_samples = uncertainty_samples
+        self.changepoint_prior_scale = changepoint_prior_scale
+        self.prophet_: Any = None
+        self.y_: pd.Series | None = None
+
+    def fit(self, y: pd.Series) -> Self:
+        quiet_prophet()
+        from prophet import Prophet  # imported late: ~1 s, only when Prophet is really used
+
+        ds = y.index.tz_convert("UTC").tz_localize(None)
+        span = ds[-1] - ds[0]
+        step = ds[1] - ds[0] if len(ds) > 1 else pd.Timedelta(days=1)
+        model = Prophet(
+            growth="linear",
+            yearly_seasonality=bool(span >= pd.Timedelta(days=365) and step <= pd.Timedelta(days=7)),
+            weekly_seasonality=bool(step < pd.Timedelta(days=7) and span >= pd.Timedelta(days=14)),
+            daily_seasonality=bool(step < pd.Timedelta(days=1) and span >= pd.Timedelta(days=2)),
+            holidays=self._holidays(ds) if step <= pd.Timedelta(days=1) else None,
+            seasonality_mode=self.seasonality_mode,
+            changepoint_prior_scale=self.changepoint_prior_scale,
+            uncertainty_samples=self.uncertainty_samples,
+            interval_width=0.95,
+        )
+        frame = pd.DataFrame({"ds": ds, "y": y.to_numpy(dtype="float64")}).dropna()  # Prophet skips gaps itself
+        with _cmdstan_temp_files_removed():
+            model.fit(frame)
+        self.prophet_ = model
+        self.y_ = y
+        return self
+
+    def predict(self, horizon: int, level: float = 0.95) -> Forecast:
+        require_fitted(self, "prophet_")
+        assert self.y_ is not None
+        horizon, level = check_horizon(horizon), check_level(level)
+        index = future_index(self.y_, horizon)
+        # Prophet draws its interval at predict time from `interval_width`, so one fit serves any level.
+        self.prophet_.interval_width = level
+        # Seeded so the same fit gives the same band (Prophet samples trend changes at random).
+        state = np.random.get_state()
+        np.random.seed(0)
+        try:
+            out = self.prophet_.predict(pd.DataFrame({"ds": index.tz_convert("UTC").tz_localize(None)}))
+        finally:
+            np.random.set_state(state)
+        return Forecast(
+            mean=pd.Series(out["yhat"].to_numpy(), index=index),
+            lower=pd.Series(out["yhat_lower"].to_numpy(), index=index),
+            upper=pd.Series(out["yhat_upper"].to_numpy(), index=index),
+            level=level,
+            model=self.name,
+        )
+
+    def _holidays(self, ds: pd.DatetimeIndex) -> pd.DataFrame | None:
+        years = range(ds[0].year, ds[-1].year + 2)  # +1 so forecasts into next year see its events
+        frame = events_frame(self.country, years, retail=self.retail_events)
+        return frame if len(frame) else None
+
+
+class _cmdstan_temp_files_removed:
+    """Delete what a fit leaves in cmdstanpy's temp folder, so a daemon's disk use stays flat."""
+
+    def __enter__(self) -> None:
+        import cmdstanpy
+
+        self.folder = Path(cmdstanpy._TMPDIR)
+        self.before = set(os.listdir(self.folder)) if self.folder.exists() else set()
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.folder.exists():
+            return
+        for entry in set(os.listdir(self.folder)) - self.before:
+            path = self.folder / entry
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)

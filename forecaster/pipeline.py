@@ -1,0 +1,177 @@
+"""Where the pieces meet: source -> KPI series -> model -> detector -> explainer -> alerts.
+
+The CLI and the daemon both call these functions and hold no logic of their own.
+`evaluate_series` is a pure function of (series, KPI settings, period) so it can be run in a
+worker process, batched, or shipped to a cluster; I/O stays in `check`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import pandas as pd
+
+from forecaster.detect import Rules, anomaly_at, judge_series
+from forecaster.explain import Evaluated, build_alerts
+from forecaster.kpis import kpi_series
+from forecaster.models import fit_forecast
+from forecaster.settings import AUTO_MODEL, KPIConfig, Settings
+from forecaster.sources import make_source
+from forecaster.types import Alert, Anomaly, BadInputError, Forecast, Judgement, KPISeries
+
+# `model: auto` picks Prophet (holidays, yearly seasonality) once a daily series has a year of
+# history, and ETS otherwise (short or sub-daily series, where Prophet has little to add).
+AUTO_PROPHET_MIN_DAYS = 365
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class SeriesResult:
+    """One series judged over its check window; `skipped` says why it was not judged."""
+
+    series: KPISeries
+    forecast: Forecast | None
+    judgements: tuple[Judgement, ...]
+    anomaly: Anomaly | None
+    skipped: str = ""
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """The outcome of one check: alerts (best first) and every series' result."""
+
+    period: dict[str, pd.Timestamp]
+    alerts: tuple[Alert, ...]
+    results: tuple[SeriesResult, ...]
+
+    @property
+    def notes(self) -> list[str]:
+        """One line per series that could not be judged."""
+        return [f"{r.series.label}: {r.skipped}" for r in self.results if r.skipped]
+
+
+def last_closed_period(now: pd.Timestamp, freq: str, timezone: str) -> pd.Timestamp:
+    """The start of the latest period that has fully ended at `now`.
+
+    Days are cut in `timezone` and labelled by their calendar date (midnight UTC of that date);
+    hours are UTC. An incomplete period is never judged (it would read as a drop).
+    """
+    now = pd.Timestamp(now)
+    now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+    if freq == "D":
+        today = now.tz_convert(timezone).date()
+        return pd.Timestamp(today, tz="UTC") - pd.Timedelta(days=1)
+    return now.floor("h") - pd.Timedelta(hours=1)
+
+
+def choose_model(kpi: KPIConfig, history: pd.Series) -> str:
+    """The configured model, or for `auto` the rule in AUTO_PROPHET_MIN_DAYS."""
+    if kpi.model != AUTO_MODEL:
+        return kpi.model
+    if kpi.freq == "D" and history.notna().sum() >= AUTO_PROPHET_MIN_DAYS:
+        return "prophet"
+    return "ets"
+
+
+def model_params(model: str, kpi: KPIConfig, country: str | None) -> dict[str, object]:
+    """The KPI's `model_params`, plus the config's country for Prophet's holidays."""
+    params: dict[str, object] = dict(kpi.model_params) if kpi.model == model else {}
+    if model == "prophet":
+        params.setdefault("country", country)
+    return params
+
+
+def evaluate_series(series: KPISeries, kpi: KPIConfig, country: str | None, until: pd.Timestamp) -> SeriesResult:
+    """Fit on the history before the check window and judge every period of the window.
+
+    The window (`kpi.check_window` periods ending at `until`) is left out of the fit, so an
+    incident that started a few periods ago does not drag the forecast towards itself.
+    """
+    step = pd.tseries.frequencies.to_offset(series.freq)
+    window = pd.date_range(end=until, periods=kpi.check_window, freq=step)
+    history = series.values[series.values.index < window[0]]
+    if history.index.freq is None:
+        history = history.asfreq(step)
+    model = choose_model(kpi, history)
+    try:
+        forecast = fit_forecast(
+            history, model, len(window), kpi.level, model_params(model, kpi, country), name=series.label
+        )
+    except BadInputError as exc:  # constant or too short: this series cannot be judged now
+        return SeriesResult(series, None, (), None, skipped=str(exc).removeprefix(f"{series.label}: "))
+    rules = Rules.from_kpi(kpi)
+    judgements = judge_series(series, forecast, rules)
+    anomaly = anomaly_at(series, judgements, rules, forecast.model, kpi.unit)
+    return SeriesResult(series, forecast, tuple(judgements), anomaly)
+
+
+def check(
+    settings: Settings,
+    at: pd.Timestamp | None = None,
+    kpis: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> CheckReport:
+    """Judge the latest closed period of each KPI (all, or those named) and build the alerts.
+
+    at: "now" (default: the source's clock, the wall clock for real sources).
+    progress: called with the number of series finished, as they finish.
+    workers: processes for the model fits (default: the CPU count; 1 = in this process).
+    """
+    names = list(kpis) if kpis else list(settings.kpis)
+    jobs: list[tuple[KPISeries, KPIConfig, pd.Timestamp]] = []
+    periods: dict[str, pd.Timestamp] = {}
+    for name in names:
+        kpi = settings.kpi(name)
+        source = make_source(settings.sources[kpi.source])
+        now = at if at is not None else source.now()
+        until = last_closed_period(now, kpi.freq, settings.timezone)
+        periods[name] = until
+        frame = source.fetch(kpi.metrics, kpi.dimensions, kpi.freq, end=until)
+        jobs.extend((series, kpi, until) for series in kpi_series(name, kpi, frame))
+    results = _run_all(jobs, settings.country, progress, workers)
+    alerts = []
+    for name in names:
+        mine = [r for r in results if r.series.name == name]
+        alerts.extend(build_alerts([_evaluated(r, periods[name]) for r in mine], settings.country))
+    return CheckReport(periods, tuple(alerts), tuple(results))
+
+
+def _evaluated(result: SeriesResult, period: pd.Timestamp) -> Evaluated:
+    judged = {j.period: j for j in result.judgements}
+    last = judged.get(period)
+    actual = last.actual if last else float("nan")
+    expected = last.expected if last else float("nan")
+    return Evaluated(result.series, actual, expected, result.anomaly)
+
+
+def _run_all(
+    jobs: list[tuple[KPISeries, KPIConfig, pd.Timestamp]],
+    country: str | None,
+    progress: Progress | None,
+    workers: int | None,
+) -> list[SeriesResult]:
+    """Evaluate every job, in worker processes when there are several CPUs and jobs."""
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    done = 0
+    if workers <= 1 or len(jobs) <= 1:
+        results = []
+        for series, kpi, until in jobs:
+            results.append(evaluate_series(series, kpi, country, until))
+            done += 1
+            if progress:
+                progress(done)
+        return results
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        futures = [pool.submit(evaluate_series, series, kpi, country, until) for series, kpi, until in jobs]
+        results = []
+        for future in futures:
+            results.append(future.result())
+            done += 1
+            if progress:
+                progress(done)
+        return results

@@ -1,0 +1,228 @@
+"""The YAML config as pydantic models: loaded and validated once, where it enters.
+
+`load_config(path)` returns `Settings` or raises `ConfigError` with one line naming the file, the
+key, the value and what is allowed. `${VAR}` in any string is read from the environment, so
+secrets never live in the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from forecaster.models.base import model_names
+from forecaster.types import BadInputError, Direction
+
+DEFAULT_CONFIG = Path("config/kpiwatch.yaml")
+AUTO_MODEL = "auto"
+_ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(BadInputError):
+    """The config file is missing, not YAML, or breaks a rule. Exit 2."""
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RatioConfig(_Strict):
+    """A ratio of summed parts: sum(numerator) / sum(denominator) per period and segment."""
+
+    numerator: str
+    denominator: str
+
+
+class SourceConfig(_Strict):
+    """Where a KPI's metrics come from. `demo`: the built-in generated shop data (no files)."""
+
+    type: Literal["demo"]
+
+
+class KPIConfig(_Strict):
+    """One KPI: what to compute, which way is good, how to judge it.
+
+    Exactly one of `metric` (a summed count or amount) or `ratio` (summed parts) is given.
+    level: probability the forecast band holds for normal periods; outside it = anomalous
+        (default 0.99, so about 1 normal period in 100 per series lies outside before guardrails).
+    min_volume: guardrail; a ratio's denominator (a count's value) below this in a period is
+        never alerted on (default 0).
+    min_abs_change: guardrail; |actual - expected| below this (in the KPI's own units) is never
+        alerted on (default 0).
+    for_periods: alert only after this many consecutive anomalous periods (default 1).
+    good_news: also report anomalies in the good direction, as good news (default False).
+    """
+
+    metric: str | None = None
+    ratio: RatioConfig | None = None
+    good: Direction = Direction.UP
+    unit: str = ""
+    description: str = ""
+    freq: Literal["h", "D"] = "D"
+    source: str = "default"
+    segments: list[str] = Field(default_factory=list)
+    filter: dict[str, list[str]] = Field(default_factory=dict)
+    model: str = AUTO_MODEL
+    model_params: dict[str, Any] = Field(default_factory=dict)
+    level: float = Field(default=0.99, gt=0.5, lt=1.0)
+    min_volume: float = Field(default=0.0, ge=0.0)
+    min_abs_change: float = Field(default=0.0, ge=0.0)
+    for_periods: int = Field(default=1, ge=1, le=30)
+    good_news: bool = False
+    check_window: int = Field(default=7, ge=1, le=90)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        allowed = [AUTO_MODEL, *model_names()]
+        if value not in allowed:
+            raise ValueError(f"unknown model {value!r}; choose one of: {', '.join(allowed)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_formula(self) -> KPIConfig:
+        if (self.metric is None) == (self.ratio is None):
+            raise ValueError("give exactly one of `metric: <column>` or `ratio: {numerator, denominator}`")
+        return self
+
+    @property
+    def metrics(self) -> list[str]:
+        """The source columns this KPI sums."""
+        if self.ratio is not None:
+            return [self.ratio.numerator, self.ratio.denominator]
+        return [self.metric] if self.metric else []
+
+    @property
+    def dimensions(self) -> list[str]:
+        """Every dimension the KPI needs from its source: its segments and its filters."""
+        return sorted(set(self.segments) | set(self.filter))
+
+
+class Settings(_Strict):
+    """The whole config file.
+
+    timezone: IANA name in which days are cut and "now" is read (default UTC).
+    country: ISO code whose public holidays the models learn (default none).
+    """
+
+    timezone: str = "UTC"
+    country: str | None = None
+    sources: dict[str, SourceConfig]
+    kpis: dict[str, KPIConfig] = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r}; use an IANA name such as Europe/Amsterdam") from None
+        return value
+
+    @model_validator(mode="after")
+    def _sources_exist(self) -> Settings:
+        for name, kpi in self.kpis.items():
+            if kpi.source not in self.sources:
+                raise ValueError(
+                    f"kpi {name!r} uses source {kpi.source!r}, which is not under `sources:` "
+                    f"(defined: {', '.join(sorted(self.sources))})"
+                )
+        return self
+
+    def kpi(self, name: str) -> KPIConfig:
+        """The KPI by name; an unknown name lists the configured ones."""
+        if name not in self.kpis:
+            raise BadInputError(f"unknown KPI {name!r}; the config defines: {', '.join(sorted(self.kpis))}")
+        return self.kpis[name]
+
+
+def config_path(explicit: str | Path | None) -> Path:
+    """`--config`, else `$KPIWATCH_CONFIG`, else `config/kpiwatch.yaml`."""
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("KPIWATCH_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_config(path: str | Path | None = None) -> Settings:
+    """Read, expand `${VAR}` and validate the config file; ConfigError on any problem."""
+    file = config_path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such config file; pass --config FILE or set KPIWATCH_CONFIG") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read ({exc.strerror})") from None
+    return parse_config(text, origin=str(file))
+
+
+def parse_config(text: str, origin: str = "config") -> Settings:
+    """Validate config text (YAML); `origin` names it in error messages."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{origin}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a mapping with `sources:` and `kpis:` at the top")
+    raw = _expand_env(raw, origin)
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {_first_error(exc)}") from None
+
+
+def _expand_env(value: Any, origin: str) -> Any:
+    """Replace `${VAR}` in every string with the environment's value."""
+    if isinstance(value, dict):
+        return {key: _expand_env(item, origin) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(item, origin) for item in value]
+    if isinstance(value, str):
+        return _ENV_VAR.sub(lambda match: _env(match.group(1), origin), value)
+    return value
+
+
+def _env(name: str, origin: str) -> str:
+    if name not in os.environ:
+        raise ConfigError(f"{origin}: ${{{name}}} is used but not set in the environment; export {name}=...")
+    return os.environ[name]
+
+
+def _first_error(exc: ValidationError) -> str:
+    """One line for the first problem: the dotted key, what is wrong, the value given."""
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(error["loc"])
+        return f"{key}: unknown key{f'; allowed here: {allowed}' if allowed else ''}"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    given = error.get("input")
+    shown = "" if isinstance(given, dict | list) or given is None else f" (got {given!r})"
+    return f"{key}: {message}{shown}"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> str:
+    """The keys a model accepts at `loc` (walks Settings -> KPIConfig -> RatioConfig ...)."""
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            continue  # a dict key such as a KPI name
+        annotation = field.annotation
+        inner = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)]
+        nested = [a for a in inner if issubclass(a, BaseModel)]
+        if nested:
+            model = nested[-1]
+    return ", ".join(model.model_fields)

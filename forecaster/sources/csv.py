@@ -1,0 +1,239 @@
+"""Read an ad-hoc CSV file as one KPI series (`kpiwatch forecast --csv FILE`, `replay --csv`).
+
+The file is parsed with the standard library's csv reader rather than `pandas.read_csv`, so
+that every error can name the exact line of the file (header = line 1, blank lines counted)
+and no cell is silently guessed into another type. Accepted: UTF-8 with or without a BOM;
+`\\n`, `\\r\\n` or old-Mac `\\r` line endings; `,`, `;` or tab as separator (whichever occurs
+most in the header line, `,` when none does); quoted cells; blank lines (skipped).
+"""
+
+from __future__ import annotations
+
+# Absolute import: this is the standard library's csv, not this module.
+import csv
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from forecaster.sources.base import to_kpi_series
+from forecaster.types import BadInputError, KPISeries
+
+_SEPARATORS = (",", ";", "\t")
+# Cells that mean "no value for this period" (compared lowercased); they become NaN.
+_MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "#n/a"})
+# dateutil turns a lone month name like "Jan" into year 1; no KPI is that old.
+_EARLIEST_YEAR = 1000
+
+Row = tuple[int, list[str]]  # (line number in the file, cells)
+
+
+def read_series_csv(
+    path: str | Path,
+    timestamp_col: str = "timestamp",
+    value_col: str = "value",
+    name: str | None = None,
+) -> KPISeries:
+    """Read one series from the CSV at `path`: one row per period, one header line.
+
+    timestamp_col: column of period starts; default "timestamp". ISO 8601 (dates, times and
+    offsets may vary by row), or else one other format for the whole file (31/01/2024,
+    01/31/2024 13:00, 31.01.2024, Jan 31, 2024); naive timestamps are UTC, offsets are
+    converted to UTC.
+    value_col: column of numbers; default "value". Empty / NA / NaN / null cells are missing
+    periods (NaN), never zero.
+    name: the series name; default None = `value_col`.
+
+    The frequency is inferred (see `base.infer_freq`); missing periods become NaN.
+    Raises `BadInputError` with one line naming the file, the line, the bad value and the fix.
+    """
+    label = str(path)
+    header, rows = _split_rows(_read_text(Path(path), label), label)
+    ts_at, value_at = _column_positions(header, timestamp_col, value_col, label)
+    lines = [line for line, _ in rows]
+    stamps = _parse_timestamps([cells[ts_at] for _, cells in rows], lines, timestamp_col, label)
+    values = _parse_values([cells[value_at] for _, cells in rows], lines, value_col, label)
+    series = pd.Series(values, index=stamps)
+    return to_kpi_series(name or value_col, series, origin=f"{label}, column '{value_col}'")
+
+
+def _read_text(path: Path, label: str) -> str:
+    """The file's text with a UTF-8 BOM removed and every line ending turned into `\\n`."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise BadInputError(f"{label}: no such file") from None
+    except IsADirectoryError:
+        raise BadInputError(f"{label}: is a directory, not a CSV file") from None
+    except OSError as err:
+        reason = err.strerror or err
+        raise BadInputError(f"{label}: cannot read ({reason}); check the path") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise BadInputError(
+            f"{label}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+            "save the file as UTF-8"
+        ) from None
+    # Normalise here so the csv reader's line count matches what an editor shows.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _split_rows(text: str, label: str) -> tuple[list[str], list[Row]]:
+    """The header cells and the data rows (with their line numbers); blank rows skipped."""
+    header_text = next((line for line in text.split("\n") if line.strip()), None)
+    if header_text is None:
+        raise BadInputError(
+            f"{label}: empty file; give a header line (e.g. timestamp,value) and one row per period"
+        )
+    sep = _separator(header_text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, skipinitialspace=True)
+    header: list[str] | None = None
+    rows: list[Row] = []
+    next_start = 1  # the line the next record starts on (a quoted cell may span lines)
+    try:
+        for cells in reader:
+            start, next_start = next_start, reader.line_num + 1
+            if not any(cell.strip() for cell in cells):
+                continue  # blank line, or a row of empty cells as spreadsheets export them
+            if header is None:
+                header = _header(cells)
+                continue
+            rows.append((start, _fit_width(cells, len(header), start, sep, label)))
+    except csv.Error as err:
+        raise BadInputError(
+            f"{label}: line {reader.line_num}: {err}; check the quoting"
+        ) from None
+    return header or [], rows
+
+
+def _header(cells: list[str]) -> list[str]:
+    """Column names, stripped; trailing unnamed columns (a spreadsheet's stray commas) dropped."""
+    names = [cell.strip() for cell in cells]
+    while names and not names[-1]:
+        names.pop()
+    return names
+
+
+def _separator(header_line: str) -> str:
+    """The candidate separator occurring most often in the header line; "," on none."""
+    counts = {sep: header_line.count(sep) for sep in _SEPARATORS}
+    best = max(_SEPARATORS, key=lambda sep: counts[sep])
+    return best if counts[best] else ","
+
+
+def _fit_width(cells: list[str], width: int, line: int, sep: str, label: str) -> list[str]:
+    """`cells` cut to the header's width; trailing empty extras are fine, anything else not.
+
+    A row with extra non-empty cells is usually an unquoted separator inside a number
+    ("1,234"), which would silently shift the values, so it is an error.
+    """
+    if len(cells) < width or any(cell.strip() for cell in cells[width:]):
+        shown = "tab" if sep == "\t" else repr(sep)
+        raise BadInputError(
+            f"{label}: line {line} has {len(cells)} cells but the header has {width}; "
+            f"give one cell per column and quote values that contain the separator {shown}"
+        )
+    return cells[:width]
+
+
+def _column_positions(
+    header: list[str], timestamp_col: str, value_col: str, label: str
+) -> tuple[int, int]:
+    """Positions of the two columns in the header; names the missing ones and the real ones."""
+    missing = [col for col in (timestamp_col, value_col) if col not in header]
+    if missing:
+        what = " and ".join(repr(col) for col in missing)
+        noun = "column" if len(missing) == 1 else "columns"
+        raise BadInputError(
+            f"{label}: no {noun} {what}; columns are: {', '.join(header)}. "
+            "Use --timestamp-col/--value-col"
+        )
+    for col in (timestamp_col, value_col):
+        if header.count(col) > 1:
+            raise BadInputError(
+                f"{label}: column '{col}' appears {header.count(col)} times in the header; "
+                "rename all but one"
+            )
+    return header.index(timestamp_col), header.index(value_col)
+
+
+def _parse_timestamps(
+    cells: list[str], lines: list[int], column: str, label: str
+) -> pd.DatetimeIndex:
+    """The timestamp cells as a UTC DatetimeIndex; the first empty or bad cell is an error."""
+    texts = pd.Index([cell.strip() for cell in cells], dtype=object)
+    empty = np.flatnonzero(np.asarray(texts == "", dtype=bool))
+    if len(empty):
+        raise BadInputError(
+            f"{label}: line {lines[empty[0]]}: empty timestamp in column '{column}'; "
+            "fill it in or delete the row"
+        )
+    # ISO 8601 first: fast and unambiguous; only the cells it rejects need format guessing.
+    stamps = pd.Series(pd.to_datetime(texts, utc=True, format="ISO8601", errors="coerce"))
+    retry = stamps.isna().to_numpy()
+    if retry.any():
+        stamps[retry] = _parse_one_format(texts[retry])
+    bad = (stamps.isna() | (stamps.dt.year < _EARLIEST_YEAR)).to_numpy()
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise BadInputError(
+            f"{label}: line {lines[first]}: cannot parse timestamp {_show(texts[first])} in column "
+            f"'{column}'; use a date like 2024-01-31 or 2024-01-31T13:00:00Z"
+        )
+    return pd.DatetimeIndex(stamps)
+
+
+def _parse_one_format(texts: pd.Index) -> pd.DatetimeIndex:
+    """Non-ISO timestamps parsed with ONE format inferred for all cells (NaT where it fails).
+
+    Not `format="mixed"`: guessing cell by cell reads 01/02 as January 2nd and 13/02 as
+    February 13th in the same file, scrambling the series without an error. Both month-first
+    and day-first are tried; the one parsing more cells wins (13/01/2024 settles it). When
+    both parse every cell (all days <= 12), the one leaving fewer holes in its time span wins
+    (01/02, 01/03, ... day-first is monthly and full, month-first is daily and mostly empty);
+    on a full tie, month-first (pandas' default).
+    """
+    with warnings.catch_warnings():
+        # pandas warns when it falls back to dateutil or when dayfirst contradicts the format;
+        # both outcomes are checked cell by cell through the NaT count instead.
+        warnings.simplefilter("ignore", UserWarning)
+        month_first = pd.to_datetime(texts, utc=True, errors="coerce")
+        day_first = pd.to_datetime(texts, utc=True, errors="coerce", dayfirst=True)
+    misses = (month_first.isna().sum(), day_first.isna().sum())
+    if misses[0] != misses[1]:
+        return day_first if misses[1] < misses[0] else month_first
+    return day_first if _fill(day_first) > _fill(month_first) else month_first
+
+
+def _fill(stamps: pd.DatetimeIndex) -> float:
+    """Share of the span, in steps of the smallest spacing, that has a timestamp (1.0 = full)."""
+    unique = stamps.dropna().unique().sort_values()
+    if len(unique) < 2:
+        return 1.0
+    step = (unique[1:] - unique[:-1]).min()
+    return len(unique) / ((unique[-1] - unique[0]) / step + 1)
+
+
+def _show(text: str) -> str:
+    """A cell quoted for a message, cut to 40 characters (an unclosed quote swallows lines)."""
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _parse_values(cells: list[str], lines: list[int], column: str, label: str) -> np.ndarray:
+    """The value cells as floats, NaN for missing-value cells; the first bad cell is an error."""
+    texts = [cell.strip() for cell in cells]
+    missing = np.array([text.lower() in _MISSING for text in texts], dtype=bool)
+    given = pd.Series([np.nan if gap else text for text, gap in zip(texts, missing)], dtype=object)
+    numbers = pd.to_numeric(given, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    bad = np.isnan(numbers) & ~missing
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise BadInputError(
+            f"{label}: line {lines[first]}: column '{column}' has {_show(texts[first])}, not a "
+            "number; give a number with '.' as the decimal point, or leave the cell empty "
+            "for a missing value"
+        )
+    return numbers

@@ -1,0 +1,41 @@
+"""Numbers as people read them: 2.41%, €1,204, 3.2 s, 12,345."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+CURRENCIES = {"€", "$", "£"}
+
+
+def format_value(value: float, unit: str = "") -> str:
+    """A KPI value in its unit: "%" shows a share (0.0241) as 2.41%, currencies lead."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "no data"
+    if unit == "%":
+        return f"{value * 100:.2f}%"
+    if unit in CURRENCIES:
+        return f"{unit}{value:,.2f}" if abs(value) < 100 else f"{unit}{value:,.0f}"
+    if unit == "s":
+        return f"{value:.2f} s"
+    if unit == "x":
+        return f"{value:.2f}x"
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"
+    return f"{text} {unit}".rstrip()
+
+
+def format_change(actual: float, expected: float, unit: str = "") -> str:
+    """The change against expected: "-38.2%", or in points for shares ("+14.8 points")."""
+    if unit == "%":
+        return f"{(actual - expected) * 100:+.1f} points"
+    if expected == 0:
+        return format_value(actual - expected, unit)
+    return f"{(actual - expected) / abs(expected) * 100:+.1f}%"
+
+
+def format_period(period: pd.Timestamp, freq: str) -> str:
+    """A period as a person names it: "Wed 10 Dec 2025" for days, "10 Dec 2025 14:00 UTC" for hours."""
+    if freq.lower() in {"d", "w"} or freq.upper().startswith("W"):
+        return period.strftime("%a %d %b %Y")
+    return period.strftime("%d %b %Y %H:%M UTC")
