@@ -18,22 +18,23 @@ HOLIDAY_COLUMNS = ["holiday", "ds", "lower_window", "upper_window"]
 
 
 def black_friday(year: int) -> date:
-    """The fourth Friday of November (the day after US Thanksgiving)."""
+    """The day after the fourth Thursday of November (US Thanksgiving): 29 Nov 2024, 28 Nov 2025."""
     first = date(year, 11, 1)
-    first_friday = first + timedelta(days=(4 - first.weekday()) % 7)
-    return first_friday + timedelta(weeks=3)
+    first_thursday = first + timedelta(days=(3 - first.weekday()) % 7)
+    return first_thursday + timedelta(weeks=3, days=1)
 
 
 def retail_events(years: Iterable[int]) -> pd.DataFrame:
     """Built-in retail peaks per year, as a Prophet holidays frame.
 
-    black_friday: Friday to Cyber Monday (window 0..+3); sinterklaas: the run-up from 20 Nov to
-    5 Dec (window -15..0); christmas: shopping from 14 Dec to New Year's Day (window -11..+7).
+    black_friday: Friday to Cyber Monday (window 0..+3); sinterklaas: 5 Dec (the Dutch gift
+    evening); christmas: shopping from 14 Dec to New Year's Day (window -11..+7). Short windows on
+    purpose: every day of a window is one more effect learned from only one or two earlier years.
     """
     rows = []
     for year in years:
         rows.append(("black_friday", black_friday(year), 0, 3))
-        rows.append(("sinterklaas", date(year, 12, 5), -15, 0))
+        rows.append(("sinterklaas", date(year, 12, 5), 0, 0))
         rows.append(("christmas", date(year, 12, 25), -11, 7))
     return _frame(rows)
 

@@ -36,14 +36,22 @@ class Rules:
     min_abs_change: float = 0.0
     for_periods: int = 1
     good_news: bool = False
+    event_margin: float = 0.15
 
     @classmethod
     def from_kpi(cls, kpi: KPIConfig) -> Rules:
-        return cls(kpi.good, kpi.level, kpi.min_volume, kpi.min_abs_change, kpi.for_periods, kpi.good_news)
+        return cls(
+            kpi.good, kpi.level, kpi.min_volume, kpi.min_abs_change, kpi.for_periods, kpi.good_news, kpi.event_margin
+        )
 
 
-def judge_series(series: KPISeries, forecast: Forecast, rules: Rules) -> list[Judgement]:
-    """One Judgement per forecast period (a period without data is judged 'no data')."""
+def judge_series(
+    series: KPISeries, forecast: Forecast, rules: Rules, event_periods: frozenset[pd.Timestamp] = frozenset()
+) -> list[Judgement]:
+    """One Judgement per forecast period (a period without data is judged 'no data').
+
+    event_periods: periods on a known calendar event, whose band gets `rules.event_margin`.
+    """
     actuals = series.values.reindex(forecast.mean.index)
     volumes = _volumes(series, forecast.mean.index)
     typical = _typical_volume(series, forecast.mean.index[0])
@@ -59,6 +67,7 @@ def judge_series(series: KPISeries, forecast: Forecast, rules: Rules) -> list[Ju
             volume=float(volumes.loc[period]),
             typical_volume=typical,
             proportion=proportion,
+            on_event=period in event_periods,
         )
         for period in forecast.mean.index
     ]
@@ -74,11 +83,14 @@ def judge(
     volume: float = math.nan,
     typical_volume: float = math.nan,
     proportion: bool = False,
+    on_event: bool = False,
 ) -> Judgement:
     """Score one period against its band and apply the volume and absolute-change guardrails.
 
     volume: the period's denominator (ratio KPIs) or NaN; typical_volume: its usual size.
     proportion: the KPI is a share (0..1), so a small denominator adds binomial noise.
+    on_event: the period is a holiday or retail peak; its expected value was learned from one or
+        two earlier years, so the band widens by `rules.event_margin` of the expected value.
     """
     if math.isnan(actual):
         return Judgement(period, actual, expected, lower, upper, 0.0, False, "no data")
@@ -89,6 +101,8 @@ def judge(
     if proportion and volume > 0:
         extra = _extra_binomial_variance(expected, volume, typical_volume)
         sigma_up, sigma_down = math.hypot(sigma_up, math.sqrt(extra)), math.hypot(sigma_down, math.sqrt(extra))
+    margin = rules.event_margin * abs(expected) if on_event else 0.0
+    sigma_up, sigma_down = sigma_up + margin / z_level, sigma_down + margin / z_level
     lower, upper = expected - z_level * sigma_down, expected + z_level * sigma_up
     sigma = sigma_up if actual >= expected else sigma_down
     score = math.erf(abs(actual - expected) / sigma / math.sqrt(2.0))

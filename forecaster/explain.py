@@ -135,7 +135,6 @@ def _segment_hints(headline: Evaluated, shares: tuple[float, float], group: list
     hints = []
     if headline.series.segment:
         change_share, volume_share = shares
-        what = "the volume" if headline.series.denominator is None else "the denominator"
         hints.append(
             Hint(
                 kind="segment",
@@ -143,7 +142,7 @@ def _segment_hints(headline: Evaluated, shares: tuple[float, float], group: list
                 segment=dict(headline.series.segment),
                 text=(
                     f"{segment_label(headline.series.segment)} explains {change_share:.0%} of the change "
-                    f"with {volume_share:.0%} of {what}"
+                    f"with {volume_share:.0%} of the volume"
                 ),
                 evidence=change_share,
                 data={"share": round(change_share, 4), "volume_share": round(volume_share, 4)},

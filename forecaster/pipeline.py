@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from forecaster.calendar import events_on
 from forecaster.detect import Rules, anomaly_at, judge_series
 from forecaster.explain import Evaluated, build_alerts
 from forecaster.kpis import kpi_series
@@ -104,9 +105,16 @@ def evaluate_series(series: KPISeries, kpi: KPIConfig, country: str | None, unti
     except BadInputError as exc:  # constant or too short: this series cannot be judged now
         return SeriesResult(series, None, (), None, skipped=str(exc).removeprefix(f"{series.label}: "))
     rules = Rules.from_kpi(kpi)
-    judgements = judge_series(series, forecast, rules)
+    judgements = judge_series(series, forecast, rules, _event_periods(window, series.freq, country))
     anomaly = anomaly_at(series, judgements, rules, forecast.model, kpi.unit)
     return SeriesResult(series, forecast, tuple(judgements), anomaly)
+
+
+def _event_periods(window: pd.DatetimeIndex, freq: str, country: str | None) -> frozenset[pd.Timestamp]:
+    """The daily periods of `window` that fall on a holiday or retail peak."""
+    if freq != "D":
+        return frozenset()
+    return frozenset(period for period in window if events_on(period.date(), country))
 
 
 def check(

@@ -59,6 +59,9 @@ class KPIConfig(_Strict):
         alerted on (default 0).
     for_periods: alert only after this many consecutive anomalous periods (default 1).
     good_news: also report anomalies in the good direction, as good news (default False).
+    event_margin: on a public holiday or retail peak the band widens by this fraction of the
+        expected value (default 0.15): such effects are learned from only one or two past years.
+    check_window: periods judged together at each check, left out of the fit (default 7).
     """
 
     metric: str | None = None
@@ -77,6 +80,7 @@ class KPIConfig(_Strict):
     min_abs_change: float = Field(default=0.0, ge=0.0)
     for_periods: int = Field(default=1, ge=1, le=30)
     good_news: bool = False
+    event_margin: float = Field(default=0.15, ge=0.0, le=1.0)
     check_window: int = Field(default=7, ge=1, le=90)
 
     @field_validator("model")

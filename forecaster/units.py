@@ -26,12 +26,11 @@ def format_value(value: float, unit: str = "") -> str:
 
 
 def format_change(actual: float, expected: float, unit: str = "") -> str:
-    """The change against expected: "-38.2%", or in points for shares ("+14.8 points")."""
-    if unit == "%":
-        return f"{(actual - expected) * 100:+.1f} points"
+    """The change against expected in percent, plus points for shares: "-45.2% (-0.87 points)"."""
+    points = f" ({(actual - expected) * 100:+.2f} points)" if unit == "%" else ""
     if expected == 0:
-        return format_value(actual - expected, unit)
-    return f"{(actual - expected) / abs(expected) * 100:+.1f}%"
+        return f"{'+' if actual >= 0 else '-'}{format_value(abs(actual - expected), unit)}{points}"
+    return f"{(actual - expected) / abs(expected) * 100:+.1f}%{points}"
 
 
 def format_period(period: pd.Timestamp, freq: str) -> str:

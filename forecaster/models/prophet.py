@@ -23,12 +23,17 @@ from forecaster.types import Forecast
 
 
 def quiet_prophet() -> None:
-    """Silence Prophet and cmdstanpy; call in every (worker) process before importing prophet."""
+    """Silence Prophet and cmdstanpy in this process (call in every worker, before and after import).
+
+    Prophet sets its logger to INFO when imported, and a logger without handlers still reaches
+    stderr through logging's last-resort handler, so each gets a NullHandler and a high level.
+    """
     for name in ("prophet", "prophet.plot", "prophet.models", "cmdstanpy"):
         logger = logging.getLogger(name)
-        logger.setLevel(logging.CRITICAL)
+        logger.setLevel(logging.CRITICAL + 1)
         logger.propagate = False
-    logging.getLogger("cmdstanpy").disabled = True
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
 
 
 @register("prophet")
@@ -37,7 +42,9 @@ class ProphetModel:
 
     country: ISO code whose public holidays become effects (None = none).
     retail_events: add Black Friday, Sinterklaas and Christmas windows (default True).
-    seasonality_mode: "additive" or "multiplicative".
+    seasonality_mode: "additive", "multiplicative", or "auto" (default): multiplicative for a
+        positive history, where a peak is a percentage of the level (Black Friday doubles traffic
+        whatever its size), additive once zeros or negatives occur.
     uncertainty_samples: simulations behind the interval (default 1000; fewer is faster, noisier).
     changepoint_prior_scale: trend flexibility (Prophet's default 0.05).
     """
@@ -48,7 +55,7 @@ class ProphetModel:
         self,
         country: str | None = None,
         retail_events: bool = True,
-        seasonality_mode: str = "additive",
+        seasonality_mode: str = "auto",
         uncertainty_samples: int = 1000,
         changepoint_prior_scale: float = 0.05,
     ) -> None:
@@ -64,6 +71,8 @@ class ProphetModel:
         quiet_prophet()
         from prophet import Prophet  # imported late: ~1 s, only when Prophet is really used
 
+        quiet_prophet()  # again: importing prophet resets its logger to INFO
+
         ds = y.index.tz_convert("UTC").tz_localize(None)
         span = ds[-1] - ds[0]
         step = ds[1] - ds[0] if len(ds) > 1 else pd.Timedelta(days=1)
@@ -73,7 +82,7 @@ class ProphetModel:
             weekly_seasonality=bool(step < pd.Timedelta(days=7) and span >= pd.Timedelta(days=14)),
             daily_seasonality=bool(step < pd.Timedelta(days=1) and span >= pd.Timedelta(days=2)),
             holidays=self._holidays(ds) if step <= pd.Timedelta(days=1) else None,
-            seasonality_mode=self.seasonality_mode,
+            seasonality_mode=self._mode(y),
             changepoint_prior_scale=self.changepoint_prior_scale,
             uncertainty_samples=self.uncertainty_samples,
             interval_width=0.95,
@@ -106,6 +115,11 @@ class ProphetModel:
             level=level,
             model=self.name,
         )
+
+    def _mode(self, y: pd.Series) -> str:
+        if self.seasonality_mode != "auto":
+            return self.seasonality_mode
+        return "multiplicative" if float(y.min()) > 0 else "additive"
 
     def _holidays(self, ds: pd.DatetimeIndex) -> pd.DataFrame | None:
         years = range(ds[0].year, ds[-1].year + 2)  # +1 so forecasts into next year see its events
