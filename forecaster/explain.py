@@ -158,8 +158,8 @@ def _segment_hints(headline: Evaluated, shares: tuple[float, float], group: list
                 kpi=anomaly.kpi,
                 segment=dict(anomaly.segment),
                 text=(
-                    f"also outside its band: {segment_label(anomaly.segment)} "
-                    f"({format_change(anomaly.actual, anomaly.expected, anomaly.unit)})"
+                    f"also outside its band: {segment_label(anomaly.segment)}, "
+                    f"{format_change(anomaly.actual, anomaly.expected, anomaly.unit)}"
                 ),
                 evidence=0.5 * anomaly.score,
                 data={"actual": anomaly.actual, "expected": anomaly.expected},

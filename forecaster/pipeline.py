@@ -27,7 +27,7 @@ from forecaster.types import Alert, Anomaly, BadInputError, Forecast, Judgement,
 # history, and ETS otherwise (short or sub-daily series, where Prophet has little to add).
 AUTO_PROPHET_MIN_DAYS = 365
 
-Progress = Callable[[int], None]
+Progress = Callable[[int, int], None]  # (series finished, series in all)
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,13 @@ class CheckReport:
     alerts: tuple[Alert, ...]
     results: tuple[SeriesResult, ...]
 
+    def result_for(self, anomaly: Anomaly) -> SeriesResult:
+        """The evaluated series behind an anomaly (for its chart)."""
+        for result in self.results:
+            if result.series.name == anomaly.kpi and dict(result.series.segment) == dict(anomaly.segment):
+                return result
+        raise KeyError(f"no result for {anomaly.kpi} {dict(anomaly.segment)}")
+
     @property
     def notes(self) -> list[str]:
         """One line per series that could not be judged."""
@@ -69,21 +76,21 @@ def last_closed_period(now: pd.Timestamp, freq: str, timezone: str) -> pd.Timest
     return now.floor("h") - pd.Timedelta(hours=1)
 
 
-def choose_model(kpi: KPIConfig, history: pd.Series) -> str:
-    """The configured model, or for `auto` the rule in AUTO_PROPHET_MIN_DAYS."""
-    if kpi.model != AUTO_MODEL:
-        return kpi.model
-    if kpi.freq == "D" and history.notna().sum() >= AUTO_PROPHET_MIN_DAYS:
+def choose_model(model: str, freq: str, history: pd.Series) -> str:
+    """`model` itself, or for `auto` the rule in AUTO_PROPHET_MIN_DAYS."""
+    if model != AUTO_MODEL:
+        return model
+    if freq == "D" and history.notna().sum() >= AUTO_PROPHET_MIN_DAYS:
         return "prophet"
     return "ets"
 
 
-def model_params(model: str, kpi: KPIConfig, country: str | None) -> dict[str, object]:
-    """The KPI's `model_params`, plus the config's country for Prophet's holidays."""
-    params: dict[str, object] = dict(kpi.model_params) if kpi.model == model else {}
+def model_params(model: str, configured: str, params: dict[str, object], country: str | None) -> dict[str, object]:
+    """The configured `model_params` (when `model` is the configured one), plus the country for Prophet."""
+    chosen: dict[str, object] = dict(params) if model == configured else {}
     if model == "prophet":
-        params.setdefault("country", country)
-    return params
+        chosen.setdefault("country", country)
+    return chosen
 
 
 def evaluate_series(series: KPISeries, kpi: KPIConfig, country: str | None, until: pd.Timestamp) -> SeriesResult:
@@ -97,11 +104,10 @@ def evaluate_series(series: KPISeries, kpi: KPIConfig, country: str | None, unti
     history = series.values[series.values.index < window[0]]
     if history.index.freq is None:
         history = history.asfreq(step)
-    model = choose_model(kpi, history)
+    model = choose_model(kpi.model, kpi.freq, history)
+    params = model_params(model, kpi.model, kpi.model_params, country)
     try:
-        forecast = fit_forecast(
-            history, model, len(window), kpi.level, model_params(model, kpi, country), name=series.label
-        )
+        forecast = fit_forecast(history, model, len(window), kpi.level, params, name=series.label)
     except BadInputError as exc:  # constant or too short: this series cannot be judged now
         return SeriesResult(series, None, (), None, skipped=str(exc).removeprefix(f"{series.label}: "))
     rules = Rules.from_kpi(kpi)
@@ -127,7 +133,7 @@ def check(
     """Judge the latest closed period of each KPI (all, or those named) and build the alerts.
 
     at: "now" (default: the source's clock, the wall clock for real sources).
-    progress: called with the number of series finished, as they finish.
+    progress: called with (series finished, series in all) as they finish.
     workers: processes for the model fits (default: the CPU count; 1 = in this process).
     """
     names = list(kpis) if kpis else list(settings.kpis)
@@ -172,7 +178,7 @@ def _run_all(
             results.append(evaluate_series(series, kpi, country, until))
             done += 1
             if progress:
-                progress(done)
+                progress(done, len(jobs))
         return results
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
         futures = [pool.submit(evaluate_series, series, kpi, country, until) for series, kpi, until in jobs]
@@ -181,5 +187,36 @@ def _run_all(
             results.append(future.result())
             done += 1
             if progress:
-                progress(done)
+                progress(done, len(jobs))
         return results
+
+
+def forecast_series(
+    series: KPISeries,
+    horizon: int,
+    level: float = 0.95,
+    model: str = AUTO_MODEL,
+    params: dict[str, object] | None = None,
+    country: str | None = None,
+) -> Forecast:
+    """Fit on the whole series and forecast `horizon` periods ahead at `level`."""
+    chosen = choose_model(model, series.freq, series.values)
+    chosen_params = model_params(chosen, model, dict(params or {}), country)
+    return fit_forecast(series.values, chosen, horizon, level, chosen_params, name=series.label)
+
+
+def kpi_total_series(
+    settings: Settings, name: str, segment: dict[str, str] | None = None, at: pd.Timestamp | None = None
+) -> KPISeries:
+    """A configured KPI's series up to its last closed period: the total, or one segment."""
+    kpi = settings.kpi(name)
+    source = make_source(settings.sources[kpi.source])
+    until = last_closed_period(at if at is not None else source.now(), kpi.freq, settings.timezone)
+    dimensions = sorted(set(kpi.dimensions) | set(segment or {}))
+    frame = source.fetch(kpi.metrics, dimensions, kpi.freq, end=until)
+    wanted = dict(segment or {})
+    view = kpi.model_copy(update={"segments": sorted(wanted)})
+    for series in kpi_series(name, view, frame):
+        if dict(series.segment) == wanted or (not wanted and not series.segment):
+            return series
+    raise BadInputError(f"{name}: no data for segment {wanted}; check --segment against the source's values")

@@ -1,0 +1,252 @@
+"""`kpiwatch ...`: argument parsing and printing only; the work is in `forecaster.pipeline`.
+
+Every domain error (KPIWatchError) becomes one line on stderr and its exit code (2 bad input,
+3 a source failed) at one boundary, `main()`: never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from forecaster.pipeline import CheckReport, check, forecast_series, kpi_total_series
+from forecaster.settings import Settings, config_path, load_config
+from forecaster.types import BadInputError, Forecast, KPISeries, KPIWatchError, segment_label
+from forecaster.units import format_period, format_value
+
+# The demo config ships in the repository next to the packages (see README).
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "kpiwatch.yaml"
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kpiwatch")
+def cli() -> None:
+    """kpiwatch: watches marketing KPIs, forecasts them, and says when and where something moved."""
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
+              show_default=True, help="Folder for the alert charts (PNG).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def demo(out_dir: Path, fmt: str) -> None:
+    """Run the whole pipeline on the built-in demo shop data (no config, no network)."""
+    from forecaster.sources.demo import DEMO_NOW
+
+    settings = load_config(DEMO_CONFIG)
+    report = _run_check(settings, at=DEMO_NOW, kpis=None, quiet=fmt == "json")
+    charts = _write_charts(report, out_dir)
+    if fmt == "json":
+        _print_json(report, charts)
+        return
+    day = format_period(next(iter(report.period.values())), "D")
+    out.print(f"[bold]kpiwatch demo[/]: {len(settings.kpis)} KPIs, {len(report.results)} series, judged {day} "
+              f"(the demo shop's last closed day; demo clock {DEMO_NOW:%Y-%m-%d %H:%M} UTC)\n")
+    _print_alerts(report, charts)
+
+
+@cli.command()
+@click.argument("kpi", required=False)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
+@click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path), help="Forecast a CSV file instead of a KPI.")
+@click.option("--timestamp-col", default="timestamp", show_default=True, help="Timestamp column of --csv.")
+@click.option("--value-col", default="value", show_default=True, help="Value column of --csv.")
+@click.option("--segment", "segments", multiple=True, metavar="DIM=VALUE", help="One segment of the KPI, e.g. device=mobile.")
+@click.option("--horizon", default=28, show_default=True, type=int, help="Periods to forecast.")
+@click.option("--level", default=0.95, show_default=True, type=float, help="Probability of the band (0-1).")
+@click.option("--model", default="auto", show_default=True, help="auto, ets, prophet or seasonal_naive.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also write a PNG chart here.")
+def forecast(
+    kpi: str | None, config_file: Path | None, csv_file: Path | None, timestamp_col: str, value_col: str,
+    segments: tuple[str, ...], horizon: int, level: float, model: str, fmt: str, plot: Path | None,
+) -> None:
+    """Forecast a configured KPI (or a --csv file) with its prediction band."""
+    if (kpi is None) == (csv_file is None):
+        raise BadInputError("give a KPI name or --csv FILE (one of the two)")
+    country = None
+    if csv_file is not None:
+        from forecaster.sources.csv import read_series_csv
+
+        series = read_series_csv(csv_file, timestamp_col, value_col)
+        unit = ""
+    else:
+        settings = load_config(config_file)
+        series = kpi_total_series(settings, kpi or "", _parse_segment(segments))
+        country, unit = settings.country, settings.kpi(kpi or "").unit
+    with _spinner(f"fitting {model} on {len(series.values)} periods of {series.label}", quiet=fmt != "table"):
+        result = forecast_series(series, horizon, level, model=model, country=country)
+    _print_forecast(series, result, fmt, unit)
+    if plot is not None:
+        from alerts.chart import render_chart
+
+        render_chart(plot, series.values, result, title=f"{series.label}: forecast ({result.model})", unit=unit)
+        err.print(f"chart written to {plot}")
+
+
+@cli.command(name="check")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
+@click.option("--kpi", "kpis", multiple=True, help="Only this KPI (repeatable).")
+@click.option("--at", "at", help="Judge as if it were this time (ISO 8601; no zone = the config's timezone).")
+@click.option("--dry-run", is_flag=True, help="Print the alerts, send nothing.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Write alert charts here.")
+def check_command(
+    config_file: Path | None, kpis: tuple[str, ...], at: str | None, dry_run: bool, fmt: str, out_dir: Path | None
+) -> None:
+    """Judge the latest closed period of every KPI now and report the alerts."""
+    settings = load_config(config_file)
+    for name in kpis:
+        settings.kpi(name)  # an unknown name fails here, before any work
+    report = _run_check(settings, at=_parse_at(at, settings), kpis=kpis or None, quiet=fmt == "json")
+    charts = _write_charts(report, out_dir) if out_dir else {}
+    if fmt == "json":
+        _print_json(report, charts)
+    else:
+        _print_alerts(report, charts)
+    if not dry_run and report.alerts:
+        # Delivery to Slack comes with the state store (outbox, exactly once); until then the
+        # console is the only notifier, so a real run and a dry run print the same.
+        err.print("no notifier configured: alerts printed only")
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
+def validate(config_file: Path | None) -> None:
+    """Check a config file and exit (0 = valid)."""
+    settings = load_config(config_file)
+    out.print(f"{config_path(config_file)}: OK ({len(settings.kpis)} KPIs, {len(settings.sources)} source(s): "
+              f"{', '.join(sorted(settings.kpis))})")
+
+
+def main() -> None:
+    """Console entry point: run the CLI, turning domain errors into one line and an exit code."""
+    try:
+        cli.main(standalone_mode=False, prog_name="kpiwatch")
+    except KPIWatchError as exc:
+        err.print(f"kpiwatch: error: {exc}", markup=False)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.Abort:
+        err.print("kpiwatch: aborted")
+        sys.exit(130)
+
+
+def _run_check(settings: Settings, at: pd.Timestamp | None, kpis: tuple[str, ...] | None, quiet: bool) -> CheckReport:
+    if quiet or not err.is_terminal:
+        return check(settings, at=at, kpis=kpis)
+    with Progress(TextColumn("fitting and judging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("series", total=None)
+        return check(settings, at=at, kpis=kpis, progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+
+@contextmanager
+def _spinner(text: str, quiet: bool) -> Iterator[None]:
+    if quiet or not err.is_terminal:
+        yield
+        return
+    with err.status(text):
+        yield
+
+
+def _write_charts(report: CheckReport, folder: Path) -> dict[int, Path]:
+    from alerts.chart import render_chart
+    from alerts.message import alert_slug
+
+    charts = {}
+    for number, alert in enumerate(report.alerts):
+        result = report.result_for(alert.anomaly)
+        title = f"{alert.anomaly.kpi} {segment_label(alert.anomaly.segment)} ({alert.anomaly.model})"
+        charts[number] = render_chart(folder / f"{alert_slug(alert)}.png", result.series.values, result.forecast,
+                                      result.judgements, title=title, unit=alert.anomaly.unit)
+    return charts
+
+
+def _print_alerts(report: CheckReport, charts: dict[int, Path]) -> None:
+    from alerts.message import plain_text
+
+    if not report.alerts:
+        out.print("No anomalies: every KPI is inside its band.")
+    for number, alert in enumerate(report.alerts):
+        out.print(plain_text(alert), markup=False)
+        if number in charts:
+            out.print(f"  chart: {charts[number]}")
+        out.print()
+    bad = sum(1 for a in report.alerts if a.anomaly.is_bad)
+    out.print(f"{len(report.alerts)} alert(s): {bad} incident(s), {len(report.alerts) - bad} good news; "
+              f"{len(report.results)} series judged.")
+    for note in report.notes:
+        err.print(f"skipped {note}", markup=False)
+
+
+def _print_json(report: CheckReport, charts: dict[int, Path]) -> None:
+    from alerts.message import alert_to_dict
+
+    alerts = []
+    for number, alert in enumerate(report.alerts):
+        item = alert_to_dict(alert)
+        if number in charts:
+            item["chart"] = str(charts[number])
+        alerts.append(item)
+    payload = {"alerts": alerts, "judged": {k: v.isoformat() for k, v in report.period.items()},
+               "series": len(report.results), "skipped": report.notes}
+    click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+
+
+def _print_forecast(series: KPISeries, result: Forecast, fmt: str, unit: str) -> None:
+    frame = result.to_frame()
+    frame.index.name = "timestamp"
+    if fmt == "csv":
+        click.echo(frame.to_csv(float_format="%.6g"), nl=False)
+        return
+    if fmt == "json":
+        rows = [{"timestamp": ts.isoformat(), **{k: float(v) for k, v in row.items()}} for ts, row in frame.iterrows()]
+        click.echo(json.dumps({"series": series.label, "model": result.model, "level": result.level,
+                               "note": result.note, "forecast": rows}, indent=2))
+        return
+    table = Table(title=f"{series.label}: {len(frame)} periods ahead, {result.level:.0%} band, model {result.model}")
+    for column in ("period", "forecast", "lower", "upper"):
+        table.add_column(column, justify="right" if column != "period" else "left")
+    for ts, row in frame.iterrows():
+        table.add_row(format_period(ts, series.freq), *(format_value(row[c], unit) for c in ("forecast", "lower", "upper")))
+    out.print(table)
+    if result.note:
+        err.print(f"note: {result.note}", markup=False)
+
+
+def _parse_segment(items: tuple[str, ...]) -> dict[str, str]:
+    segment = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise BadInputError(f"--segment {item!r}: use DIMENSION=VALUE, e.g. --segment device=mobile")
+        segment[key.strip()] = value.strip()
+    return segment
+
+
+def _parse_at(text: str | None, settings: Settings) -> pd.Timestamp | None:
+    if text is None:
+        return None
+    try:
+        stamp = pd.Timestamp(text)
+    except ValueError:
+        raise BadInputError(f"--at {text!r}: not a timestamp; use ISO 8601 such as 2025-12-11T08:00") from None
+    if pd.isna(stamp):
+        raise BadInputError(f"--at {text!r}: not a timestamp; use ISO 8601 such as 2025-12-11T08:00")
+    return stamp.tz_localize(settings.timezone) if stamp.tzinfo is None else stamp
