@@ -1,13 +1,12 @@
 """`kpiwatch ...`: argument parsing and printing only; the work is in `forecaster.pipeline`.
 
 Every domain error (KPIWatchError) becomes one line on stderr and its exit code (2 bad input,
-3 a source failed) at one boundary, `main()`: never a traceback.
+3 a source failed) at one boundary, `_ErrorBoundary`: never a traceback.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +29,18 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _ErrorBoundary(click.Group):
+    """Turns every KPIWatchError raised by a command into one stderr line and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KPIWatchError as exc:
+            click.echo(f"kpiwatch: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_ErrorBoundary, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kpiwatch")
 def cli() -> None:
     """kpiwatch: watches marketing KPIs, forecasts them, and says when and where something moved."""
@@ -79,7 +89,7 @@ def forecast(
     if csv_file is not None:
         from forecaster.sources.csv import read_series_csv
 
-        series = read_series_csv(csv_file, timestamp_col, value_col)
+        series = read_series_csv(csv_file, timestamp_col, value_col, name=f"{csv_file.name}:{value_col}")
         unit = ""
     else:
         settings = load_config(config_file)
@@ -131,20 +141,8 @@ def validate(config_file: Path | None) -> None:
 
 
 def main() -> None:
-    """Console entry point: run the CLI, turning domain errors into one line and an exit code."""
-    try:
-        cli.main(standalone_mode=False, prog_name="kpiwatch")
-    except KPIWatchError as exc:
-        err.print(f"kpiwatch: error: {exc}", markup=False)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
-    except click.Abort:
-        err.print("kpiwatch: aborted")
-        sys.exit(130)
+    """Console entry point (`kpiwatch`)."""
+    cli(prog_name="kpiwatch")
 
 
 def _run_check(settings: Settings, at: pd.Timestamp | None, kpis: tuple[str, ...] | None, quiet: bool) -> CheckReport:

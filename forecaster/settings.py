@@ -213,7 +213,8 @@ def _first_error(exc: ValidationError) -> str:
         return f"{key}: required key is missing"
     message = str(error["msg"]).removeprefix("Value error, ")
     given = error.get("input")
-    shown = "" if isinstance(given, dict | list) or given is None else f" (got {given!r})"
+    plain = not isinstance(given, dict | list) and given is not None
+    shown = f" (got {given!r})" if plain and repr(given) not in message else ""
     return f"{key}: {message}{shown}"
 
 

@@ -9,9 +9,11 @@ width explicitly (Prophet's default is 0.80).
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-from pathlib import Path
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Self
 
 import numpy as np
@@ -88,7 +90,8 @@ class ProphetModel:
             interval_width=0.95,
         )
         frame = pd.DataFrame({"ds": ds, "y": y.to_numpy(dtype="float64")}).dropna()  # Prophet skips gaps itself
-        with _cmdstan_temp_files_removed():
+        with _private_cmdstan_folder(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # pandas deprecations inside Prophet
             model.fit(frame)
         self.prophet_ = model
         self.y_ = y
@@ -105,7 +108,9 @@ class ProphetModel:
         state = np.random.get_state()
         np.random.seed(0)
         try:
-            out = self.prophet_.predict(pd.DataFrame({"ds": index.tz_convert("UTC").tz_localize(None)}))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                out = self.prophet_.predict(pd.DataFrame({"ds": index.tz_convert("UTC").tz_localize(None)}))
         finally:
             np.random.set_state(state)
         return Forecast(
@@ -127,21 +132,31 @@ class ProphetModel:
         return frame if len(frame) else None
 
 
-class _cmdstan_temp_files_removed:
-    """Delete what a fit leaves in cmdstanpy's temp folder, so a daemon's disk use stays flat."""
+# cmdstanpy modules that copied the package's temp folder name at import time.
+_CMDSTAN_TMPDIR_MODULES = ("cmdstanpy", "cmdstanpy.model", "cmdstanpy.stanfit.runset", "cmdstanpy.stanfit.mcmc",
+                           "cmdstanpy.utils.filesystem")
 
-    def __enter__(self) -> None:
-        import cmdstanpy
 
-        self.folder = Path(cmdstanpy._TMPDIR)
-        self.before = set(os.listdir(self.folder)) if self.folder.exists() else set()
+@contextmanager
+def _private_cmdstan_folder() -> Iterator[None]:
+    """Point cmdstanpy at a fresh temp folder for one fit, and delete it afterwards.
 
-    def __exit__(self, *exc: object) -> None:
-        if not self.folder.exists():
-            return
-        for entry in set(os.listdir(self.folder)) - self.before:
-            path = self.folder / entry
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+    cmdstanpy writes every fit's data and output files into one process-wide folder that it only
+    removes at exit: a daemon would fill the disk, and worker processes forked from one parent
+    share that folder, so cleaning it in one worker would delete another's files mid-fit.
+    """
+    import importlib
+
+    folder = tempfile.mkdtemp(prefix="kpiwatch-cmdstan-")
+    modules = [importlib.import_module(name) for name in _CMDSTAN_TMPDIR_MODULES]
+    previous = [getattr(module, "_TMPDIR", None) for module in modules]
+    for module in modules:
+        if hasattr(module, "_TMPDIR"):
+            module._TMPDIR = folder
+    try:
+        yield
+    finally:
+        for module, old in zip(modules, previous, strict=True):
+            if old is not None:
+                module._TMPDIR = old
+        shutil.rmtree(folder, ignore_errors=True)

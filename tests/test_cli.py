@@ -1,0 +1,167 @@
+"""The CLI in-process (click's CliRunner): exit codes, output shapes, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from forecaster.cli import cli
+from forecaster.sources.demo import INCIDENTS
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+PEYTON = SHARED_DATA / "forecast-examples" / "example_wp_log_peyton_manning.csv"
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("kpiwatch: error: "), lines[0]
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_demo_json_lists_the_live_incidents_with_hints_and_charts(tmp_path: Path) -> None:
+    result = run("demo", "--format", "json", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    alerts = json.loads(result.stdout)["alerts"]
+    live = [i for i in INCIDENTS if i.number in (1, 3)]
+    for incident in live:
+        for expected in incident.expected:
+            matches = [a for a in alerts if a["kpi"] == expected.kpi and a["segment"] == dict(expected.segment)]
+            assert matches and matches[0]["direction"] == expected.direction, (expected, [a["text"] for a in alerts])
+    for alert in alerts:
+        assert set(alert) >= {"kpi", "segment", "period", "actual", "expected", "lower", "upper", "direction",
+                              "severity", "score", "text", "hints"}
+        assert 0.0 <= alert["score"] <= 1.0
+        assert alert["hints"] and all(h["kind"] in {"related", "component", "segment", "context", "impact"}
+                                      for h in alert["hints"])
+        assert Path(alert["chart"]).stat().st_size > 10_000  # a real PNG, not an empty file
+    assert all(a["period"] == "2025-12-10T00:00:00+00:00" for a in alerts)
+
+
+@pytest.mark.slow
+def test_demo_text_names_kpi_segment_and_direction(tmp_path: Path) -> None:
+    result = run("demo", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "conversion_rate on device=mobile fell" in result.stdout
+    assert "cpa on channel=paid_search rose" in result.stdout
+    assert "chart: " in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PEYTON.exists(), reason="../shared/data is not next to this checkout")
+def test_forecast_csv_prints_28_future_rows_with_bounds() -> None:
+    result = run("forecast", "--csv", str(PEYTON), "--timestamp-col", "ds", "--value-col", "y",
+                 "--horizon", "28", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 28
+    assert list(rows[0]) == ["timestamp", "forecast", "lower", "upper"]
+    assert rows[0]["timestamp"].startswith("2016-01-21")
+    assert all(float(r["lower"]) < float(r["forecast"]) < float(r["upper"]) for r in rows)
+
+
+def test_forecast_a_config_kpi_as_json_with_a_plot(tmp_path: Path) -> None:
+    png = tmp_path / "f.png"
+    result = run("forecast", "sessions", "--segment", "channel=email", "--model", "ets", "--horizon", "5",
+                 "--format", "json", "--plot", str(png))
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["series"] == "sessions[channel=email]" and payload["model"] == "ets"
+    assert len(payload["forecast"]) == 5
+    assert png.stat().st_size > 10_000
+
+
+def test_check_dry_run_json_quiet_day_has_no_alerts() -> None:
+    result = run("check", "--kpi", "page_load_time", "--at", "2025-11-20T08:00", "--dry-run", "--format", "json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["alerts"] == []
+    assert payload["judged"] == {"page_load_time": "2025-11-19T00:00:00+00:00"}
+
+
+def test_validate_the_demo_config() -> None:
+    result = run("validate")
+    assert result.exit_code == 0, result.output
+    assert "OK (6 KPIs" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "text,fragments",
+    [
+        ("sources: {default: {type: demo}}\nkpis:\n  s: {metric: sessions, goood: up}\n",
+         ["kpis.s.goood: unknown key; allowed here: metric, ratio, good"]),
+        ("sources: {default: {type: demo}}\nkpis:\n  s: {metric: sessions, level: high}\n",
+         ["kpis.s.level:", "'high'"]),
+        ("sources: {default: {type: demo}}\nkpis:\n  s: {metric: sessions, model: profet}\n",
+         ["kpis.s.model: unknown model 'profet'; choose one of: auto, ets, prophet, seasonal_naive"]),
+        ("sources: {default: {type: demo}}\nkpis:\n  s: {metric: sessions, source: warehouse}\n",
+         ["uses source 'warehouse'"]),
+    ],
+    ids=["unknown-key", "wrong-type", "unknown-model", "unknown-source"],
+)
+def test_bad_config_is_one_line_exit_2(tmp_path: Path, text: str, fragments: list[str]) -> None:
+    config = write(tmp_path, "bad.yaml", text)
+    for command in ("validate", "check"):
+        assert_one_line_error(run(command, "--config", str(config)), str(config), *fragments)
+
+
+def _daily(rows: list[str], header: str = "ds,y") -> str:
+    return "\n".join([header, *rows]) + "\n"
+
+
+GOOD_ROWS = [f"2024-01-{day:02d},{100 + day % 7}" for day in range(1, 21)]
+
+
+@pytest.mark.parametrize(
+    "content,args,fragments",
+    [
+        (_daily(GOOD_ROWS), ["--timestamp-col", "ts"], ["no column 'ts'; columns are: ds, y"]),
+        (_daily([*GOOD_ROWS, GOOD_ROWS[-1]]), [], ["1 duplicate timestamp", "2024-01-20"]),
+        (_daily([*GOOD_ROWS[:5], "2024-13-45,3", *GOOD_ROWS[5:]]), [], ["line 7", "2024-13-45"]),
+        (_daily([*GOOD_ROWS[:3], "2024-01-04,abc", *GOOD_ROWS[4:]]), [], ["line 5", "'abc'", "not a number"]),
+        (_daily(GOOD_ROWS[:3]), [], ["needs at least 8 values, got 3"]),
+        (_daily([f"2024-01-{d:02d},5" for d in range(1, 21)]), [], ["every value is 5", "constant"]),
+    ],
+    ids=["no-such-column", "duplicates", "bad-date", "non-numeric", "too-few", "constant"],
+)
+def test_bad_csv_is_one_line_exit_2(tmp_path: Path, content: str, args: list[str], fragments: list[str]) -> None:
+    path = write(tmp_path, "data.csv", content)
+    result = run("forecast", "--csv", str(path), "--timestamp-col", "ds", "--value-col", "y", *args)
+    assert_one_line_error(result, *fragments)
+
+
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (["check", "--kpi", "nope"], ["unknown KPI 'nope'; the config defines: bounce_rate"]),
+        (["check", "--at", "garbage"], ["--at 'garbage': not a timestamp"]),
+        (["forecast", "sessions", "--level", "95"], ["`level` must be between 0 and 1"]),
+        (["forecast", "sessions", "--horizon", "0"], ["`horizon` must be a whole number"]),
+        (["forecast", "sessions", "--segment", "device"], ["use DIMENSION=VALUE"]),
+        (["forecast", "sessions", "--model", "arima"], ["unknown model 'arima'"]),
+        (["forecast"], ["give a KPI name or --csv FILE"]),
+        (["validate", "--config", "missing.yaml"], ["missing.yaml: no such config file"]),
+    ],
+    ids=["unknown-kpi", "bad-at", "level-percent", "horizon-0", "bad-segment", "unknown-model", "nothing", "no-config"],
+)
+def test_bad_arguments_are_one_line_exit_2(args: list[str], fragments: list[str]) -> None:
+    assert_one_line_error(run(*args), *fragments)

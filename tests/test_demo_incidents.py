@@ -1,0 +1,72 @@
+"""The whole pipeline on the demo shop against its ground truth (forecaster.sources.demo.INCIDENTS).
+
+Each incident, checked the morning after its last day, must alert on the right KPI, segment and
+direction; the holiday peaks that have an earlier year to learn from must stay quiet.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from forecaster.pipeline import CheckReport, check
+from forecaster.settings import Settings, load_config
+from forecaster.sources.demo import DEMO_TIMEZONE, INCIDENTS, QUIET_DAYS, Incident
+from forecaster.types import Severity
+
+pytestmark = pytest.mark.slow
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "kpiwatch.yaml"
+
+
+@pytest.fixture(scope="module")
+def demo_settings() -> Settings:
+    return load_config(DEMO_CONFIG)
+
+
+def morning_after(day: date) -> pd.Timestamp:
+    """08:00 local on the day after `day`: that day is then the last closed period."""
+    return pd.Timestamp(day + timedelta(days=1)).tz_localize(DEMO_TIMEZONE) + pd.Timedelta(hours=8)
+
+
+def found(report: CheckReport, kpi: str, segment: dict[str, str], direction: str):
+    return [
+        a for a in report.alerts
+        if a.anomaly.kpi == kpi and dict(a.anomaly.segment) == segment and a.anomaly.direction.value == direction
+    ]
+
+
+@pytest.mark.parametrize("incident", INCIDENTS, ids=lambda i: f"{i.number}-{i.name}")
+def test_each_incident_alerts_on_the_right_kpi_segment_and_direction(demo_settings: Settings, incident: Incident) -> None:
+    kpis = sorted({expected.kpi for expected in incident.expected})
+    report = check(demo_settings, at=morning_after(incident.end), kpis=kpis)
+    for expected in incident.expected:
+        alerts = found(report, expected.kpi, dict(expected.segment), expected.direction)
+        assert alerts, f"incident {incident.number}: no {expected} among {[a.text for a in report.alerts]}"
+        severity = alerts[0].anomaly.severity
+        assert (severity is Severity.GOOD_NEWS) == incident.good_news, alerts[0].text
+
+
+def test_good_news_is_not_reported_as_an_incident(demo_settings: Settings) -> None:
+    (press,) = [i for i in INCIDENTS if i.good_news]
+    report = check(demo_settings, at=morning_after(press.end), kpis=["sessions"])
+    (alert,) = found(report, "sessions", dict(press.segment), "up")
+    assert not alert.anomaly.is_bad
+    assert alert.text.startswith("Good news:")
+
+
+LEARNABLE_QUIET_DAYS = [(day, label) for day, label in QUIET_DAYS if day.year >= 2024]
+
+
+@pytest.mark.parametrize("day,label", LEARNABLE_QUIET_DAYS, ids=[label for _, label in LEARNABLE_QUIET_DAYS])
+def test_holiday_peaks_with_an_earlier_year_stay_quiet(demo_settings: Settings, day: date, label: str) -> None:
+    report = check(demo_settings, at=morning_after(day))
+    assert report.alerts == (), f"{label}: {[a.text for a in report.alerts]}"
+
+
+def test_the_quiet_day_list_covers_the_peaks() -> None:
+    labels = " ".join(label for _, label in LEARNABLE_QUIET_DAYS)
+    assert "Black Friday 2024" in labels and "Black Friday 2025" in labels and "Christmas" in labels

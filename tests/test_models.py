@@ -1,0 +1,311 @@
+"""Tests of the forecasting models: one contract for every registered model, interval coverage,
+`fit_forecast` (constant series, fallback, clipping), `season_length`, and the Prophet wrapper.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_series
+
+from forecaster.models import base, fit_forecast, make_model, model_names, season_length
+from forecaster.models.base import future_index
+from forecaster.types import BadInputError, Forecast
+
+MODELS = [pytest.param(n, marks=pytest.mark.slow) if n == "prophet" else n for n in model_names()]
+LEVEL_MESSAGE = "`level` must be between 0 and 1 (exclusive), e.g. 0.95. Got: {}"
+
+
+def _with_gaps(y: pd.Series, positions: list[int]) -> pd.Series:
+    out = y.copy()
+    out.iloc[positions] = np.nan
+    return out
+
+
+# --------------------------------------------------------------------------- the contract
+
+
+@pytest.mark.parametrize("freq", ["D", "h"])
+@pytest.mark.parametrize("name", MODELS)
+def test_model_contract(name: str, freq: str) -> None:
+    season = 7 if freq == "D" else 24
+    # Gaps inside and at the very end: the future still starts one period after the last stamp.
+    y = _with_gaps(make_series(freq=freq, periods=200, season=season, seed=1), [5, 60, 61, 62, 199])
+    model = make_model(name)
+
+    with pytest.raises(RuntimeError, match=f"^{re.escape(f'{name}: call fit() before predict()')}$"):
+        model.predict(3)
+
+    assert model.fit(y) is model
+
+    horizon = 10
+    narrow, wide = model.predict(horizon, 0.8), model.predict(horizon, 0.99)
+    expected_index = pd.date_range(y.index[-1] + pd.tseries.frequencies.to_offset(freq), periods=horizon,
+                                   freq=freq, tz="UTC")
+    for forecast, level in ((narrow, 0.8), (wide, 0.99)):
+        assert isinstance(forecast, Forecast)
+        assert forecast.model == name
+        assert forecast.level == level
+        assert forecast.note == ""
+        for part in (forecast.mean, forecast.lower, forecast.upper):
+            assert len(part) == horizon
+            pd.testing.assert_index_equal(part.index, expected_index)
+            assert part.index.freq == y.index.freq
+            assert str(part.index.tz) == "UTC"
+            assert np.all(np.isfinite(part.to_numpy(dtype="float64")))
+        assert (forecast.lower <= forecast.mean).all()
+        assert (forecast.mean <= forecast.upper).all()
+    assert ((wide.upper - wide.lower) > (narrow.upper - narrow.lower)).all()
+
+    for bad in (0.0, 1.0, 95, -0.5, 1.5):
+        with pytest.raises(BadInputError) as info:
+            model.predict(horizon, bad)
+        assert str(info.value) == LEVEL_MESSAGE.format(bad)
+
+
+# --------------------------------------------------------------------------- coverage
+
+# (model, seed): several origins per series; the seeds make the counts exact and repeatable.
+COVERAGE_CASES = [("ets", 0), ("ets", 3), ("seasonal_naive", 0), ("seasonal_naive", 3)]
+
+
+@pytest.mark.parametrize(("name", "seed"), COVERAGE_CASES)
+def test_95_percent_band_covers_most_fresh_points(name: str, seed: int) -> None:
+    full = make_series(periods=500, seed=seed)
+    inside = 0
+    total = 0
+    for origin in (250, 300, 350, 400):  # 4 origins x 50 fresh points = 200 points
+        fresh = full.iloc[origin : origin + 50]
+        forecast = make_model(name).fit(full.iloc[:origin]).predict(50, 0.95)
+        inside += int(((fresh >= forecast.lower) & (fresh <= forecast.upper)).sum())
+        total += len(fresh)
+    assert total == 200
+    assert 0.80 <= inside / total <= 1.0
+
+
+# --------------------------------------------------------------------------- fit_forecast
+
+
+def test_constant_series_is_rejected_with_its_name() -> None:
+    y = pd.Series(5.0, index=pd.date_range("2025-01-01", periods=30, freq="D", tz="UTC"))
+    y.iloc[3] = np.nan  # a gap does not make it less constant
+    with pytest.raises(BadInputError) as info:
+        fit_forecast(y, "ets", 7, name="sessions[device=mobile]")
+    assert str(info.value) == (
+        "sessions[device=mobile]: every value is 5, a constant series has nothing to forecast; "
+        "check the value column or the KPI's query"
+    )
+
+
+class _Failing:
+    """A test model whose fit or predict raises `error`; registered per test as `failing`."""
+
+    name = "failing"
+
+    def __init__(self, error: BaseException | None = None, at: str = "fit") -> None:
+        self.error = error
+        self.at = at
+        self.y_: pd.Series | None = None
+
+    def fit(self, y: pd.Series) -> _Failing:
+        if self.at == "fit" and self.error is not None:
+            raise self.error
+        self.y_ = y
+        return self
+
+    def predict(self, horizon: int, level: float = 0.95) -> Forecast:
+        assert self.y_ is not None
+        if self.at == "predict" and self.error is not None:
+            raise self.error
+        index = future_index(self.y_, horizon)
+        values = np.full(horizon, np.inf if self.at == "inf" else 1.0)
+        series = pd.Series(values, index=index)
+        return Forecast(series, series - 1, series + 1, level, self.name)
+
+
+@pytest.fixture
+def failing_model(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Register `_Failing` as "failing" in a copy of the registry that is undone after the test."""
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    base.register("failing")(_Failing)
+    return "failing"
+
+
+@pytest.mark.parametrize(
+    ("params", "note"),
+    [
+        ({"error": ValueError("SVD did not converge\nsecond line")},
+         "failing failed (SVD did not converge); used seasonal_naive"),
+        ({"error": RuntimeError("optimizer diverged")}, "failing failed (optimizer diverged); used seasonal_naive"),
+        ({"error": ZeroDivisionError()}, "failing failed (ZeroDivisionError); used seasonal_naive"),
+        ({"error": np.linalg.LinAlgError("singular matrix")},
+         "failing failed (singular matrix); used seasonal_naive"),
+        ({"error": ValueError("bad horizon"), "at": "predict"}, "failing failed (bad horizon); used seasonal_naive"),
+        ({"at": "inf"}, "failing failed (non-finite values in the forecast); used seasonal_naive"),
+    ],
+)
+def test_a_failing_model_falls_back_to_seasonal_naive(failing_model: str, params: dict, note: str) -> None:
+    y = make_series(periods=60)
+    forecast = fit_forecast(y, failing_model, 7, 0.9, params=params)
+    assert forecast.model == "seasonal_naive"
+    assert forecast.note == note
+    assert forecast.level == 0.9
+    direct = make_model("seasonal_naive").fit(y).predict(7, 0.9)
+    pd.testing.assert_series_equal(forecast.mean, direct.mean)
+    pd.testing.assert_series_equal(forecast.upper, direct.upper)
+
+
+def test_a_model_bug_is_not_hidden_by_the_fallback(failing_model: str) -> None:
+    with pytest.raises(KeyError):
+        fit_forecast(make_series(periods=60), failing_model, 7, params={"error": KeyError("typo")})
+
+
+def test_a_working_model_has_no_note(failing_model: str) -> None:
+    forecast = fit_forecast(make_series(periods=60), failing_model, 3)
+    assert (forecast.model, forecast.note) == ("failing", "")
+    assert forecast.mean.tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize(("level", "horizon"), [(95, 7), (0.0, 7), (1.0, 7)])
+def test_fit_forecast_checks_level(level: float, horizon: int) -> None:
+    with pytest.raises(BadInputError) as info:
+        fit_forecast(make_series(periods=60), "seasonal_naive", horizon, level)
+    assert str(info.value) == LEVEL_MESSAGE.format(level)
+
+
+@pytest.mark.parametrize("horizon", [0, -1, 2.5])
+def test_fit_forecast_checks_horizon(horizon: float) -> None:
+    with pytest.raises(BadInputError) as info:
+        fit_forecast(make_series(periods=60), "seasonal_naive", horizon)  # type: ignore[arg-type]
+    assert str(info.value) == f"`horizon` must be a whole number of periods >= 1. Got: {horizon}"
+
+
+@pytest.mark.parametrize("name", ["ets", "seasonal_naive"])
+def test_non_negative_history_is_clipped_at_zero(name: str) -> None:
+    # Small counts with large noise: the raw band reaches below zero.
+    y = make_series(periods=120, level=3.0, amplitude=1.0, noise=3.0, seed=4).abs()
+    raw = make_model(name).fit(y).predict(14, 0.95)
+    assert (raw.lower < 0).any()  # otherwise this test proves nothing
+    clipped = fit_forecast(y, name, 14, 0.95)
+    for part in (clipped.mean, clipped.lower, clipped.upper):
+        assert (part >= 0).all()
+    pd.testing.assert_series_equal(clipped.lower, raw.lower.clip(lower=0.0))
+
+
+def test_history_with_negatives_is_not_clipped() -> None:
+    y = make_series(periods=120, level=3.0, amplitude=1.0, noise=3.0, seed=4)
+    assert y.min() < 0
+    forecast = fit_forecast(y, "seasonal_naive", 14, 0.95)
+    assert (forecast.lower < 0).any()
+
+
+# --------------------------------------------------------------------------- season_length
+
+
+@pytest.mark.parametrize(
+    ("freq", "season"),
+    [("h", 24), ("D", 7), ("5min", 288), ("15min", 96), ("W-SUN", 52), ("W", 52), ("MS", 12), ("QS", 4),
+     ("2D", 1)],
+)
+def test_season_length(freq: str, season: int) -> None:
+    assert season_length(freq) == season
+
+
+# --------------------------------------------------------------------------- seasonal naive by hand
+
+
+def test_seasonal_naive_by_hand() -> None:
+    # season 2, values [1, 3, 2, nan, 4, 5]: last seen per phase = [4, 5];
+    # y_t - y_(t-2) = [2-1, nan-3, 4-2, 5-nan]; pairs with a NaN are skipped: |errors| = [1, 2].
+    index = pd.date_range("2025-01-01", periods=6, freq="D", tz="UTC")
+    y = pd.Series([1.0, 3.0, 2.0, np.nan, 4.0, 5.0], index=index)
+    forecast = make_model("seasonal_naive", season=2).fit(y).predict(4, 0.5)
+    half = 1.5  # the median of [1, 2]
+    assert forecast.mean.tolist() == [4.0, 5.0, 4.0, 5.0]
+    widths = [half, half, half * math.sqrt(2), half * math.sqrt(2)]
+    np.testing.assert_allclose((forecast.upper - forecast.mean).to_numpy(), widths)
+    np.testing.assert_allclose((forecast.mean - forecast.lower).to_numpy(), widths)
+
+
+# --------------------------------------------------------------------------- Prophet
+
+
+@pytest.fixture(scope="module")
+def prophet_fit() -> tuple[object, pd.Series]:
+    y = make_series(periods=400, seed=2)
+    return make_model("prophet").fit(y), y
+
+
+@pytest.mark.slow
+def test_prophet_turns_yearly_seasonality_on_from_one_year(prophet_fit: tuple[object, pd.Series]) -> None:
+    model, _ = prophet_fit
+    assert model.prophet_.yearly_seasonality  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_prophet_leaves_yearly_seasonality_off_under_a_year() -> None:
+    model = make_model("prophet", uncertainty_samples=0).fit(make_series(periods=200, seed=2))
+    assert not model.prophet_.yearly_seasonality  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", [0.8, 0.95])
+def test_prophet_interval_width_is_the_level_asked(prophet_fit: tuple[object, pd.Series], level: float) -> None:
+    model, y = prophet_fit
+    forecast = model.predict(14, level)  # type: ignore[attr-defined]
+    assert model.prophet_.interval_width == level  # type: ignore[attr-defined]
+    # The band is exactly the central `level` of Prophet's own predictive samples (same seed).
+    frame = pd.DataFrame({"ds": future_index(y, 14).tz_localize(None)})
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        samples = model.prophet_.predictive_samples(frame)["yhat"]  # type: ignore[attr-defined]
+    finally:
+        np.random.set_state(state)
+    tail = 100 * (1 - level) / 2
+    np.testing.assert_allclose(forecast.lower.to_numpy(), np.nanpercentile(samples, tail, axis=1))
+    np.testing.assert_allclose(forecast.upper.to_numpy(), np.nanpercentile(samples, 100 - tail, axis=1))
+
+
+@pytest.mark.slow
+def test_prophet_fit_leaves_no_temp_files() -> None:
+    import cmdstanpy
+
+    folder = cmdstanpy._TMPDIR
+    before = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+    make_model("prophet", uncertainty_samples=0).fit(make_series(periods=300, seed=5))
+    after = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+    assert after - before == set()
+
+
+PROPHET_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np, pandas as pd
+    from forecaster.models import make_model
+    index = pd.date_range("2024-01-01", periods=400, freq="D", tz="UTC")
+    y = pd.Series(100 + 10 * np.sin(2 * np.pi * np.arange(400) / 7)
+                  + np.random.default_rng(0).normal(0, 2, 400), index=index)
+    model = make_model("prophet", uncertainty_samples=100).fit(y)
+    print("fitted", bool(model.prophet_.yearly_seasonality))
+    """
+)
+
+
+@pytest.mark.slow
+def test_prophet_fit_writes_nothing_to_stderr(capfd: pytest.CaptureFixture[str], tmp_path: object) -> None:
+    # In-process (pytest's own logging capture hides some of Prophet's noise here) ...
+    make_model("prophet", uncertainty_samples=0).fit(make_series(periods=200, seed=6))
+    # ... and in a fresh interpreter, where `import prophet` and cmdstanpy would print to fd 2.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    subprocess.run([sys.executable, "-c", PROPHET_SCRIPT], check=True, cwd=tmp_path, env=env, timeout=120)
+    captured = capfd.readouterr()
+    assert "fitted True" in captured.out
+    assert captured.err == ""
