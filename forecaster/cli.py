@@ -7,6 +7,7 @@ Every domain error (KPIWatchError) becomes one line on stderr and its exit code 
 from __future__ import annotations
 
 import json
+from importlib import resources
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,12 +19,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from forecaster.pipeline import CheckReport, check, forecast_series, kpi_total_series
-from forecaster.settings import Settings, config_path, load_config
+from forecaster.settings import Settings, config_path, load_config, parse_config
 from forecaster.types import BadInputError, Forecast, KPISeries, KPIWatchError, segment_label
 from forecaster.units import format_period, format_value
 
-# The demo config ships in the repository next to the packages (see README).
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "kpiwatch.yaml"
+
+
+def demo_config_text() -> str:
+    """config/kpiwatch.yaml: from the checkout (editable install) or from the wheel, where
+    pyproject ships it as `forecaster.bundled_config`."""
+    checkout = Path(__file__).resolve().parent.parent / "config" / "kpiwatch.yaml"
+    if checkout.exists():
+        return checkout.read_text(encoding="utf-8")
+    return (resources.files("forecaster.bundled_config") / "kpiwatch.yaml").read_text(encoding="utf-8")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -54,7 +62,7 @@ def demo(out_dir: Path, fmt: str) -> None:
     """Run the whole pipeline on the built-in demo shop data (no config, no network)."""
     from forecaster.sources.demo import DEMO_NOW
 
-    settings = load_config(DEMO_CONFIG)
+    settings = parse_config(demo_config_text(), origin="config/kpiwatch.yaml")
     report = _run_check(settings, at=DEMO_NOW, kpis=None, quiet=fmt == "json")
     charts = _write_charts(report, out_dir)
     if fmt == "json":
