@@ -95,6 +95,11 @@ class KPIConfig(_Strict):
     def _one_formula(self) -> KPIConfig:
         if (self.metric is None) == (self.ratio is None):
             raise ValueError("give exactly one of `metric: <column>` or `ratio: {numerator, denominator}`")
+        if self.for_periods > self.check_window:
+            raise ValueError(
+                f"for_periods ({self.for_periods}) is larger than check_window ({self.check_window}), so it "
+                "could never alert; raise check_window or lower for_periods"
+            )
         return self
 
     @property
@@ -170,18 +175,38 @@ def load_config(path: str | Path | None = None) -> Settings:
 def parse_config(text: str, origin: str = "config") -> Settings:
     """Validate config text (YAML); `origin` names it in error messages."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{origin}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{origin}: not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: expected a mapping with `sources:` and `kpis:` at the top")
-    raw = _expand_env(raw, origin)
+    try:
+        raw = _expand_env(raw, origin)
+    except RecursionError:  # a self-referencing alias such as `x: &a [*a]`
+        raise ConfigError(f"{origin}: a YAML alias refers to itself; remove the loop") from None
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{origin}: {_first_error(exc)}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice (PyYAML silently keeps the last one, so a
+    copy-pasted KPI block would silently replace another)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice; keep one", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _expand_env(value: Any, origin: str) -> Any:

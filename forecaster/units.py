@@ -1,4 +1,4 @@
-"""Numbers as people read them: 2.41%, €1,204, 3.2 s, 12,345."""
+"""Numbers as people read them: 2.41%, €1,204, 3.20 s, 12,345."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ def format_value(value: float, unit: str = "") -> str:
     if unit == "%":
         return f"{value * 100:.2f}%"
     if unit in CURRENCIES:
-        return f"{unit}{value:,.2f}" if abs(value) < 100 else f"{unit}{value:,.0f}"
+        sign = "-" if value < 0 else ""
+        amount = f"{abs(value):,.2f}" if abs(value) < 100 else f"{abs(value):,.0f}"
+        return f"{sign}{unit}{amount}"
     if unit == "s":
         return f"{value:.2f} s"
     if unit == "x":

@@ -5,13 +5,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pandas as pd
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forecaster.detect import CRITICAL_EXCESS, MIN_RELATIVE_HALF_WIDTH, Rules, anomaly_at, judge, judge_series
+from forecaster.models import fit_forecast
 from forecaster.models.base import z_value
 from forecaster.settings import KPIConfig
 from forecaster.types import Anomaly, Direction, Forecast, KPISeries, Severity
@@ -149,6 +151,7 @@ def test_event_widens_the_band_by_event_margin(actual: float, on_event: bool, is
     assert (judgement.lower, judgement.upper) == pytest.approx((100.0 - width, 100.0 + width))
 
 
+@settings(max_examples=300, deadline=None, database=None)
 @given(
     expected=st.floats(-1e6, 1e6),
     below=st.floats(0.0, 1e5),
@@ -288,3 +291,26 @@ def test_rules_from_kpi() -> None:
     kpi = KPIConfig(metric="ad_cost", good="down", level=0.95, min_volume=20, min_abs_change=2.0,
                     for_periods=2, good_news=True, event_margin=0.3)
     assert Rules.from_kpi(kpi) == Rules(DOWN, 0.95, 20.0, 2.0, 2, True, 0.3)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.parametrize(("pct", "flagged"), [(0.0, 0), (0.4, 7)])
+def test_a_drop_is_caught_end_to_end(
+    make_series: Callable[..., pd.Series], with_drop: Callable[..., pd.Series], pct: float, flagged: int
+) -> None:
+    # 113 ordinary days, then a week at (1 - pct) of normal; the model sees only the 113 days.
+    values = with_drop(make_series(periods=120, seed=7), 113, pct)
+    forecast = fit_forecast(values.iloc[:113], "seasonal_naive", 7, 0.99)
+    series = KPISeries("sessions", values, "D")
+    judgements = judge_series(series, forecast, Rules())
+    anomaly = anomaly_at(series, judgements, Rules(), forecast.model)
+    assert sum(j.is_anomaly for j in judgements) == flagged
+    if flagged:
+        assert anomaly is not None
+        assert (anomaly.direction, anomaly.is_bad, anomaly.severity, anomaly.run_length) == (
+            DOWN, True, Severity.CRITICAL, 7)
+        assert anomaly.deviation == pytest.approx(-pct, abs=0.1)
+    else:
+        assert anomaly is None

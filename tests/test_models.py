@@ -9,7 +9,11 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
+import warnings
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,6 +25,7 @@ from forecaster.models.base import future_index
 from forecaster.types import BadInputError, Forecast
 
 MODELS = [pytest.param(n, marks=pytest.mark.slow) if n == "prophet" else n for n in model_names()]
+nan = float("nan")
 LEVEL_MESSAGE = "`level` must be between 0 and 1 (exclusive), e.g. 0.95. Got: {}"
 
 
@@ -28,6 +33,27 @@ def _with_gaps(y: pd.Series, positions: list[int]) -> pd.Series:
     out = y.copy()
     out.iloc[positions] = np.nan
     return out
+
+
+# --------------------------------------------------------------------------- the conftest helpers
+
+
+def test_make_series_is_seeded_regular_utc_float(make_series: Callable[..., pd.Series]) -> None:
+    y = make_series(freq="h", periods=48, season=24, noise=0.0)
+    assert len(y) == 48 and y.dtype == "float64"
+    assert str(y.index.tz) == "UTC" and y.index.freqstr == "h"
+    assert y.iloc[0] == pytest.approx(100.0) and y.iloc[6] == pytest.approx(110.0)  # sin(pi / 2) = 1
+    pd.testing.assert_series_equal(make_series(seed=3), make_series(seed=3))
+    assert not make_series(seed=3).equals(make_series(seed=4))
+
+
+def test_with_drop_by_position_or_timestamp(with_drop: Callable[..., pd.Series]) -> None:
+    y = pd.Series([10.0, 10.0, nan, 10.0], index=pd.date_range("2025-01-01", periods=4, freq="D", tz="UTC"))
+    expected = [10.0, 10.0, nan, 7.5]
+    np.testing.assert_array_equal(with_drop(y, 3, 0.25).to_numpy(), expected)
+    np.testing.assert_array_equal(with_drop(y, "2025-01-04", 0.25).to_numpy(), expected)
+    np.testing.assert_array_equal(with_drop(y, 1, 1.0).to_numpy(), [10.0, 0.0, nan, 0.0])
+    assert y.iloc[3] == 10.0  # the input is left alone
 
 
 # --------------------------------------------------------------------------- the contract
@@ -207,6 +233,38 @@ def test_history_with_negatives_is_not_clipped() -> None:
     assert (forecast.lower < 0).any()
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("name", ["ets", "seasonal_naive"])
+def test_all_missing_history_is_bad_input(name: str) -> None:
+    y = pd.Series(np.nan, index=pd.date_range("2025-01-01", periods=60, freq="D", tz="UTC"))
+    with pytest.raises(BadInputError):
+        fit_forecast(y, name, 7, name="sessions")
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("ets", {"season": "7"}), ("seasonal_naive", {"season": "7"}), ("seasonal_naive", {"season": 7.0}),
+     ("seasonal_naive", {"season": -3})],
+)
+def test_bad_model_params_are_bad_input(name: str, params: dict) -> None:
+    with pytest.raises(BadInputError):
+        fit_forecast(make_series(periods=60), name, 3, params=params)
+
+
+def test_unknown_model_param_is_bad_input() -> None:
+    with pytest.raises(BadInputError) as info:
+        fit_forecast(make_series(periods=60), "ets", 3, params={"seasn": 7})
+    assert str(info.value) == (
+        "model 'ets': bad parameter (ETS.__init__() got an unexpected keyword argument 'seasn')"
+    )
+
+
+def test_unknown_model_name_lists_the_models() -> None:
+    with pytest.raises(BadInputError) as info:
+        make_model("arima")
+    assert str(info.value) == "unknown model 'arima'; choose one of: ets, prophet, seasonal_naive"
+
+
 # --------------------------------------------------------------------------- season_length
 
 
@@ -267,7 +325,9 @@ def test_prophet_interval_width_is_the_level_asked(prophet_fit: tuple[object, pd
     state = np.random.get_state()
     np.random.seed(0)
     try:
-        samples = model.prophet_.predictive_samples(frame)["yhat"]  # type: ignore[attr-defined]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # pandas deprecations inside Prophet
+            samples = model.prophet_.predictive_samples(frame)["yhat"]  # type: ignore[attr-defined]
     finally:
         np.random.set_state(state)
     tail = 100 * (1 - level) / 2
@@ -276,14 +336,17 @@ def test_prophet_interval_width_is_the_level_asked(prophet_fit: tuple[object, pd
 
 
 @pytest.mark.slow
-def test_prophet_fit_leaves_no_temp_files() -> None:
+def test_prophet_fit_leaves_no_temp_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import cmdstanpy
 
     folder = cmdstanpy._TMPDIR
     before = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # any other temp file would land here
     make_model("prophet", uncertainty_samples=0).fit(make_series(periods=300, seed=5))
     after = set(os.listdir(folder)) if os.path.isdir(folder) else set()
     assert after - before == set()
+    assert cmdstanpy._TMPDIR == folder
+    assert list(tmp_path.iterdir()) == []
 
 
 PROPHET_SCRIPT = textwrap.dedent(
@@ -300,7 +363,7 @@ PROPHET_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_prophet_fit_writes_nothing_to_stderr(capfd: pytest.CaptureFixture[str], tmp_path: object) -> None:
+def test_prophet_fit_writes_nothing_to_stderr(capfd: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     # In-process (pytest's own logging capture hides some of Prophet's noise here) ...
     make_model("prophet", uncertainty_samples=0).fit(make_series(periods=200, seed=6))
     # ... and in a fresh interpreter, where `import prophet` and cmdstanpy would print to fd 2.

@@ -62,6 +62,15 @@ def check_level(level: float) -> float:
     return float(level)
 
 
+def check_season(season: int | None) -> int | None:
+    """Reject a `season` parameter that is not a whole number of periods >= 2 (None = from freq)."""
+    if season is None:
+        return None
+    if isinstance(season, bool) or not isinstance(season, int) or season < 2:
+        raise BadInputError(f"model parameter `season` must be a whole number of periods >= 2, e.g. 7. Got: {season!r}")
+    return season
+
+
 def check_horizon(horizon: int) -> int:
     """Reject a horizon that is not a positive whole number of periods."""
     if int(horizon) != horizon or horizon < 1:

@@ -16,6 +16,7 @@ from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
 from forecaster.models.base import (
     check_horizon,
+    check_season,
     check_level,
     future_index,
     interpolate_gaps,
@@ -42,7 +43,7 @@ class ETS:
     name = "ets"
 
     def __init__(self, season: int | None = None, trend: str | None = "add", damped: bool = True) -> None:
-        self.season = season
+        self.season = check_season(season)
         self.trend = trend
         self.damped = damped
         self.result_: object | None = None

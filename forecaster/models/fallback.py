@@ -27,7 +27,7 @@ def fit_forecast(
 ) -> Forecast:
     """Fit `model` on `y` and forecast `horizon` periods at `level`.
 
-    A constant history is rejected (nothing to learn; the fix is in the data). When the model
+    A constant or all-missing history is rejected (nothing to learn; the fix is in the data). When the model
     fails to fit or forecast, seasonal naive takes over and `Forecast.note` says why. A history
     that never goes below zero (counts, money, rates) gets a forecast clipped at zero.
     """
@@ -46,6 +46,8 @@ def fit_forecast(
 
 def _reject_constant(y: pd.Series, name: str) -> None:
     observed = y.dropna()
+    if observed.empty:
+        raise BadInputError(f"{name}: no values in the history (every period is missing); check the source or the dates")
     if len(observed) and float(observed.max()) == float(observed.min()):
         raise BadInputError(
             f"{name}: every value is {float(observed.iloc[0]):g}, a constant series has nothing to "

@@ -10,7 +10,7 @@ from typing import Self
 import numpy as np
 import pandas as pd
 
-from forecaster.models.base import check_horizon, check_level, future_index, register, require_fitted, season_length
+from forecaster.models.base import check_horizon, check_season, check_level, future_index, register, require_fitted, season_length
 from forecaster.types import Forecast
 
 
@@ -26,7 +26,7 @@ class SeasonalNaive:
     name = "seasonal_naive"
 
     def __init__(self, season: int | None = None) -> None:
-        self.season = season
+        self.season = check_season(season)
         self.y_: pd.Series | None = None
         self.last_season_: np.ndarray | None = None
         self.abs_errors_: np.ndarray | None = None
