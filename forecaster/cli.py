@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -140,6 +140,31 @@ def check_command(
 
 
 @cli.command()
+@click.option("--csv", "csv_file", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The series to replay.")
+@click.option("--timestamp-col", default="timestamp", show_default=True)
+@click.option("--value-col", default="value", show_default=True)
+@click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the judged rows (CSV).")
+@click.option("--level", default=0.99, show_default=True, type=float, help="Band probability per day of data.")
+def replay(csv_file: Path, timestamp_col: str, value_col: str, output: Path, level: float) -> None:
+    """Walk forward over a CSV as the daemon would, each row judged only from earlier rows."""
+    from forecaster.models.base import check_level
+    from forecaster.replay import ReplayConfig, replay_rows, summary
+    from forecaster.sources.csv import read_csv_columns
+
+    raw = read_csv_columns(csv_file, timestamp_col, value_col)
+    config = ReplayConfig(level=check_level(level))
+    with _bar("replaying") as advance:
+        frame, notes = replay_rows(raw, f"{csv_file.name}:{value_col}", config, progress=advance)
+    for note in notes:
+        err.print(f"note: {note}", markup=False)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    frame.assign(timestamp=frame["timestamp"].map(lambda t: t.isoformat())).to_csv(
+        output, index=False, float_format="%.10g"
+    )
+    out.print(f"{csv_file}: {summary(frame, _freq_of(frame))}. Written to {output}")
+
+
+@cli.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
 def validate(config_file: Path | None) -> None:
     """Check a config file and exit (0 = valid)."""
@@ -160,6 +185,18 @@ def _run_check(settings: Settings, at: pd.Timestamp | None, kpis: tuple[str, ...
                   console=err, transient=True) as bar:
         task = bar.add_task("series", total=None)
         return check(settings, at=at, kpis=kpis, progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+
+@contextmanager
+def _bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr (only on a terminal); yields `advance(done, total)`."""
+    if not err.is_terminal:
+        yield lambda done, total: None
+        return
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 @contextmanager
@@ -234,6 +271,13 @@ def _print_forecast(series: KPISeries, result: Forecast, fmt: str, unit: str) ->
     out.print(table)
     if result.note:
         err.print(f"note: {result.note}", markup=False)
+
+
+def _freq_of(frame: pd.DataFrame) -> str:
+    """The usual spacing of a replay's rows as an alias, for its summary."""
+    from forecaster.replay import _alias, _usual_spacing
+
+    return _alias(_usual_spacing(pd.DatetimeIndex(frame["timestamp"]).sort_values()))
 
 
 def _parse_segment(items: tuple[str, ...]) -> dict[str, str]:

@@ -49,14 +49,23 @@ def read_series_csv(
     The frequency is inferred (see `base.infer_freq`); missing periods become NaN.
     Raises `BadInputError` with one line naming the file, the line, the bad value and the fix.
     """
+    series = read_csv_columns(path, timestamp_col, value_col)
+    return to_kpi_series(name or value_col, series, origin=f"{path}, column '{value_col}'")
+
+
+def read_csv_columns(path: str | Path, timestamp_col: str = "timestamp", value_col: str = "value") -> pd.Series:
+    """The two columns as they are in the file: values indexed by UTC timestamps, in file order.
+
+    Cells are checked (dates parse, values are numbers, as in `read_series_csv`) but the rows
+    are not: duplicates and irregular spacing are left for the caller to refuse or resolve.
+    """
     label = str(path)
     header, rows = _split_rows(_read_text(Path(path), label), label)
     ts_at, value_at = _column_positions(header, timestamp_col, value_col, label)
     lines = [line for line, _ in rows]
     stamps = _parse_timestamps([cells[ts_at] for _, cells in rows], lines, timestamp_col, label)
     values = _parse_values([cells[value_at] for _, cells in rows], lines, value_col, label)
-    series = pd.Series(values, index=stamps)
-    return to_kpi_series(name or value_col, series, origin=f"{label}, column '{value_col}'")
+    return pd.Series(values, index=stamps, name=value_col)
 
 
 def _read_text(path: Path, label: str) -> str:

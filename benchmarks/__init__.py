@@ -1,0 +1,1 @@
+"""Benchmarks for kpiwatch; run them as scripts (`python benchmarks/nab.py --help`)."""

@@ -1,0 +1,325 @@
+"""Replay: walk forward over a series causally, judging each period only from earlier ones.
+
+This is the daemon's cadence on history: every period is judged when it closes, from a one-step
+forecast; the model's parameters are re-estimated on a slower cadence (`refit_every`). Answers
+"how many alerts would I have had last quarter?".
+
+How a period is judged (defaults in brackets):
+- forecast: ETS (additive error, no trend, seasonal when the season is at most 168 periods),
+  its parameters fitted at each refit on the last `train_window` cleaned periods, its state then
+  updated period by period with those parameters (`ETSModel.smooth`), so a forecast never uses
+  the value it judges;
+- band: calibrated on the one-step errors of the last `train_window` normal periods (conformal):
+  their 99% quantile sets the scale, and the band is that scale at the per-period level;
+- per-period level: the KPI level [0.99] for daily data; for finer data it is tightened so the
+  expected false alarms *per day* stay the same (a 5-minute series has 288 chances a day);
+- robust to the past: an anomalous value is replaced by its forecast before the model sees it,
+  so it neither drags the forecast nor widens the band, until `accept_after` anomalous periods in
+  a row [one day, at least 3] make it the new normal (a lasting level shift);
+- alerts: the first anomalous period of an episode alerts; the same episode does not alert again
+  until `repeat_after` periods [one day, at least 3] without an alert have passed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
+from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+
+from forecaster.models.base import season_length
+from forecaster.models.ets import MAX_SEASON
+from forecaster.sources.base import to_kpi_series
+from forecaster.types import BadInputError, KPISeries
+
+COLUMNS = ["timestamp", "value", "expected", "lower", "upper", "score", "anomaly"]
+CALIBRATION_LEVEL = 0.99  # the quantile of past errors the band's scale is read from
+MIN_CALIBRATION = 30  # one-step errors needed before any period is judged
+MIN_RELATIVE_SCALE = 1e-3  # of the series' typical size: a flat stretch must not give a zero band
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """Replay settings; None = derived from the frequency as the module docstring says."""
+
+    level: float = 0.99
+    refit_every: int | None = None
+    train_window: int | None = None
+    accept_after: int | None = None
+    repeat_after: int | None = None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    season: int
+    per_day: float
+    level: float
+    refit_every: int
+    train_window: int
+    accept_after: int
+    repeat_after: int
+
+
+def replay(series: KPISeries, config: ReplayConfig = ReplayConfig(), progress: Progress | None = None) -> pd.DataFrame:
+    """Judge every period of `series` causally; returns the COLUMNS (timestamp as UTC ISO text).
+
+    Rows before enough history exists have empty expected/lower/upper/score and anomaly 0.
+    """
+    plan = _plan(series, config)
+    values = series.values.to_numpy(dtype="float64")
+    n = len(values)
+    first = _first_judged(values, plan)
+    expected, lower, upper, score = (np.full(n, np.nan) for _ in range(4))
+    anomaly = np.zeros(n, dtype=int)
+    state = _State(values.copy(), plan)
+    for start in range(first, n, plan.refit_every):
+        end = min(start + plan.refit_every, n)
+        state.judge_block(start, end, expected, lower, upper, score, anomaly)
+        if progress:
+            progress(end - first, n - first)
+    frame = pd.DataFrame(
+        {
+            "timestamp": series.values.index,
+            "value": values,
+            "expected": expected,
+            "lower": lower,
+            "upper": upper,
+            "score": score,
+            "anomaly": anomaly,
+        }
+    )
+    return frame
+
+
+def summary(frame: pd.DataFrame, freq: str) -> str:
+    """One line: how many alerts, over how many judged periods, and how often."""
+    judged = int(frame["score"].notna().sum())
+    alerts = int(frame["anomaly"].sum())
+    if judged == 0:
+        return "no period could be judged: the series is too short for one calibration window"
+    days = judged / _periods_per_day(freq)
+    rate = f"{alerts / days * 30:.1f} per 30 days" if days >= 1 else f"{alerts} in under a day"
+    return (
+        f"{alerts} alert(s) over {judged} judged periods ({days:,.1f} days): {rate}; "
+        f"first {int(len(frame) - judged)} periods used as history only"
+    )
+
+
+class _State:
+    """The cleaned history (anomalies replaced by forecasts) and the alert bookkeeping."""
+
+    def __init__(self, values: np.ndarray, plan: _Plan) -> None:
+        self.raw = values
+        self.clean = values.copy()
+        self.plan = plan
+        self.errors: list[float] = []  # one-step errors of normal periods, oldest first
+        self.run = 0  # anomalous periods in a row
+        self.since_alert = math.inf
+
+    def judge_block(self, start: int, end: int, expected: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                    score: np.ndarray, anomaly: np.ndarray) -> None:
+        """Refit on the clean history before `start`, then judge periods start..end-1 one by one."""
+        model = _EtsFilter(self.clean[max(0, start - self.plan.train_window):start], self.plan.season)
+        for i in range(start, end):
+            self._judge(i, model.forecast(), expected, lower, upper, score, anomaly)
+            model.update(self.clean[i])  # the clean value: an anomaly does not drag the forecast
+
+    def _judge(self, i: int, forecast: float, expected: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+               score: np.ndarray, anomaly: np.ndarray) -> None:
+        self.since_alert += 1
+        actual = self.raw[i]
+        scale = self._scale(forecast)
+        z_level = float(stats.norm.ppf(0.5 + self.plan.level / 2))
+        expected[i], lower[i], upper[i] = forecast, forecast - z_level * scale, forecast + z_level * scale
+        if math.isnan(actual):
+            self.clean[i] = forecast  # a gap: the model carries on from its forecast; no judgement
+            return
+        error = actual - forecast
+        if len(self.errors) < MIN_CALIBRATION:  # still learning the size of normal errors
+            self.clean[i] = actual
+            self.errors.append(error)
+            return
+        score[i] = math.erf(abs(error) / scale / math.sqrt(2.0))
+        outside = abs(error) > z_level * scale
+        # Outside either way counts: a forecast that swings around the data must also be let go.
+        self.run = self.run + 1 if outside else 0
+        if outside and self.since_alert > self.plan.repeat_after:
+            anomaly[i] = 1
+            self.since_alert = 0
+        if outside and self.run < self.plan.accept_after:
+            self.clean[i] = forecast  # judged anomalous: keep it out of the model and the band
+        else:
+            self.clean[i] = actual
+            self.errors.append(error)
+            if len(self.errors) > self.plan.train_window:
+                del self.errors[: len(self.errors) - self.plan.train_window]
+
+    def _scale(self, forecast: float) -> float:
+        """The band's scale (a Gaussian-equivalent sigma) from the recent one-step errors."""
+        floor = MIN_RELATIVE_SCALE * max(abs(forecast), 1e-9)
+        if len(self.errors) < MIN_CALIBRATION:
+            return max(float(np.nanstd(self.errors)) if self.errors else floor, floor)
+        quantile = float(np.quantile(np.abs(self.errors), CALIBRATION_LEVEL))
+        return max(quantile / float(stats.norm.ppf(0.5 + CALIBRATION_LEVEL / 2)), floor)
+
+
+def _plan(series: KPISeries, config: ReplayConfig) -> _Plan:
+    per_day = _periods_per_day(series.freq)
+    season = season_length(series.freq)
+    season = season if 1 < season <= MAX_SEASON else 1
+    # Same expected false alarms per day whatever the sampling: 1 - level per day in all.
+    level = 1.0 - (1.0 - config.level) / max(per_day, 1.0)
+    day = max(int(round(per_day)), 1)
+    return _Plan(
+        season=season,
+        per_day=per_day,
+        level=level,
+        refit_every=config.refit_every or min(max(day, season, 7), 500),
+        train_window=config.train_window or min(max(10 * season, 7 * day, 100), 2000),
+        accept_after=config.accept_after or max(day, 3),
+        repeat_after=config.repeat_after or max(day, 3),
+    )
+
+
+def _first_judged(values: np.ndarray, plan: _Plan) -> int:
+    """The first row with enough history: two seasons and a calibration window of values."""
+    needed = max(2 * plan.season, 2 * MIN_CALIBRATION)
+    observed = np.cumsum(~np.isnan(values))
+    ready = np.nonzero(observed >= needed)[0]
+    if len(ready) == 0:
+        raise BadInputError(
+            f"too little history to replay: needs at least {needed} values, got {int(observed[-1]) if len(values) else 0}"
+        )
+    return int(ready[0]) + 1
+
+
+class _EtsFilter:
+    """ETS(A, N, A) with fixed parameters, updated one observation at a time.
+
+    No trend on purpose: one step ahead the level tracks any trend, and a fitted trend with a
+    high smoothing weight makes the filter swing on noisy data.
+
+    statsmodels estimates the parameters and the states up to the refit point; the per-period
+    update is the textbook recursion (Hyndman & Athanasopoulos, FPP3 8.3), because re-running
+    statsmodels' filter over the whole window for every period would cost O(window) each time.
+    """
+
+    def __init__(self, history: np.ndarray, season: int) -> None:
+        filled = pd.Series(history).interpolate(limit_direction="both").to_numpy()
+        seasonal = season > 1 and len(filled) >= 2 * season + 10
+        spec: dict[str, object] = {
+            "error": "add", "trend": None,
+            "seasonal": "add" if seasonal else None, "seasonal_periods": season if seasonal else None,
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            try:
+                result = ETSModel(filled, **spec).fit(disp=False)
+            except (ValueError, np.linalg.LinAlgError):  # a degenerate stretch: simple smoothing
+                seasonal = False
+                result = ETSModel(filled, error="add").fit(disp=False)
+        params = dict(zip(result.param_names, np.asarray(result.params), strict=True))
+        states = np.asarray(result.states)
+        self.alpha = float(params.get("smoothing_level", 0.0))
+        self.beta = float(params.get("smoothing_trend", 0.0))
+        self.gamma = float(params.get("smoothing_seasonal", 0.0))
+        self.phi = float(params.get("damping_trend", 1.0 if "smoothing_trend" in params else 0.0))
+        self.level = float(states[-1, 0])
+        self.trend = float(states[-1, 1]) if "smoothing_trend" in params else 0.0
+        self.seasonals = list(states[-season:, -1]) if seasonal else [0.0]
+
+    def forecast(self) -> float:
+        """The next period's expected value."""
+        return self.level + self.phi * self.trend + self.seasonals[0]
+
+    def update(self, value: float) -> None:
+        """Take the next period's (clean) value into the states."""
+        error = value - self.forecast()
+        self.level = self.level + self.phi * self.trend + self.alpha * error
+        self.trend = self.phi * self.trend + self.beta * error
+        season = self.seasonals.pop(0) + self.gamma * error
+        self.seasonals.append(season)
+
+
+def _periods_per_day(freq: str) -> float:
+    try:
+        step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    except ValueError:  # weeks and months: less than one period a day
+        return 1.0 / 7.0 if freq.upper().startswith("W") else 1.0 / 30.0
+    return pd.Timedelta(days=1) / step
+
+
+def replay_rows(
+    raw: pd.Series, name: str, config: ReplayConfig = ReplayConfig(), progress: Progress | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Replay a file's rows as they are, one output row per input row, plus notes on what was resolved.
+
+    Regular rows are judged directly. Rows that repeat a timestamp or lie off the usual spacing
+    (real exports have both) share the period of a grid at the usual spacing: the period's
+    value is their mean, each row carries its period's judgement, and only the period's first
+    row can be an alert.
+    """
+    stamps = pd.DatetimeIndex(raw.index)
+    values = raw.to_numpy(dtype="float64")
+    if len(stamps) < 2:
+        raise BadInputError(f"{name}: needs at least 2 rows to replay, got {len(stamps)}")
+    order = np.argsort(stamps.asi8, kind="stable")
+    step = _usual_spacing(stamps[order])
+    period = np.empty(len(stamps), dtype=np.int64)
+    period[order] = (stamps[order] - stamps[order][0]) // step
+    grid = pd.date_range(stamps[order][0], periods=int(period.max()) + 1, freq=step)
+    means = pd.Series(values).groupby(period).mean()
+    on_grid = pd.Series(np.nan, index=grid)
+    on_grid.iloc[means.index.to_numpy()] = means.to_numpy()
+    series = to_kpi_series(name, on_grid, freq=_alias(step), origin=name)
+    judged = replay(series, config, progress)
+    rows = judged.iloc[period].reset_index(drop=True)
+    first_of_period = ~pd.Series(period).duplicated().to_numpy()
+    rows["anomaly"] = rows["anomaly"].to_numpy() * first_of_period
+    rows["timestamp"] = stamps
+    rows["value"] = values
+    return rows[COLUMNS], _notes(stamps, period, grid, step)
+
+
+def _usual_spacing(sorted_stamps: pd.DatetimeIndex) -> pd.Timedelta:
+    """The most common positive spacing between rows (the smallest on a tie)."""
+    diffs = pd.Series(sorted_stamps[1:] - sorted_stamps[:-1])
+    diffs = diffs[diffs > pd.Timedelta(0)]
+    if diffs.empty:
+        raise BadInputError("every row has the same timestamp; give one row per period")
+    counts = diffs.value_counts()
+    return min(counts[counts == counts.max()].index)
+
+
+def _alias(step: pd.Timedelta) -> str:
+    minutes = step / pd.Timedelta(minutes=1)
+    if step % pd.Timedelta(days=1) == pd.Timedelta(0):
+        days = int(step / pd.Timedelta(days=1))
+        return "D" if days == 1 else f"{days}D"
+    if step % pd.Timedelta(hours=1) == pd.Timedelta(0):
+        hours = int(step / pd.Timedelta(hours=1))
+        return "h" if hours == 1 else f"{hours}h"
+    if minutes == int(minutes):
+        return f"{int(minutes)}min"
+    return f"{int(step / pd.Timedelta(seconds=1))}s"
+
+
+def _notes(stamps: pd.DatetimeIndex, period: np.ndarray, grid: pd.DatetimeIndex, step: pd.Timedelta) -> list[str]:
+    notes = []
+    repeated = int(pd.Series(period).duplicated().sum())
+    if repeated:
+        notes.append(f"{repeated} row(s) shared a {_alias(step)} period with another row (duplicate or "
+                     "irregular timestamps): judged on their mean, alerting once")
+    off_grid = int((stamps != grid[period]).sum())
+    if off_grid:
+        notes.append(f"{off_grid} row(s) lie between the {_alias(step)} steps and were judged with their period")
+    return notes
