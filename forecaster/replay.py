@@ -5,12 +5,13 @@ forecast; the model's parameters are re-estimated on a slower cadence (`refit_ev
 "how many alerts would I have had last quarter?".
 
 How a period is judged (defaults in brackets):
-- forecast: ETS (additive error, no trend, seasonal when the season is at most 168 periods),
+- forecast: ETS (additive error, no trend, seasonal: a day for sub-daily data, a week for daily),
   its parameters fitted at each refit on the last `train_window` cleaned periods, its state then
   updated period by period with those parameters (`ETSModel.smooth`), so a forecast never uses
   the value it judges;
 - band: calibrated on the one-step errors of the last `train_window` normal periods (conformal):
-  their 99% quantile sets the scale, and the band is that scale at the per-period level;
+  their 99% quantile sets a normal-equivalent scale, the band is that scale at the per-period
+  level (`_ErrorTail`);
 - per-period level: the KPI level [0.99] for daily data; for finer data it is tightened so the
   expected false alarms *per day* stay the same (a 5-minute series has 288 chances a day);
 - robust to the past: an anomalous value is replaced by its forecast before the model sees it,
@@ -34,13 +35,13 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
 from forecaster.models.base import season_length
-from forecaster.models.ets import MAX_SEASON
 from forecaster.sources.base import to_kpi_series
 from forecaster.types import BadInputError, KPISeries
 
 COLUMNS = ["timestamp", "value", "expected", "lower", "upper", "score", "anomaly"]
 CALIBRATION_LEVEL = 0.99  # the quantile of past errors the band's scale is read from
-MIN_CALIBRATION = 30  # one-step errors needed before any period is judged
+MIN_CALIBRATION = 30
+NORMAL_Q99 = 2.5758293035489004  # the 99% two-sided point of a standard normal  # one-step errors needed before any period is judged
 MIN_RELATIVE_SCALE = 1e-3  # of the series' typical size: a flat stretch must not give a zero band
 
 Progress = Callable[[int, int], None]
@@ -136,9 +137,9 @@ class _State:
                score: np.ndarray, anomaly: np.ndarray) -> None:
         self.since_alert += 1
         actual = self.raw[i]
-        scale = self._scale(forecast)
-        z_level = float(stats.norm.ppf(0.5 + self.plan.level / 2))
-        expected[i], lower[i], upper[i] = forecast, forecast - z_level * scale, forecast + z_level * scale
+        tail = self._tail(forecast)
+        half = tail.half_width(self.plan.level)
+        expected[i], lower[i], upper[i] = forecast, forecast - half, forecast + half
         if math.isnan(actual):
             self.clean[i] = forecast  # a gap: the model carries on from its forecast; no judgement
             return
@@ -147,8 +148,8 @@ class _State:
             self.clean[i] = actual
             self.errors.append(error)
             return
-        score[i] = math.erf(abs(error) / scale / math.sqrt(2.0))
-        outside = abs(error) > z_level * scale
+        score[i] = tail.score(abs(error))
+        outside = abs(error) > half
         # Outside either way counts: a forecast that swings around the data must also be let go.
         self.run = self.run + 1 if outside else 0
         if outside and self.since_alert > self.plan.repeat_after:
@@ -162,19 +163,40 @@ class _State:
             if len(self.errors) > self.plan.train_window:
                 del self.errors[: len(self.errors) - self.plan.train_window]
 
-    def _scale(self, forecast: float) -> float:
-        """The band's scale (a Gaussian-equivalent sigma) from the recent one-step errors."""
+    def _tail(self, forecast: float) -> _ErrorTail:
         floor = MIN_RELATIVE_SCALE * max(abs(forecast), 1e-9)
-        if len(self.errors) < MIN_CALIBRATION:
-            return max(float(np.nanstd(self.errors)) if self.errors else floor, floor)
-        quantile = float(np.quantile(np.abs(self.errors), CALIBRATION_LEVEL))
-        return max(quantile / float(stats.norm.ppf(0.5 + CALIBRATION_LEVEL / 2)), floor)
+        return _ErrorTail.from_errors(np.abs(self.errors[-self.plan.train_window:]), floor)
+
+
+@dataclass(frozen=True)
+class _ErrorTail:
+    """The size of recent |one-step errors| as a normal-equivalent sigma: their empirical 99%
+    quantile divided by 2.576 (conformal: read off out-of-sample errors, not a model's formula).
+    The band at level L is sigma * z(L); a 5-minute series needs the 99.997% point, which no
+    window of errors shows directly, so the normal curve extrapolates beyond the 99% quantile.
+    (An exponential tail fitted to the 90%-99% quantiles was tried and scored lower on NAB dev:
+    BENCHMARKS.md.)
+    """
+
+    sigma: float
+
+    @classmethod
+    def from_errors(cls, errors: np.ndarray, floor: float) -> _ErrorTail:
+        q99 = float(np.quantile(errors, CALIBRATION_LEVEL)) if len(errors) else 0.0
+        return cls(max(q99 / NORMAL_Q99, floor))
+
+    def half_width(self, level: float) -> float:
+        """The |error| exceeded with probability 1 - level."""
+        return self.sigma * float(stats.norm.ppf(0.5 + level / 2))
+
+    def score(self, error: float) -> float:
+        """1 - the probability of an |error| at least this large: in [0, 1], monotone."""
+        return math.erf(error / self.sigma / math.sqrt(2.0))
 
 
 def _plan(series: KPISeries, config: ReplayConfig) -> _Plan:
     per_day = _periods_per_day(series.freq)
     season = season_length(series.freq)
-    season = season if 1 < season <= MAX_SEASON else 1
     # Same expected false alarms per day whatever the sampling: 1 - level per day in all.
     level = 1.0 - (1.0 - config.level) / max(per_day, 1.0)
     day = max(int(round(per_day)), 1)
@@ -182,16 +204,16 @@ def _plan(series: KPISeries, config: ReplayConfig) -> _Plan:
         season=season,
         per_day=per_day,
         level=level,
-        refit_every=config.refit_every or min(max(day, season, 7), 500),
-        train_window=config.train_window or min(max(10 * season, 7 * day, 100), 2000),
+        refit_every=config.refit_every or min(max(7 * day, 4 * season, 100), 2016),
+        train_window=config.train_window or min(max(4 * season, 7 * day, 200), 4032),
         accept_after=config.accept_after or max(day, 3),
         repeat_after=config.repeat_after or max(day, 3),
     )
 
 
 def _first_judged(values: np.ndarray, plan: _Plan) -> int:
-    """The first row with enough history: two seasons and a calibration window of values."""
-    needed = max(2 * plan.season, 2 * MIN_CALIBRATION)
+    """The first row with enough history for a seasonal fit (the calibration window follows)."""
+    needed = max(_seasonal_history(plan.season), 2 * MIN_CALIBRATION)
     observed = np.cumsum(~np.isnan(values))
     ready = np.nonzero(observed >= needed)[0]
     if len(ready) == 0:
@@ -199,6 +221,11 @@ def _first_judged(values: np.ndarray, plan: _Plan) -> int:
             f"too little history to replay: needs at least {needed} values, got {int(observed[-1]) if len(values) else 0}"
         )
     return int(ready[0]) + 1
+
+
+def _seasonal_history(season: int) -> int:
+    """Values needed before a seasonal model is fitted: two full cycles and a few more."""
+    return 2 * season + 10
 
 
 class _EtsFilter:
@@ -214,10 +241,14 @@ class _EtsFilter:
 
     def __init__(self, history: np.ndarray, season: int) -> None:
         filled = pd.Series(history).interpolate(limit_direction="both").to_numpy()
-        seasonal = season > 1 and len(filled) >= 2 * season + 10
+        seasonal = season > 1 and len(filled) >= _seasonal_history(season)
+        # Heuristic initial states (from the first cycles) leave only the smoothing weights to
+        # estimate: milliseconds even for a 288-period season, where estimating 288 initial
+        # seasonal states by maximum likelihood takes minutes.
         spec: dict[str, object] = {
             "error": "add", "trend": None,
             "seasonal": "add" if seasonal else None, "seasonal_periods": season if seasonal else None,
+            "initialization_method": "heuristic" if seasonal else "estimated",
         }
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
