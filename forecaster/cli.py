@@ -6,6 +6,7 @@ Every domain error (KPIWatchError) becomes one line on stderr and its exit code 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from importlib import resources
 from collections.abc import Callable, Iterator
@@ -151,8 +152,8 @@ def replay(csv_file: Path, timestamp_col: str, value_col: str, output: Path, lev
     from forecaster.replay import ReplayConfig, replay_rows, summary
     from forecaster.sources.csv import read_csv_columns
 
-    raw = read_csv_columns(csv_file, timestamp_col, value_col)
     config = ReplayConfig(level=check_level(level))
+    raw = read_csv_columns(csv_file, timestamp_col, value_col)
     with _bar("replaying") as advance:
         frame, notes = replay_rows(raw, f"{csv_file.name}:{value_col}", config, progress=advance)
     for note in notes:
@@ -162,6 +163,52 @@ def replay(csv_file: Path, timestamp_col: str, value_col: str, output: Path, lev
         output, index=False, float_format="%.10g"
     )
     out.print(f"{csv_file}: {summary(frame, _freq_of(frame))}. Written to {output}")
+
+
+@cli.command(name="backtest")
+@click.argument("kpi", required=False)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
+@click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path), help="Backtest a CSV file instead of a KPI.")
+@click.option("--timestamp-col", default="timestamp", show_default=True)
+@click.option("--value-col", default="value", show_default=True)
+@click.option("--segment", "segments", multiple=True, metavar="DIM=VALUE", help="One segment of the KPI.")
+@click.option("--models", default="seasonal_naive,ets,prophet", show_default=True, help="Comma-separated model names.")
+@click.option("--horizon", default=28, show_default=True, type=int, help="Periods per origin.")
+@click.option("--origins", default=10, show_default=True, type=int, help="Rolling origins.")
+@click.option("--train-window", type=int, help="Train on at most this many periods (default: all before the origin).")
+@click.option("--level", default=0.95, show_default=True, type=float)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def backtest_command(
+    kpi: str | None, config_file: Path | None, csv_file: Path | None, timestamp_col: str, value_col: str,
+    segments: tuple[str, ...], models: str, horizon: int, origins: int, train_window: int | None, level: float,
+    fmt: str,
+) -> None:
+    """Rolling-origin accuracy per model: MASE, sMAPE, interval coverage, MSIS, time per fit."""
+    from forecaster.backtest import backtest
+
+    if (kpi is None) == (csv_file is None):
+        raise BadInputError("give a KPI name or --csv FILE (one of the two)")
+    if csv_file is not None:
+        from forecaster.sources.csv import read_series_csv
+
+        series = read_series_csv(csv_file, timestamp_col, value_col, name=f"{csv_file.name}:{value_col}")
+    else:
+        series = kpi_total_series(load_config(config_file), kpi or "", _parse_segment(segments))
+    names = [name.strip() for name in models.split(",") if name.strip()]
+    with _bar(f"backtesting {len(names)} model(s)") as advance:
+        scores = backtest(series.values, names, horizon=horizon, origins=origins, level=level,
+                          train_window=train_window, progress=advance)
+    if fmt == "json":
+        click.echo(json.dumps({"series": series.label, "horizon": horizon, "origins": origins, "level": level,
+                               "scores": [dataclasses.asdict(score) for score in scores]}, indent=2))
+        return
+    table = Table(title=f"{series.label}: {origins} origins x {horizon} periods, {level:.0%} band")
+    for column in ("model", "MASE", "sMAPE %", "coverage", "MSIS", "ms/fit", "fallbacks"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for score in scores:
+        table.add_row(score.model, f"{score.mase:.3f}", f"{score.smape:.2f}", f"{score.coverage:.3f}",
+                      f"{score.msis:.2f}", f"{score.seconds_per_fit * 1000:.1f}", str(score.fallbacks))
+    out.print(table)
 
 
 @cli.command()
