@@ -64,6 +64,8 @@ def demo(out_dir: Path, fmt: str) -> None:
     from forecaster.sources.demo import DEMO_NOW
 
     settings = parse_config(demo_config_text(), origin="config/kpiwatch.yaml")
+    # auto's model choices are remembered next to the charts: a second demo run skips the backtests
+    settings = settings.model_copy(update={"state_dir": str(out_dir / ".state")})
     report = _run_check(settings, at=DEMO_NOW, kpis=None, quiet=fmt == "json")
     charts = _write_charts(report, out_dir)
     if fmt == "json":

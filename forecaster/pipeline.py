@@ -8,6 +8,7 @@ worker process, batched, or shipped to a cluster; I/O stays in `check`.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -18,16 +19,14 @@ from forecaster.calendar import events_on
 from forecaster.detect import Rules, anomaly_at, judge_series
 from forecaster.explain import Evaluated, build_alerts
 from forecaster.kpis import kpi_series
-from forecaster.models import fit_forecast
+from forecaster.models import fit_forecast, fit_forecast_with_model
+from forecaster.selection import Selection, SelectionCache
 from forecaster.settings import AUTO_MODEL, KPIConfig, Settings
 from forecaster.sources import make_source
 from forecaster.types import Alert, Anomaly, BadInputError, Forecast, Judgement, KPISeries
 
-# `model: auto` picks Prophet (holidays, yearly seasonality) once a daily series has a year of
-# history, and ETS otherwise (short or sub-daily series, where Prophet has little to add).
-AUTO_PROPHET_MIN_DAYS = 365
-
 Progress = Callable[[int, int], None]  # (series finished, series in all)
+Job = tuple[KPISeries, KPIConfig, pd.Timestamp, "Selection | None"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,7 @@ class SeriesResult:
     judgements: tuple[Judgement, ...]
     anomaly: Anomaly | None
     skipped: str = ""
+    selection: Selection | None = None
 
 
 @dataclass(frozen=True)
@@ -76,44 +76,47 @@ def last_closed_period(now: pd.Timestamp, freq: str, timezone: str) -> pd.Timest
     return now.floor("h") - pd.Timedelta(hours=1)
 
 
-def choose_model(model: str, freq: str, history: pd.Series) -> str:
-    """`model` itself, or for `auto` the rule in AUTO_PROPHET_MIN_DAYS."""
-    if model != AUTO_MODEL:
-        return model
-    if freq == "D" and history.notna().sum() >= AUTO_PROPHET_MIN_DAYS:
-        return "prophet"
-    return "ets"
-
-
-def model_params(model: str, configured: str, params: dict[str, object], country: str | None) -> dict[str, object]:
-    """The configured `model_params` (when `model` is the configured one), plus the country for Prophet."""
-    chosen: dict[str, object] = dict(params) if model == configured else {}
-    if model == "prophet":
+def model_params(
+    model: str, params: dict[str, object], country: str | None, horizon: int, selection: Selection | None
+) -> dict[str, object]:
+    """The configured `model_params`, plus what the pipeline knows: the country's holidays for
+    Prophet and auto, the check window as auto's backtest horizon, a remembered selection."""
+    chosen = dict(params)
+    if model in ("prophet", AUTO_MODEL):
         chosen.setdefault("country", country)
+    if model == AUTO_MODEL:
+        chosen.setdefault("horizon", horizon)
+        if selection is not None:
+            chosen.update(choice=selection.model, scale=selection.scale)
     return chosen
 
 
-def evaluate_series(series: KPISeries, kpi: KPIConfig, country: str | None, until: pd.Timestamp) -> SeriesResult:
+def evaluate_series(
+    series: KPISeries, kpi: KPIConfig, country: str | None, until: pd.Timestamp, selection: Selection | None = None
+) -> SeriesResult:
     """Fit on the history before the check window and judge every period of the window.
 
     The window (`kpi.check_window` periods ending at `until`) is left out of the fit, so an
     incident that started a few periods ago does not drag the forecast towards itself.
+    selection: for `model: auto`, a remembered choice (None = choose now by a short backtest).
     """
     step = pd.tseries.frequencies.to_offset(series.freq)
     window = pd.date_range(end=until, periods=kpi.check_window, freq=step)
     history = series.values[series.values.index < window[0]]
     if history.index.freq is None:
         history = history.asfreq(step)
-    model = choose_model(kpi.model, kpi.freq, history)
-    params = model_params(model, kpi.model, kpi.model_params, country)
+    params = model_params(kpi.model, kpi.model_params, country, kpi.check_window, selection)
     try:
-        forecast = fit_forecast(history, model, len(window), kpi.level, params, name=series.label)
+        forecast, used = fit_forecast_with_model(history, kpi.model, len(window), kpi.level, params, series.label)
     except BadInputError as exc:  # constant or too short: this series cannot be judged now
         return SeriesResult(series, None, (), None, skipped=str(exc).removeprefix(f"{series.label}: "))
     rules = Rules.from_kpi(kpi)
     judgements = judge_series(series, forecast, rules, _event_periods(window, series.freq, country))
     anomaly = anomaly_at(series, judgements, rules, forecast.model, kpi.unit)
-    return SeriesResult(series, forecast, tuple(judgements), anomaly)
+    chosen = selection
+    if kpi.model == AUTO_MODEL and selection is None and hasattr(used, "choice_"):
+        chosen = Selection(used.choice_, used.scale_, until.isoformat())
+    return SeriesResult(series, forecast, tuple(judgements), anomaly, selection=chosen)
 
 
 def _event_periods(window: pd.DatetimeIndex, freq: str, country: str | None) -> frozenset[pd.Timestamp]:
@@ -137,7 +140,8 @@ def check(
     workers: processes for the model fits (default: the CPU count; 1 = in this process).
     """
     names = list(kpis) if kpis else list(settings.kpis)
-    jobs: list[tuple[KPISeries, KPIConfig, pd.Timestamp]] = []
+    cache = SelectionCache(Path(settings.state_dir), settings.reselect_days)
+    jobs: list[Job] = []
     periods: dict[str, pd.Timestamp] = {}
     for name in names:
         kpi = settings.kpi(name)
@@ -146,13 +150,30 @@ def check(
         until = last_closed_period(now, kpi.freq, settings.timezone)
         periods[name] = until
         frame = source.fetch(kpi.metrics, kpi.dimensions, kpi.freq, end=until)
-        jobs.extend((series, kpi, until) for series in kpi_series(name, kpi, frame))
+        jobs.extend(
+            (series, kpi, until, cache.fresh(series.label, until)) for series in kpi_series(name, kpi, frame)
+        )
     results = _run_all(jobs, settings.country, progress, workers)
+    _remember(cache, results)
     alerts = []
     for name in names:
         mine = [r for r in results if r.series.name == name]
         alerts.extend(build_alerts([_evaluated(r, periods[name]) for r in mine], settings.country))
     return CheckReport(periods, tuple(alerts), tuple(results))
+
+
+def _remember(cache: SelectionCache, results: Sequence[SeriesResult]) -> None:
+    """Save the auto choices made in this check (a read-only state folder costs only speed)."""
+    changed = False
+    for result in results:
+        if result.selection is not None and cache.entries.get(result.series.label) != result.selection:
+            cache.remember(result.series.label, result.selection)
+            changed = True
+    if changed:
+        try:
+            cache.save()
+        except OSError:
+            pass  # the next check chooses again; nothing is lost
 
 
 def _evaluated(result: SeriesResult, period: pd.Timestamp) -> Evaluated:
@@ -164,31 +185,24 @@ def _evaluated(result: SeriesResult, period: pd.Timestamp) -> Evaluated:
 
 
 def _run_all(
-    jobs: list[tuple[KPISeries, KPIConfig, pd.Timestamp]],
-    country: str | None,
-    progress: Progress | None,
-    workers: int | None,
+    jobs: list[Job], country: str | None, progress: Progress | None, workers: int | None
 ) -> list[SeriesResult]:
     """Evaluate every job, in worker processes when there are several CPUs and jobs."""
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    done = 0
+    results: list[SeriesResult] = []
     if workers <= 1 or len(jobs) <= 1:
-        results = []
-        for series, kpi, until in jobs:
-            results.append(evaluate_series(series, kpi, country, until))
-            done += 1
+        for series, kpi, until, selection in jobs:
+            results.append(evaluate_series(series, kpi, country, until, selection))
             if progress:
-                progress(done, len(jobs))
+                progress(len(results), len(jobs))
         return results
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        futures = [pool.submit(evaluate_series, series, kpi, country, until) for series, kpi, until in jobs]
-        results = []
+        futures = [pool.submit(evaluate_series, s, kpi, country, until, sel) for s, kpi, until, sel in jobs]
         for future in futures:
             results.append(future.result())
-            done += 1
             if progress:
-                progress(done, len(jobs))
-        return results
+                progress(len(results), len(jobs))
+    return results
 
 
 def forecast_series(
@@ -200,9 +214,8 @@ def forecast_series(
     country: str | None = None,
 ) -> Forecast:
     """Fit on the whole series and forecast `horizon` periods ahead at `level`."""
-    chosen = choose_model(model, series.freq, series.values)
-    chosen_params = model_params(chosen, model, dict(params or {}), country)
-    return fit_forecast(series.values, chosen, horizon, level, chosen_params, name=series.label)
+    chosen = model_params(model, dict(params or {}), country, min(horizon, 28), None)
+    return fit_forecast(series.values, model, horizon, level, chosen, name=series.label)
 
 
 def kpi_total_series(

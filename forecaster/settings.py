@@ -86,7 +86,7 @@ class KPIConfig(_Strict):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        allowed = [AUTO_MODEL, *model_names()]
+        allowed = model_names()
         if value not in allowed:
             raise ValueError(f"unknown model {value!r}; choose one of: {', '.join(allowed)}")
         return value
@@ -120,10 +120,16 @@ class Settings(_Strict):
 
     timezone: IANA name in which days are cut and "now" is read (default UTC).
     country: ISO code whose public holidays the models learn (default none).
+    state_dir: folder for what kpiwatch remembers between runs (default `.kpiwatch`, relative
+        to the working directory); today the model choices of `model: auto`.
+    reselect_days: how long an `auto` model choice is kept before it is backtested again
+        (default 30).
     """
 
     timezone: str = "UTC"
     country: str | None = None
+    state_dir: str = ".kpiwatch"
+    reselect_days: int = Field(default=30, ge=1, le=365)
     sources: dict[str, SourceConfig]
     kpis: dict[str, KPIConfig] = Field(min_length=1)
 

@@ -23,8 +23,9 @@ DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "kpiwatch.yaml"
 
 
 @pytest.fixture(scope="module")
-def demo_settings() -> Settings:
-    return load_config(DEMO_CONFIG)
+def demo_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    state = tmp_path_factory.mktemp("state")  # auto's model choices, shared by this module's checks
+    return load_config(DEMO_CONFIG).model_copy(update={"state_dir": str(state)})
 
 
 def morning_after(day: date) -> pd.Timestamp:

@@ -78,7 +78,8 @@ def test_model_contract(name: str, freq: str) -> None:
                                    freq=freq, tz="UTC")
     for forecast, level in ((narrow, 0.8), (wide, 0.99)):
         assert isinstance(forecast, Forecast)
-        assert forecast.model == name
+        # `auto` names the model it chose, e.g. "ets (auto)": the forecast says who really made it
+        assert forecast.model == name or (name == "auto" and forecast.model.endswith(" (auto)"))
         assert forecast.level == level
         assert forecast.note == ""
         for part in (forecast.mean, forecast.lower, forecast.upper):
@@ -262,7 +263,7 @@ def test_unknown_model_param_is_bad_input() -> None:
 def test_unknown_model_name_lists_the_models() -> None:
     with pytest.raises(BadInputError) as info:
         make_model("arima")
-    assert str(info.value) == "unknown model 'arima'; choose one of: ets, prophet, seasonal_naive"
+    assert str(info.value) == "unknown model 'arima'; choose one of: auto, ets, prophet, seasonal_naive"
 
 
 # --------------------------------------------------------------------------- season_length

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forecaster.models.base import check_horizon, check_level, make_model
+from forecaster.models.base import Model, check_horizon, check_level, make_model
 from forecaster.types import BadInputError, Forecast
 
 FALLBACK_MODEL = "seasonal_naive"
@@ -25,6 +25,18 @@ def fit_forecast(
     params: Mapping[str, Any] | None = None,
     name: str = "series",
 ) -> Forecast:
+    """`fit_forecast_with_model` without the fitted model."""
+    return fit_forecast_with_model(y, model, horizon, level, params, name)[0]
+
+
+def fit_forecast_with_model(
+    y: pd.Series,
+    model: str,
+    horizon: int,
+    level: float = 0.95,
+    params: Mapping[str, Any] | None = None,
+    name: str = "series",
+) -> tuple[Forecast, Model]:
     """Fit `model` on `y` and forecast `horizon` periods at `level`.
 
     A constant or all-missing history is rejected (nothing to learn; the fix is in the data). When the model
@@ -33,15 +45,19 @@ def fit_forecast(
     """
     horizon, level = check_horizon(horizon), check_level(level)
     _reject_constant(y, name)
+    fitted = make_model(model, **dict(params or {}))
     try:
-        forecast = make_model(model, **dict(params or {})).fit(y).predict(horizon, level)
+        forecast = fitted.fit(y).predict(horizon, level)
         _reject_non_finite(forecast)
     except FIT_ERRORS as exc:
         if model == FALLBACK_MODEL:
             raise
-        forecast = make_model(FALLBACK_MODEL).fit(y).predict(horizon, level)
+        fitted = make_model(FALLBACK_MODEL)
+        forecast = fitted.fit(y).predict(horizon, level)
         forecast = _with_note(forecast, f"{model} failed ({_short(exc)}); used {FALLBACK_MODEL}")
-    return _clip_at_zero(forecast) if np.nanmin(y.to_numpy(dtype="float64")) >= 0 else forecast
+    if np.nanmin(y.to_numpy(dtype="float64")) >= 0:
+        forecast = _clip_at_zero(forecast)
+    return forecast, fitted
 
 
 def _reject_constant(y: pd.Series, name: str) -> None:

@@ -1,0 +1,78 @@
+"""model: auto: chosen by a short backtest, band calibrated, choice remembered on a slow cadence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecaster.models.auto import AutoModel, _scale
+from forecaster.selection import Selection, SelectionCache
+
+
+def weekly_pattern(periods: int = 200, noise: float = 1.0, seed: int = 0) -> pd.Series:
+    index = pd.date_range("2025-01-01", periods=periods, freq="D", tz="UTC")
+    pattern = np.tile([10.0, 50.0, 20.0, 80.0, 30.0, 5.0, 60.0], periods // 7 + 1)[:periods]
+    return pd.Series(100 + pattern + np.random.default_rng(seed).normal(0, noise, periods), index=index)
+
+
+def test_a_strong_weekly_pattern_is_not_given_to_a_model_without_seasonality() -> None:
+    model = AutoModel(candidates=["ets", "seasonal_naive"]).fit(weekly_pattern())
+    assert model.scores_["seasonal_naive"] < 1.0
+    assert model.choice_ in {"ets", "seasonal_naive"}
+    assert model.predict(7, 0.95).model.endswith("(auto)")
+
+
+@pytest.mark.parametrize(
+    "ratios,expected",
+    [
+        ([], 1.0),  # no evidence: keep the model's band
+        ([0.6745] * 1000, 1.0),  # standardised errors of spread 1: keep it
+        ([2 * 0.6745] * 1000, pytest.approx(2.0, rel=0.01)),  # twice too narrow: double it
+        ([100.0] * 1000, 4.0),  # capped: a backtest this wild says more about the backtest
+        ([2 * 0.6745] * 10, pytest.approx(np.sqrt((10 * 4 + 10) / 20), rel=1e-6)),  # shrunk towards 1
+    ],
+)
+def test_calibration_scale_table(ratios: list[float], expected: float) -> None:
+    assert _scale(ratios) == expected
+
+
+def test_calibrated_band_is_the_model_band_scaled_around_the_mean() -> None:
+    y = weekly_pattern(seed=1)
+    plain = AutoModel(choice="ets", scale=1.0).fit(y).predict(5, 0.9)
+    wide = AutoModel(choice="ets", scale=2.0).fit(y).predict(5, 0.9)
+    pd.testing.assert_series_equal(plain.mean, wide.mean)
+    np.testing.assert_allclose((wide.upper - wide.mean).to_numpy(), 2 * (plain.upper - plain.mean).to_numpy())
+
+
+def test_a_remembered_choice_skips_the_backtest() -> None:
+    model = AutoModel(choice="seasonal_naive", scale=1.3).fit(weekly_pattern())
+    assert model.scores_ == {} and model.choice_ == "seasonal_naive" and model.scale_ == 1.3
+
+
+def test_a_calendar_event_ahead_brings_in_prophet() -> None:
+    index = pd.date_range("2023-11-01", "2024-11-27", freq="D", tz="UTC")  # Black Friday 2024 is 2 days on
+    y = pd.Series(100 + np.random.default_rng(2).normal(0, 1, len(index)), index=index)
+    model = AutoModel(choice="seasonal_naive", scale=1.0, country="NL")
+    assert model._event_ahead(y)
+    quiet_index = pd.date_range("2023-05-01", "2024-06-01", freq="D", tz="UTC")
+    assert not model._event_ahead(pd.Series(1.0, index=quiet_index))
+
+
+def test_selection_cache_round_trip_and_cadence(tmp_path: Path) -> None:
+    cache = SelectionCache(tmp_path, reselect_days=30)
+    cache.remember("sessions", Selection("prophet", 1.2, "2025-01-01T00:00:00+00:00"))
+    cache.save()
+    again = SelectionCache(tmp_path, reselect_days=30)
+    day = pd.Timestamp("2025-01-20", tz="UTC")
+    assert again.fresh("sessions", day) == Selection("prophet", 1.2, "2025-01-01T00:00:00+00:00")
+    assert again.fresh("sessions", pd.Timestamp("2025-02-05", tz="UTC")) is None  # 35 days: choose again
+    assert again.fresh("sessions", pd.Timestamp("2024-12-01", tz="UTC")) is None  # replaying the past
+    assert again.fresh("other", day) is None
+
+
+def test_a_damaged_cache_file_means_choose_again(tmp_path: Path) -> None:
+    (tmp_path / "model-choices.json").write_text("{not json")
+    assert SelectionCache(tmp_path, 30).entries == {}
