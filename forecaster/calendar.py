@@ -7,6 +7,7 @@ Prophet takes them as its `holidays` frame (one effect per day of each event's w
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import holidays as holiday_lib
@@ -80,3 +81,42 @@ def _frame(rows: list[tuple[str, date, int, int]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=HOLIDAY_COLUMNS)
     frame["ds"] = pd.to_datetime(frame["ds"])
     return frame
+
+
+@dataclass(frozen=True)
+class UserEvent:
+    """A team's own event: a campaign launch, a promotion, a site release (days inclusive)."""
+
+    name: str
+    start: date
+    end: date
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """Everything a KPI's days may owe to the calendar: the country's public holidays, the
+    retail peaks, and the team's own events. Models learn from it; alerts quote it."""
+
+    country: str | None = None
+    retail: bool = True
+    events: tuple[UserEvent, ...] = ()
+
+    def frame(self, years: Iterable[int]) -> pd.DataFrame:
+        """A Prophet holidays frame: built-in events for `years` plus every user event."""
+        built_in = events_frame(self.country, years, self.retail)
+        own = _frame([(e.name, e.start, 0, (e.end - e.start).days) for e in self.events])
+        return pd.concat([built_in, own], ignore_index=True) if len(own) else built_in
+
+    def events_on(self, day: date) -> list[str]:
+        """Names of the built-in and user events covering `day`."""
+        own = [e.name for e in self.events if e.start <= day <= e.end]
+        return sorted(set(events_on(day, self.country, self.retail)) | set(own))
+
+    def describe(self, day: date) -> list[str]:
+        """Sentences for an alert: "Winter sale (your event) started on 24 Nov", "black_friday"."""
+        own = [
+            f"{e.name} (your event) {'started' if e.start < day else 'starts'} on {e.start:%d %b}"
+            for e in self.events
+            if e.start <= day <= e.end
+        ]
+        return own + events_on(day, self.country, self.retail)

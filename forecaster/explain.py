@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from forecaster.calendar import events_on
+from forecaster.calendar import Calendar
 from forecaster.types import Alert, Anomaly, Hint, KPISeries, segment_label
 from forecaster.units import format_change, format_period, format_value
 
@@ -33,7 +33,7 @@ class Evaluated:
     anomaly: Anomaly | None
 
 
-def build_alerts(evaluated: Sequence[Evaluated], country: str | None = None) -> list[Alert]:
+def build_alerts(evaluated: Sequence[Evaluated], calendar: Calendar = Calendar()) -> list[Alert]:
     """Alerts for one KPI at one period, most severe first.
 
     Per direction, each segment dimension (channel, device, ...) whose deviation is concentrated
@@ -45,7 +45,7 @@ def build_alerts(evaluated: Sequence[Evaluated], country: str | None = None) -> 
     for direction in ("up", "down"):
         group = [e for e in evaluated if e.anomaly is not None and e.anomaly.direction.value == direction]
         for headline in _headlines(group, evaluated):
-            alerts.append(_alert_for(headline, group, evaluated, country))
+            alerts.append(_alert_for(headline, group, evaluated, calendar))
     return sorted(alerts, key=lambda a: (a.anomaly.severity.value != "critical", -a.anomaly.score))
 
 
@@ -72,13 +72,13 @@ def _headlines(group: list[Evaluated], everything: Sequence[Evaluated]) -> list[
 
 
 def _alert_for(
-    headline: Evaluated, group: list[Evaluated], everything: Sequence[Evaluated], country: str | None
+    headline: Evaluated, group: list[Evaluated], everything: Sequence[Evaluated], calendar: Calendar
 ) -> Alert:
     anomaly = headline.anomaly
     assert anomaly is not None  # headlines are anomalous series only
     hints = [
         *_segment_hints(headline, _shares(headline, everything), group),
-        *_context_hints(headline, country),
+        *_context_hints(headline, calendar),
     ]
     return Alert(anomaly=anomaly, text=headline_text(anomaly), hints=tuple(sorted(hints, key=lambda h: -h.evidence)))
 
@@ -168,7 +168,7 @@ def _segment_hints(headline: Evaluated, shares: tuple[float, float], group: list
     return hints
 
 
-def _context_hints(headline: Evaluated, country: str | None) -> list[Hint]:
+def _context_hints(headline: Evaluated, calendar: Calendar) -> list[Hint]:
     anomaly = headline.anomaly
     assert anomaly is not None
     hints = []
@@ -185,13 +185,13 @@ def _context_hints(headline: Evaluated, country: str | None) -> list[Hint]:
             )
         )
     if anomaly.freq in {"D", "h"}:
-        names = events_on(anomaly.period.date(), country)
+        names = calendar.describe(anomaly.period.date())
         if names:
             hints.append(
                 Hint(
                     kind="context",
                     kpi=anomaly.kpi,
-                    text=f"calendar: {', '.join(names)} (the model knows it; the move is beyond its usual effect)",
+                    text=f"calendar: {'; '.join(names)}; its usual effect is in the forecast, this move goes beyond it",
                     evidence=0.2,
                     data={"events": names},
                 )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from forecaster.calendar import events_on
+from forecaster.calendar import Calendar
 from forecaster.detect import Rules, anomaly_at, judge_series
 from forecaster.explain import Evaluated, build_alerts
 from forecaster.kpis import kpi_series
@@ -77,22 +77,22 @@ def last_closed_period(now: pd.Timestamp, freq: str, timezone: str) -> pd.Timest
 
 
 def model_params(
-    model: str, params: dict[str, object], country: str | None, horizon: int, selection: Selection | None
+    model: str, params: dict[str, object], calendar: Calendar, horizon: int, selection: Selection | None
 ) -> dict[str, object]:
-    """The configured `model_params`, plus what the pipeline knows: the country's holidays for
-    Prophet and auto, the check window as auto's backtest horizon, a remembered selection."""
+    """The configured `model_params`, plus what the pipeline knows: the calendar for Prophet and
+    auto, the periods about to be judged (auto looks for events there), a remembered selection."""
     chosen = dict(params)
     if model in ("prophet", AUTO_MODEL):
-        chosen.setdefault("country", country)
+        chosen.setdefault("calendar", calendar)
     if model == AUTO_MODEL:
-        chosen.setdefault("horizon", horizon)
+        chosen.setdefault("event_horizon", horizon)
         if selection is not None:
             chosen.update(choice=selection.model, scale=selection.scale)
     return chosen
 
 
 def evaluate_series(
-    series: KPISeries, kpi: KPIConfig, country: str | None, until: pd.Timestamp, selection: Selection | None = None
+    series: KPISeries, kpi: KPIConfig, calendar: Calendar, until: pd.Timestamp, selection: Selection | None = None
 ) -> SeriesResult:
     """Fit on the history before the check window and judge every period of the window.
 
@@ -105,13 +105,13 @@ def evaluate_series(
     history = series.values[series.values.index < window[0]]
     if history.index.freq is None:
         history = history.asfreq(step)
-    params = model_params(kpi.model, kpi.model_params, country, kpi.check_window, selection)
+    params = model_params(kpi.model, kpi.model_params, calendar, kpi.check_window, selection)
     try:
         forecast, used = fit_forecast_with_model(history, kpi.model, len(window), kpi.level, params, series.label)
     except BadInputError as exc:  # constant or too short: this series cannot be judged now
         return SeriesResult(series, None, (), None, skipped=str(exc).removeprefix(f"{series.label}: "))
     rules = Rules.from_kpi(kpi)
-    judgements = judge_series(series, forecast, rules, _event_periods(window, series.freq, country))
+    judgements = judge_series(series, forecast, rules, _event_periods(window, series.freq, calendar))
     anomaly = anomaly_at(series, judgements, rules, forecast.model, kpi.unit)
     chosen = selection
     if kpi.model == AUTO_MODEL and selection is None and hasattr(used, "choice_"):
@@ -119,11 +119,11 @@ def evaluate_series(
     return SeriesResult(series, forecast, tuple(judgements), anomaly, selection=chosen)
 
 
-def _event_periods(window: pd.DatetimeIndex, freq: str, country: str | None) -> frozenset[pd.Timestamp]:
+def _event_periods(window: pd.DatetimeIndex, freq: str, calendar: Calendar) -> frozenset[pd.Timestamp]:
     """The daily periods of `window` that fall on a holiday or retail peak."""
     if freq != "D":
         return frozenset()
-    return frozenset(period for period in window if events_on(period.date(), country))
+    return frozenset(period for period in window if calendar.events_on(period.date()))
 
 
 def check(
@@ -153,12 +153,12 @@ def check(
         jobs.extend(
             (series, kpi, until, cache.fresh(series.label, until)) for series in kpi_series(name, kpi, frame)
         )
-    results = _run_all(jobs, settings.country, progress, workers)
+    results = _run_all(jobs, settings.calendar, progress, workers)
     _remember(cache, results)
     alerts = []
     for name in names:
         mine = [r for r in results if r.series.name == name]
-        alerts.extend(build_alerts([_evaluated(r, periods[name]) for r in mine], settings.country))
+        alerts.extend(build_alerts([_evaluated(r, periods[name]) for r in mine], settings.calendar))
     return CheckReport(periods, tuple(alerts), tuple(results))
 
 
@@ -185,19 +185,19 @@ def _evaluated(result: SeriesResult, period: pd.Timestamp) -> Evaluated:
 
 
 def _run_all(
-    jobs: list[Job], country: str | None, progress: Progress | None, workers: int | None
+    jobs: list[Job], calendar: Calendar, progress: Progress | None, workers: int | None
 ) -> list[SeriesResult]:
     """Evaluate every job, in worker processes when there are several CPUs and jobs."""
     workers = workers if workers is not None else (os.cpu_count() or 1)
     results: list[SeriesResult] = []
     if workers <= 1 or len(jobs) <= 1:
         for series, kpi, until, selection in jobs:
-            results.append(evaluate_series(series, kpi, country, until, selection))
+            results.append(evaluate_series(series, kpi, calendar, until, selection))
             if progress:
                 progress(len(results), len(jobs))
         return results
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        futures = [pool.submit(evaluate_series, s, kpi, country, until, sel) for s, kpi, until, sel in jobs]
+        futures = [pool.submit(evaluate_series, s, kpi, calendar, until, sel) for s, kpi, until, sel in jobs]
         for future in futures:
             results.append(future.result())
             if progress:
@@ -214,7 +214,7 @@ def forecast_series(
     country: str | None = None,
 ) -> Forecast:
     """Fit on the whole series and forecast `horizon` periods ahead at `level`."""
-    chosen = model_params(model, dict(params or {}), country, min(horizon, 28), None)
+    chosen = model_params(model, dict(params or {}), Calendar(country), min(horizon, 28), None)
     return fit_forecast(series.values, model, horizon, level, chosen, name=series.label)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from forecaster.calendar import Calendar, UserEvent
 from forecaster.models.base import model_names
 from forecaster.types import BadInputError, Direction
 
@@ -39,6 +41,20 @@ class RatioConfig(_Strict):
 
     numerator: str
     denominator: str
+
+
+class EventConfig(_Strict):
+    """A team's own calendar event; `end` defaults to `start` (a one-day event)."""
+
+    name: str = Field(min_length=1)
+    start: date
+    end: date | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EventConfig:
+        if self.end is not None and self.end < self.start:
+            raise ValueError(f"event {self.name!r} ends ({self.end}) before it starts ({self.start})")
+        return self
 
 
 class SourceConfig(_Strict):
@@ -124,12 +140,15 @@ class Settings(_Strict):
         to the working directory); today the model choices of `model: auto`.
     reselect_days: how long an `auto` model choice is kept before it is backtested again
         (default 30).
+    events: the team's own events (campaign launches, promotions, releases): the models learn
+        their effect like a holiday's, the band widens on them, and alerts name them.
     """
 
     timezone: str = "UTC"
     country: str | None = None
     state_dir: str = ".kpiwatch"
     reselect_days: int = Field(default=30, ge=1, le=365)
+    events: list[EventConfig] = Field(default_factory=list)
     sources: dict[str, SourceConfig]
     kpis: dict[str, KPIConfig] = Field(min_length=1)
 
@@ -151,6 +170,12 @@ class Settings(_Strict):
                     f"(defined: {', '.join(sorted(self.sources))})"
                 )
         return self
+
+    @property
+    def calendar(self) -> Calendar:
+        """Holidays of `country`, the retail peaks, and the configured `events`."""
+        own = tuple(UserEvent(e.name, e.start, e.end or e.start) for e in self.events)
+        return Calendar(self.country, True, own)
 
     def kpi(self, name: str) -> KPIConfig:
         """The KPI by name; an unknown name lists the configured ones."""

@@ -26,9 +26,8 @@ from forecaster.models.base import (
 )
 from forecaster.types import Forecast
 
-# Above this season length ETS carries one state per phase and becomes slow and unstable
-# (5-minute data has 288); such series are fitted without seasonality.
-MAX_SEASON = 168
+# Seasons longer than this get heuristic initial states (see `fit`).
+HEURISTIC_FROM_SEASON = 24
 
 
 @register("ets")
@@ -36,7 +35,7 @@ class ETS:
     """ETS(A, Ad, A) by default.
 
     season: periods per cycle; None = from the frequency; seasonality is dropped when the
-    history holds fewer than two full seasons or the season exceeds MAX_SEASON.
+    history holds fewer than two full seasons.
     trend: "add" or None. damped: damp the trend (safer for multi-step forecasts).
     """
 
@@ -51,7 +50,7 @@ class ETS:
 
     def fit(self, y: pd.Series) -> Self:
         m = self.season or season_length(y.index.freqstr or "D")
-        seasonal = "add" if 1 < m <= MAX_SEASON and len(y) >= 2 * m + 10 else None
+        seasonal = "add" if m > 1 and len(y) >= 2 * m + 10 else None
         endog = pd.Series(interpolate_gaps(y).to_numpy(dtype="float64"))  # positional: no freq warnings
         model = ETSModel(
             endog,
@@ -60,6 +59,10 @@ class ETS:
             damped_trend=self.damped and self.trend is not None,
             seasonal=seasonal,
             seasonal_periods=m if seasonal else None,
+            # A long season (24 hours, 288 five-minute periods) has as many initial states as
+            # periods; estimating them all by likelihood takes minutes, so they are read off the
+            # first cycles instead and only the smoothing weights are estimated.
+            initialization_method="heuristic" if seasonal and m > HEURISTIC_FROM_SEASON else "estimated",
         )
         with warnings.catch_warnings():
             # Non-convergence still yields usable smoothing parameters; the band is calibrated later.

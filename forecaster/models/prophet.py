@@ -19,7 +19,7 @@ from typing import Any, Self
 import numpy as np
 import pandas as pd
 
-from forecaster.calendar import events_frame
+from forecaster.calendar import Calendar
 from forecaster.models.base import check_horizon, check_level, future_index, register, require_fitted
 from forecaster.types import Forecast
 
@@ -49,6 +49,7 @@ class ProphetModel:
         whatever its size), additive once zeros or negatives occur.
     uncertainty_samples: simulations behind the interval (default 1000; fewer is faster, noisier).
     changepoint_prior_scale: trend flexibility (Prophet's default 0.05).
+    calendar: holidays, retail peaks and user events (default: from `country`, `retail_events`).
     """
 
     name = "prophet"
@@ -60,8 +61,10 @@ class ProphetModel:
         seasonality_mode: str = "auto",
         uncertainty_samples: int = 1000,
         changepoint_prior_scale: float = 0.05,
+        calendar: Calendar | None = None,
     ) -> None:
         self.country = country
+        self.calendar = calendar or Calendar(country, retail_events)
         self.retail_events = retail_events
         self.seasonality_mode = seasonality_mode
         self.uncertainty_samples = uncertainty_samples
@@ -128,7 +131,7 @@ class ProphetModel:
 
     def _holidays(self, ds: pd.DatetimeIndex) -> pd.DataFrame | None:
         years = range(ds[0].year, ds[-1].year + 2)  # +1 so forecasts into next year see its events
-        frame = events_frame(self.country, years, retail=self.retail_events)
+        frame = self.calendar.frame(years)
         return frame if len(frame) else None
 
 
