@@ -169,6 +169,7 @@ def replay(csv_file: Path, timestamp_col: str, value_col: str, output: Path, lev
 
 @cli.command(name="backtest")
 @click.argument("kpi", required=False)
+@click.option("--kpi", "kpi_option", help="The KPI (same as the KPI argument).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path), help="Backtest a CSV file instead of a KPI.")
 @click.option("--timestamp-col", default="timestamp", show_default=True)
@@ -181,13 +182,14 @@ def replay(csv_file: Path, timestamp_col: str, value_col: str, output: Path, lev
 @click.option("--level", default=0.95, show_default=True, type=float)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def backtest_command(
-    kpi: str | None, config_file: Path | None, csv_file: Path | None, timestamp_col: str, value_col: str,
+    kpi: str | None, kpi_option: str | None, config_file: Path | None, csv_file: Path | None, timestamp_col: str, value_col: str,
     segments: tuple[str, ...], models: str, horizon: int, origins: int, train_window: int | None, level: float,
     fmt: str,
 ) -> None:
     """Rolling-origin accuracy per model: MASE, sMAPE, interval coverage, MSIS, time per fit."""
     from forecaster.backtest import backtest
 
+    kpi = kpi or kpi_option
     if (kpi is None) == (csv_file is None):
         raise BadInputError("give a KPI name or --csv FILE (one of the two)")
     if csv_file is not None:

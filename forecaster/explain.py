@@ -7,13 +7,13 @@ every segment the drop touches; those others become hints.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
 from forecaster.calendar import Calendar
-from forecaster.types import Alert, Anomaly, Hint, KPISeries, segment_label
+from forecaster.types import Alert, Anomaly, Direction, Hint, KPISeries, segment_label
 from forecaster.units import format_change, format_period, format_value
 
 # A segment must concentrate at least this much more of the deviation than of the volume to be
@@ -21,6 +21,12 @@ from forecaster.units import format_change, format_period, format_value
 MIN_CONCENTRATION = 0.10
 # ... or be the only anomalous value of its dimension and carry at least this share of the change.
 MIN_SHARE_ALONE = 0.5
+# A segment at or below this fraction of its expected value, alone in its dimension, reads as a
+# tracking or data fault (an email outage of tracking, not a market move).
+NEAR_ZERO = 0.10
+# Metrics whose sums are money, so an impact can be priced; the demo and most shops use euros.
+MONEY_METRICS = frozenset({"revenue", "ad_cost", "cost", "spend", "ad_spend"})
+CURRENCY = "€"
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,11 @@ class Evaluated:
     actual: float
     expected: float
     anomaly: Anomaly | None
+    flagged: bool = False  # outside its band at the period, whatever the direction rules say
+    score: float = 0.0
+    good: Direction = Direction.UP
+    unit: str = ""
+    numerator: str | None = None  # a ratio's numerator metric, to price the impact
 
 
 def build_alerts(evaluated: Sequence[Evaluated], calendar: Calendar = Calendar()) -> list[Alert]:
@@ -78,9 +89,111 @@ def _alert_for(
     assert anomaly is not None  # headlines are anomalous series only
     hints = [
         *_segment_hints(headline, _shares(headline, everything), group),
+        *_tracking_hint(headline, everything),
+        *_impact_hint(headline),
         *_context_hints(headline, calendar),
     ]
     return Alert(anomaly=anomaly, text=headline_text(anomaly), hints=tuple(sorted(hints, key=lambda h: -h.evidence)))
+
+
+def add_related_hints(
+    alerts: Sequence[Alert], lookup: Mapping[tuple[str, str], Evaluated], related: Mapping[str, Sequence[str]]
+) -> list[Alert]:
+    """Each alert plus the related KPIs (same segment and period) that moved the way that explains
+    it: for bad news, a related KPI that moved its own bad way (conversion rate down <- page-load
+    time up); for good news, its good way. Anomalous ones rank first."""
+    enriched = []
+    for alert in alerts:
+        anomaly = alert.anomaly
+        found = [
+            hint
+            for name in related.get(anomaly.kpi, ())
+            if (hint := _related_hint(anomaly, lookup.get((name, segment_label(anomaly.segment))))) is not None
+        ]
+        hints = sorted([*alert.hints, *found], key=lambda h: -h.evidence)
+        enriched.append(Alert(anomaly=anomaly, text=alert.text, hints=tuple(hints)))
+    return enriched
+
+
+def _related_hint(anomaly: Anomaly, item: Evaluated | None) -> Hint | None:
+    if item is None or pd.isna(item.actual) or pd.isna(item.expected) or item.actual == item.expected:
+        return None
+    moved_up = item.actual > item.expected
+    moved_bad_way = moved_up == (item.good is Direction.DOWN)
+    if moved_bad_way != anomaly.is_bad:
+        return None  # moved the other way: no explanation
+    where = f" on {segment_label(item.series.segment)}" if item.series.segment else ""
+    verb = "rose" if moved_up else "fell"
+    change = format_change(item.actual, item.expected, item.unit).lstrip("+-")
+    flag = "; itself outside its band" if item.flagged else ""
+    return Hint(
+        kind="related",
+        kpi=item.series.name,
+        segment=dict(item.series.segment),
+        text=(
+            f"{item.series.name}{where} {verb} {change} the same day: {format_value(item.actual, item.unit)} vs "
+            f"{format_value(item.expected, item.unit)} expected{flag}"
+        ),
+        evidence=(2.0 if item.flagged else 0.5) + item.score,
+        data={"anomalous": item.flagged, "actual": item.actual, "expected": item.expected},
+    )
+
+
+def _tracking_hint(headline: Evaluated, everything: Sequence[Evaluated]) -> list[Hint]:
+    """A segment at (near) zero while its siblings are normal: a tracking or data fault."""
+    anomaly = headline.anomaly
+    if anomaly is None or not headline.series.segment or anomaly.direction is not Direction.DOWN:
+        return []
+    if not (anomaly.expected > 0 and anomaly.actual <= NEAR_ZERO * anomaly.expected):
+        return []
+    (dimension,) = headline.series.segment
+    siblings = [e for e in everything if set(e.series.segment) == {dimension} and e is not headline]
+    if any(e.flagged for e in siblings):
+        return []
+    where = segment_label(headline.series.segment)
+    return [
+        Hint(
+            kind="context",
+            kpi=anomaly.kpi,
+            segment=dict(anomaly.segment),
+            text=(
+                f"likely a tracking or data problem, not a market move: {where} is at "
+                f"{anomaly.actual / anomaly.expected:.0%} of expected while the other {dimension} values are "
+                "normal; check the tag, UTM parameters or the data feed first"
+            ),
+            evidence=3.0,
+            data={"likely": "tracking", "ratio_to_expected": anomaly.actual / anomaly.expected},
+        )
+    ]
+
+
+def _impact_hint(headline: Evaluated) -> list[Hint]:
+    """What the deviation is worth in the period: money where the KPI's numerator is money,
+    else the count behind it (conversions, sessions)."""
+    anomaly = headline.anomaly
+    if anomaly is None or anomaly.unit == "s":
+        return []  # seconds of load time summed over sessions mean nothing on their own
+    denominator = headline.series.denominator
+    volume = float(denominator.get(anomaly.period, float("nan"))) if denominator is not None else 1.0
+    if pd.isna(volume):
+        return []
+    amount = (anomaly.actual - anomaly.expected) * volume
+    metric = headline.numerator or anomaly.kpi
+    if metric in MONEY_METRICS:
+        value, what = f"{CURRENCY}{abs(amount):,.0f}", metric.replace("_", " ")
+    else:
+        value, what = f"{abs(amount):,.0f}", metric.replace("_", " ")
+    more_or_less = "more" if amount > 0 else "less"
+    return [
+        Hint(
+            kind="impact",
+            kpi=anomaly.kpi,
+            segment=dict(anomaly.segment),
+            text=f"≈ {value} {more_or_less} {what} than expected in this period",
+            evidence=0.6,  # above "also outside" segments: what it costs matters more
+            data={"amount": amount, "metric": metric, "money": metric in MONEY_METRICS},
+        )
+    ]
 
 
 def headline_text(anomaly: Anomaly) -> str:

@@ -17,13 +17,13 @@ import pandas as pd
 
 from forecaster.calendar import Calendar
 from forecaster.detect import Rules, anomaly_at, judge_series
-from forecaster.explain import Evaluated, build_alerts
+from forecaster.explain import Evaluated, add_related_hints, build_alerts
 from forecaster.kpis import kpi_series
 from forecaster.models import fit_forecast, fit_forecast_with_model
 from forecaster.selection import Selection, SelectionCache
 from forecaster.settings import AUTO_MODEL, KPIConfig, Settings
 from forecaster.sources import make_source
-from forecaster.types import Alert, Anomaly, BadInputError, Forecast, Judgement, KPISeries
+from forecaster.types import Alert, Anomaly, BadInputError, Forecast, Judgement, KPISeries, segment_label
 
 Progress = Callable[[int, int], None]  # (series finished, series in all)
 Job = tuple[KPISeries, KPIConfig, pd.Timestamp, "Selection | None"]
@@ -155,11 +155,14 @@ def check(
         )
     results = _run_all(jobs, settings.calendar, progress, workers)
     _remember(cache, results)
+    evaluated = {r.series.label: _evaluated(r, periods[r.series.name], settings.kpi(r.series.name)) for r in results}
     alerts = []
     for name in names:
-        mine = [r for r in results if r.series.name == name]
-        alerts.extend(build_alerts([_evaluated(r, periods[name]) for r in mine], settings.calendar))
-    return CheckReport(periods, tuple(alerts), tuple(results))
+        mine = [evaluated[r.series.label] for r in results if r.series.name == name]
+        alerts.extend(build_alerts(mine, settings.calendar))
+    lookup = {(e.series.name, segment_label(e.series.segment)): e for e in evaluated.values()}
+    related = {name: settings.kpi(name).related for name in names}
+    return CheckReport(periods, tuple(add_related_hints(alerts, lookup, related)), tuple(results))
 
 
 def _remember(cache: SelectionCache, results: Sequence[SeriesResult]) -> None:
@@ -176,12 +179,16 @@ def _remember(cache: SelectionCache, results: Sequence[SeriesResult]) -> None:
             pass  # the next check chooses again; nothing is lost
 
 
-def _evaluated(result: SeriesResult, period: pd.Timestamp) -> Evaluated:
+def _evaluated(result: SeriesResult, period: pd.Timestamp, kpi: KPIConfig) -> Evaluated:
     judged = {j.period: j for j in result.judgements}
     last = judged.get(period)
-    actual = last.actual if last else float("nan")
-    expected = last.expected if last else float("nan")
-    return Evaluated(result.series, actual, expected, result.anomaly)
+    if last is None:
+        return Evaluated(result.series, float("nan"), float("nan"), None, good=kpi.good, unit=kpi.unit)
+    numerator = kpi.ratio.numerator if kpi.ratio else kpi.metric
+    return Evaluated(
+        result.series, last.actual, last.expected, result.anomaly,
+        flagged=last.is_anomaly, score=last.score, good=kpi.good, unit=kpi.unit, numerator=numerator,
+    )
 
 
 def _run_all(

@@ -78,6 +78,8 @@ class KPIConfig(_Strict):
     event_margin: on a public holiday or retail peak the band widens by this fraction of the
         expected value (default 0.15): such effects are learned from only one or two past years.
     check_window: periods judged together at each check, left out of the fit (default 7).
+    related: KPIs to look at when this one alerts (same segment, same period), e.g.
+        page_load_time and bounce_rate for conversion_rate; they must be configured too.
     """
 
     metric: str | None = None
@@ -98,6 +100,7 @@ class KPIConfig(_Strict):
     good_news: bool = False
     event_margin: float = Field(default=0.15, ge=0.0, le=1.0)
     check_window: int = Field(default=7, ge=1, le=90)
+    related: list[str] = Field(default_factory=list)
 
     @field_validator("model")
     @classmethod
@@ -160,6 +163,17 @@ class Settings(_Strict):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown timezone {value!r}; use an IANA name such as Europe/Amsterdam") from None
         return value
+
+    @model_validator(mode="after")
+    def _related_exist(self) -> Settings:
+        for name, kpi in self.kpis.items():
+            unknown = [other for other in kpi.related if other not in self.kpis]
+            if unknown:
+                raise ValueError(
+                    f"kpis.{name}.related names {', '.join(repr(u) for u in unknown)}, which is not a configured "
+                    f"KPI (configured: {', '.join(sorted(self.kpis))})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _sources_exist(self) -> Settings:

@@ -101,7 +101,7 @@ def test_check_dry_run_json_quiet_day_has_no_alerts() -> None:
 def test_validate_the_demo_config() -> None:
     result = run("validate")
     assert result.exit_code == 0, result.output
-    assert "OK (6 KPIs" in result.stdout
+    assert "OK (7 KPIs" in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -71,3 +71,41 @@ def test_holiday_peaks_with_an_earlier_year_stay_quiet(demo_settings: Settings, 
 def test_the_quiet_day_list_covers_the_peaks() -> None:
     labels = " ".join(label for _, label in LEARNABLE_QUIET_DAYS)
     assert "Black Friday 2024" in labels and "Black Friday 2025" in labels and "Christmas" in labels
+
+
+def _kinds(alert, kind: str):
+    return [hint for hint in alert.hints if hint.kind == kind]
+
+
+def test_mobile_slowdown_points_at_page_load_and_bounce_rate_on_mobile(demo_settings: Settings) -> None:
+    (slowdown,) = [i for i in INCIDENTS if i.number == 1]
+    report = check(demo_settings, at=morning_after(slowdown.end))
+    (alert,) = found(report, "conversion_rate", {"device": "mobile"}, "down")
+    related = _kinds(alert, "related")
+    assert {(h.kpi, tuple(h.segment.items())) for h in related[:2]} == {
+        ("page_load_time", (("device", "mobile"),)),
+        ("bounce_rate", (("device", "mobile"),)),
+    }, [h.text for h in related]
+    assert all(h.data["anomalous"] for h in related[:2])
+    segments = _kinds(alert, "segment")
+    assert segments[0].segment == {"device": "mobile"}
+    assert segments[0].data["share"] == max(h.data.get("share", 0) for h in segments)
+
+
+def test_email_outage_is_named_a_likely_tracking_problem(demo_settings: Settings) -> None:
+    (outage,) = [i for i in INCIDENTS if i.number == 2]
+    report = check(demo_settings, at=morning_after(outage.end), kpis=["sessions"])
+    (alert,) = found(report, "sessions", {"channel": "email"}, "down")
+    assert alert.hints[0].kind == "context" and "tracking" in alert.hints[0].text, [h.text for h in alert.hints]
+
+
+def test_cpc_spike_names_cpc_as_the_driver_of_cpa_and_roas(demo_settings: Settings) -> None:
+    (spike,) = [i for i in INCIDENTS if i.number == 3]
+    report = check(demo_settings, at=morning_after(spike.end), kpis=["cpa", "roas", "cpc", "conversion_rate"])
+    for kpi, direction in (("cpa", "up"), ("roas", "down")):
+        (alert,) = found(report, kpi, {"channel": "paid_search"}, direction)
+        first = _kinds(alert, "related")[0]
+        assert first.kpi == "cpc" and first.data["anomalous"], [h.text for h in alert.hints]
+    (cpa,) = found(report, "cpa", {"channel": "paid_search"}, "up")
+    (impact,) = _kinds(cpa, "impact")
+    assert impact.data["money"] and impact.data["amount"] > 0 and impact.text.startswith("≈ €")
