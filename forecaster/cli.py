@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from importlib import resources
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,20 +18,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from forecaster.catalog import bundled_config_text
 from forecaster.pipeline import CheckReport, check, forecast_series, kpi_total_series
 from forecaster.settings import Settings, config_path, load_config, parse_config
 from forecaster.types import BadInputError, Forecast, KPISeries, KPIWatchError, segment_label
 from forecaster.units import format_period, format_value
 
 
-
-def demo_config_text() -> str:
-    """config/kpiwatch.yaml: from the checkout (editable install) or from the wheel, where
-    pyproject ships it as `forecaster.bundled_config`."""
-    checkout = Path(__file__).resolve().parent.parent / "config" / "kpiwatch.yaml"
-    if checkout.exists():
-        return checkout.read_text(encoding="utf-8")
-    return (resources.files("forecaster.bundled_config") / "kpiwatch.yaml").read_text(encoding="utf-8")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -63,7 +55,7 @@ def demo(out_dir: Path, fmt: str) -> None:
     """Run the whole pipeline on the built-in demo shop data (no config, no network)."""
     from forecaster.sources.demo import DEMO_NOW
 
-    settings = parse_config(demo_config_text(), origin="config/kpiwatch.yaml")
+    settings = parse_config(bundled_config_text("kpiwatch.yaml"), origin="config/kpiwatch.yaml")
     # auto's model choices are remembered next to the charts: a second demo run skips the backtests
     settings = settings.model_copy(update={"state_dir": str(out_dir / ".state")})
     report = _run_check(settings, at=DEMO_NOW, kpis=None, quiet=fmt == "json")
@@ -212,6 +204,35 @@ def backtest_command(
     for score in scores:
         table.add_row(score.model, f"{score.mase:.3f}", f"{score.smape:.2f}", f"{score.coverage:.3f}",
                       f"{score.msis:.2f}", f"{score.seconds_per_fit * 1000:.1f}", str(score.fallbacks))
+    out.print(table)
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
+@click.option("--at", "at", help="As if it were this time (ISO 8601; no zone = the config's timezone).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def goals(config_file: Path | None, at: str | None, fmt: str) -> None:
+    """Each KPI target: current value, forecast at the deadline, chance of reaching it."""
+    from forecaster.goals import BAND_LEVEL
+    from forecaster.goals import goals as goal_statuses
+
+    settings = load_config(config_file)
+    with _spinner("forecasting to each deadline", quiet=fmt == "json"):
+        statuses = goal_statuses(settings, _parse_at(at, settings))
+    if not statuses:
+        raise BadInputError("no KPI has a target; add `target: {value: ..., by: YYYY-MM-DD}` to a KPI")
+    if fmt == "json":
+        click.echo(json.dumps([{**dataclasses.asdict(s), "by": s.by.date().isoformat(), "on_track": s.on_track}
+                               for s in statuses], indent=2))
+        return
+    table = Table(title=f"Targets: forecast for the deadline day, {BAND_LEVEL:.0%} band")
+    for column in ("KPI", "target", "by", "now (7 d)", "forecast", "band", "chance", "status"):
+        table.add_column(column, justify="left" if column in ("KPI", "status") else "right", no_wrap=True)
+    for s in statuses:
+        table.add_row(s.kpi, format_value(s.target, s.unit), f"{s.by:%Y-%m-%d}", format_value(s.current, s.unit),
+                      format_value(s.forecast, s.unit),
+                      f"{format_value(s.lower, s.unit)}-{format_value(s.upper, s.unit)}",
+                      f"{s.probability:.0%}", "on track" if s.on_track else "AT RISK")
     out.print(table)
 
 

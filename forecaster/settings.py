@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from forecaster.calendar import Calendar, UserEvent
+from forecaster.catalog import with_catalog
 from forecaster.models.base import model_names
 from forecaster.types import BadInputError, Direction
 
@@ -57,6 +58,13 @@ class EventConfig(_Strict):
         return self
 
 
+class TargetConfig(_Strict):
+    """A SMART target: reach `value` (in the KPI's own units, 0.024 = 2.4%) by the day `by`."""
+
+    value: float
+    by: date
+
+
 class SourceConfig(_Strict):
     """Where a KPI's metrics come from. `demo`: the built-in generated shop data (no files)."""
 
@@ -80,6 +88,8 @@ class KPIConfig(_Strict):
     check_window: periods judged together at each check, left out of the fit (default 7).
     related: KPIs to look at when this one alerts (same segment, same period), e.g.
         page_load_time and bounce_rate for conversion_rate; they must be configured too.
+    phase, goal: the funnel phase (see, think, do, care) and what the KPI is for (catalogue text).
+    target: a SMART target `{value, by}`, tracked by `kpiwatch goals`.
     """
 
     metric: str | None = None
@@ -101,6 +111,9 @@ class KPIConfig(_Strict):
     event_margin: float = Field(default=0.15, ge=0.0, le=1.0)
     check_window: int = Field(default=7, ge=1, le=90)
     related: list[str] = Field(default_factory=list)
+    phase: Literal["see", "think", "do", "care"] | None = None
+    goal: str = ""
+    target: TargetConfig | None = None
 
     @field_validator("model")
     @classmethod
@@ -232,6 +245,11 @@ def parse_config(text: str, origin: str = "config") -> Settings:
         raw = _expand_env(raw, origin)
     except RecursionError:  # a self-referencing alias such as `x: &a [*a]`
         raise ConfigError(f"{origin}: a YAML alias refers to itself; remove the loop") from None
+    if isinstance(raw.get("kpis"), dict):
+        try:  # KPIs named after (or `catalog:` pointing at) a catalogue entry start from it
+            raw = {**raw, "kpis": with_catalog(raw["kpis"])}
+        except BadInputError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
