@@ -42,6 +42,7 @@ class Evaluated:
     good: Direction = Direction.UP
     unit: str = ""
     numerator: str | None = None  # a ratio's numerator metric, to price the impact
+    denominator_name: str | None = None  # a ratio's denominator metric
 
 
 def build_alerts(evaluated: Sequence[Evaluated], calendar: Calendar = Calendar()) -> list[Alert]:
@@ -91,6 +92,7 @@ def _alert_for(
         *_segment_hints(headline, _shares(headline, everything), group),
         *_tracking_hint(headline, everything),
         *_impact_hint(headline),
+        *_component_hint(headline),
         *_context_hints(headline, calendar),
     ]
     return Alert(anomaly=anomaly, text=headline_text(anomaly), hints=tuple(sorted(hints, key=lambda h: -h.evidence)))
@@ -167,6 +169,50 @@ def _tracking_hint(headline: Evaluated, everything: Sequence[Evaluated]) -> list
     ]
 
 
+def _component_hint(headline: Evaluated) -> list[Hint]:
+    """For a ratio: did the numerator or the denominator move? Each part against its mean on the
+    same weekday (same hour) over the previous four weeks: a cheap, model-free reference."""
+    anomaly, denominator = headline.anomaly, headline.series.denominator
+    if anomaly is None or denominator is None or headline.numerator is None or headline.denominator_name is None:
+        return []
+    numerator = headline.series.values * denominator
+    changes = {}
+    for name, part in ((headline.numerator, numerator), (headline.denominator_name, denominator)):
+        usual = _same_phase_mean(part, anomaly.period, anomaly.freq)
+        now = part.get(anomaly.period)
+        if usual is None or now is None or pd.isna(now) or usual == 0:
+            return []
+        changes[name] = float(now) / usual - 1.0
+    (top_name, top_change), (other_name, other_change) = sorted(changes.items(), key=lambda kv: -abs(kv[1]))
+    driver = "numerator" if top_name == headline.numerator else "denominator"
+    return [
+        Hint(
+            kind="component",
+            kpi=anomaly.kpi,
+            segment=dict(anomaly.segment),
+            text=(
+                f"the {driver} moved: {top_name.replace('_', ' ')} {top_change:+.0%} against the usual "
+                f"{_phase_word(anomaly.freq)}, {other_name.replace('_', ' ')} {other_change:+.0%}"
+            ),
+            evidence=0.7,
+            data={"driver": driver, "changes": changes},
+        )
+    ]
+
+
+def _same_phase_mean(part: pd.Series, period: pd.Timestamp, freq: str) -> float | None:
+    lag = pd.Timedelta(days=7) if freq in {"D", "h"} else None
+    if lag is None:
+        return None
+    values = [part.get(period - k * lag) for k in range(1, 5)]
+    values = [float(v) for v in values if v is not None and not pd.isna(v)]
+    return sum(values) / len(values) if values else None
+
+
+def _phase_word(freq: str) -> str:
+    return "weekday (last 4 weeks)" if freq == "D" else "hour of the week (last 4 weeks)"
+
+
 def _impact_hint(headline: Evaluated) -> list[Hint]:
     """What the deviation is worth in the period: money where the KPI's numerator is money,
     else the count behind it (conversions, sessions)."""
@@ -179,19 +225,19 @@ def _impact_hint(headline: Evaluated) -> list[Hint]:
         return []
     amount = (anomaly.actual - anomaly.expected) * volume
     metric = headline.numerator or anomaly.kpi
-    if metric in MONEY_METRICS:
-        value, what = f"{CURRENCY}{abs(amount):,.0f}", metric.replace("_", " ")
-    else:
-        value, what = f"{abs(amount):,.0f}", metric.replace("_", " ")
-    more_or_less = "more" if amount > 0 else "less"
+    money = metric in MONEY_METRICS
+    value = f"{CURRENCY}{abs(amount):,.0f}" if money else f"{abs(amount):,.0f}"
+    what = metric.replace("_", " ")
+    more_or_less = "more" if amount > 0 else ("less" if money else "fewer")
+    per = f" for this {headline.denominator_name.replace('_', ' ')}" if headline.denominator_name else " this period"
     return [
         Hint(
             kind="impact",
             kpi=anomaly.kpi,
             segment=dict(anomaly.segment),
-            text=f"≈ {value} {more_or_less} {what} than expected in this period",
+            text=f"≈ {value} {more_or_less} {what} than expected{per}",
             evidence=0.6,  # above "also outside" segments: what it costs matters more
-            data={"amount": amount, "metric": metric, "money": metric in MONEY_METRICS},
+            data={"amount": amount, "metric": metric, "money": money},
         )
     ]
 
@@ -285,6 +331,18 @@ def _context_hints(headline: Evaluated, calendar: Calendar) -> list[Hint]:
     anomaly = headline.anomaly
     assert anomaly is not None
     hints = []
+    year_ago = _value_at(headline.series.values, anomaly.period - pd.Timedelta(days=364))
+    if year_ago is not None:
+        hints.append(
+            Hint(
+                kind="context",
+                kpi=anomaly.kpi,
+                segment=dict(anomaly.segment),
+                text=f"same weekday last year: {format_value(year_ago, anomaly.unit)}",
+                evidence=0.09,
+                data={"last_year": year_ago},
+            )
+        )
     week_ago = _value_at(headline.series.values, anomaly.period - pd.Timedelta(days=7))
     if week_ago is not None:
         hints.append(

@@ -188,6 +188,7 @@ def _evaluated(result: SeriesResult, period: pd.Timestamp, kpi: KPIConfig) -> Ev
     return Evaluated(
         result.series, last.actual, last.expected, result.anomaly,
         flagged=last.is_anomaly, score=last.score, good=kpi.good, unit=kpi.unit, numerator=numerator,
+        denominator_name=kpi.ratio.denominator if kpi.ratio else None,
     )
 
 

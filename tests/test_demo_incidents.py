@@ -87,6 +87,8 @@ def test_mobile_slowdown_points_at_page_load_and_bounce_rate_on_mobile(demo_sett
         ("bounce_rate", (("device", "mobile"),)),
     }, [h.text for h in related]
     assert all(h.data["anomalous"] for h in related[:2])
+    (component,) = _kinds(alert, "component")  # conversions fell, sessions did not
+    assert component.data["driver"] == "numerator" and component.data["changes"]["conversions"] < -0.3
     segments = _kinds(alert, "segment")
     assert segments[0].segment == {"device": "mobile"}
     assert segments[0].data["share"] == max(h.data.get("share", 0) for h in segments)
@@ -109,3 +111,5 @@ def test_cpc_spike_names_cpc_as_the_driver_of_cpa_and_roas(demo_settings: Settin
     (cpa,) = found(report, "cpa", {"channel": "paid_search"}, "up")
     (impact,) = _kinds(cpa, "impact")
     assert impact.data["money"] and impact.data["amount"] > 0 and impact.text.startswith("≈ €")
+    (component,) = _kinds(cpa, "component")
+    assert component.data["driver"] == "numerator" and component.data["changes"]["ad_cost"] > 0.3
