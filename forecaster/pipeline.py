@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from forecaster.calendar import Calendar
+from forecaster.clean import mask_outliers
 from forecaster.detect import Rules, anomaly_at, judge_series
 from forecaster.explain import Evaluated, add_related_hints, build_alerts
 from forecaster.kpis import kpi_series
@@ -97,7 +98,8 @@ def evaluate_series(
     """Fit on the history before the check window and judge every period of the window.
 
     The window (`kpi.check_window` periods ending at `until`) is left out of the fit, so an
-    incident that started a few periods ago does not drag the forecast towards itself.
+    incident that started a few periods ago does not drag the forecast towards itself; gross
+    outliers before it (past incidents) are masked (`forecaster.clean`).
     selection: for `model: auto`, a remembered choice (None = choose now by a short backtest).
     """
     step = pd.tseries.frequencies.to_offset(series.freq)
@@ -105,6 +107,8 @@ def evaluate_series(
     history = series.values[series.values.index < window[0]]
     if history.index.freq is None:
         history = history.asfreq(step)
+    if kpi.mask_outliers:
+        history = mask_outliers(history, series.freq, _event_periods(history.index, series.freq, calendar))
     params = model_params(kpi.model, kpi.model_params, calendar, kpi.check_window, selection)
     try:
         forecast, used = fit_forecast_with_model(history, kpi.model, len(window), kpi.level, params, series.label)

@@ -88,6 +88,8 @@ class KPIConfig(_Strict):
     check_window: periods judged together at each check, left out of the fit (default 7).
     related: KPIs to look at when this one alerts (same segment, same period), e.g.
         page_load_time and bounce_rate for conversion_rate; they must be configured too.
+    mask_outliers: keep gross past outliers (incidents) out of the fit (default True; see
+        forecaster/clean.py).
     phase, goal: the funnel phase (see, think, do, care) and what the KPI is for (catalogue text).
     target: a SMART target `{value, by}`, tracked by `kpiwatch goals`.
     """
@@ -111,6 +113,7 @@ class KPIConfig(_Strict):
     event_margin: float = Field(default=0.15, ge=0.0, le=1.0)
     check_window: int = Field(default=7, ge=1, le=90)
     related: list[str] = Field(default_factory=list)
+    mask_outliers: bool = True
     phase: Literal["see", "think", "do", "care"] | None = None
     goal: str = ""
     target: TargetConfig | None = None
