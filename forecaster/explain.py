@@ -90,6 +90,7 @@ def _alert_for(
     assert anomaly is not None  # headlines are anomalous series only
     hints = [
         *_segment_hints(headline, _shares(headline, everything), group),
+        *_mix_hint(headline, everything),
         *_tracking_hint(headline, everything),
         *_impact_hint(headline),
         *_component_hint(headline),
@@ -167,6 +168,55 @@ def _tracking_hint(headline: Evaluated, everything: Sequence[Evaluated]) -> list
             data={"likely": "tracking", "ratio_to_expected": anomaly.actual / anomaly.expected},
         )
     ]
+
+
+def _mix_hint(headline: Evaluated, everything: Sequence[Evaluated]) -> list[Hint]:
+    """For a ratio on a segment: did the segment's own rate move (rate effect), or did the traffic
+    shift between segments of different rates (mix effect)? Both in the total's units, with the
+    usual denominator shares taken from the same weekday over the previous four weeks."""
+    anomaly = headline.anomaly
+    if anomaly is None or not headline.series.segment or headline.series.denominator is None:
+        return []
+    (dimension,) = headline.series.segment
+    siblings = [e for e in everything if set(e.series.segment) == {dimension} and e.series.denominator is not None]
+    parts = []
+    for item in siblings:
+        assert item.series.denominator is not None
+        now = item.series.denominator.get(anomaly.period)
+        usual = _same_phase_mean(item.series.denominator, anomaly.period, anomaly.freq)
+        if now is None or pd.isna(now) or usual is None or pd.isna(item.actual) or pd.isna(item.expected):
+            return []
+        parts.append((item, float(now), usual))
+    total_now, total_usual = sum(p[1] for p in parts), sum(p[2] for p in parts)
+    if total_now <= 0 or total_usual <= 0:
+        return []
+    rate = mix = 0.0
+    for item, now, usual in parts:
+        rate += usual / total_usual * (item.actual - item.expected)
+        mix += (now / total_now - usual / total_usual) * item.actual
+    own = next(usual for item, _, usual in parts if item is headline) / total_usual * (headline.actual - headline.expected)
+    which = "rate effect" if abs(rate) >= abs(mix) else "mix effect"
+    where = segment_label(headline.series.segment)
+    return [
+        Hint(
+            kind="segment",
+            kpi=anomaly.kpi,
+            segment=dict(anomaly.segment),
+            text=(
+                f"{which}: the {dimension} values' own rates moved the total by {_effect(rate, anomaly.unit)} "
+                f"({where}: {_effect(own, anomaly.unit)}); the shift in {dimension} mix by {_effect(mix, anomaly.unit)}"
+            ),
+            evidence=0.65,
+            data={"rate_effect": rate, "mix_effect": mix, "own_rate_effect": own},
+        )
+    ]
+
+
+def _effect(value: float, unit: str) -> str:
+    if unit == "%":
+        return f"{value * 100:+.2f} points"
+    sign = "+" if value >= 0 else "-"
+    return f"{sign}{format_value(abs(value), unit)}"
 
 
 def _component_hint(headline: Evaluated) -> list[Hint]:

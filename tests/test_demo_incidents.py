@@ -89,7 +89,9 @@ def test_mobile_slowdown_points_at_page_load_and_bounce_rate_on_mobile(demo_sett
     assert all(h.data["anomalous"] for h in related[:2])
     (component,) = _kinds(alert, "component")  # conversions fell, sessions did not
     assert component.data["driver"] == "numerator" and component.data["changes"]["conversions"] < -0.3
-    segments = _kinds(alert, "segment")
+    (mix,) = [h for h in _kinds(alert, "segment") if "rate_effect" in h.data]
+    assert mix.text.startswith("rate effect") and abs(mix.data["rate_effect"]) > 10 * abs(mix.data["mix_effect"])
+    segments = [h for h in _kinds(alert, "segment") if "share" in h.data]
     assert segments[0].segment == {"device": "mobile"}
     assert segments[0].data["share"] == max(h.data.get("share", 0) for h in segments)
 
