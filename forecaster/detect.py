@@ -106,7 +106,10 @@ def judge(
     lower, upper = expected - z_level * sigma_down, expected + z_level * sigma_up
     sigma = sigma_up if actual >= expected else sigma_down
     score = math.erf(abs(actual - expected) / sigma / math.sqrt(2.0))
-    outside = actual > upper or actual < lower
+    # A hair of tolerance: a band clipped at zero has a lower edge of ~1e-19 after the arithmetic
+    # above, and a true zero must not read as below it.
+    tolerance = 1e-9 * max(abs(expected), abs(upper), abs(lower), 1e-12)
+    outside = actual > upper + tolerance or actual < lower - tolerance
     reason = _guardrail(actual, expected, volume, rules) if outside else ""
     return Judgement(period, actual, expected, lower, upper, score, outside and not reason, reason)
 
