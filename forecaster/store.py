@@ -1,0 +1,589 @@
+"""What kpiwatch remembers between runs, in SQL (SQLAlchemy Core): SQLite file or PostgreSQL.
+
+Tables
+- `evaluations`: every judged period per KPI and segment (upserted: a re-check overwrites).
+- `incidents`: one row per anomaly episode of a KPI segment, open until the KPI is normal again;
+  it remembers the Slack message that announced it (for the repeat interval and the resolve).
+- `outbox`: messages to send, each with a unique key; written in the same transaction as the
+  evaluations that caused them, sent later by the delivery step (`forecaster.notify`).
+- `notifications`: the log of what really reached Slack (written after a successful send).
+- `snoozes`, `feedback`, `ledger` (the last judged period per KPI segment, for the daemon).
+- `kpiwatch_meta`: the schema version.
+
+The schema is created on first use. Times are stored as naive UTC and returned tz-aware UTC.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+
+from forecaster.types import KPIWatchError
+
+SCHEMA_VERSION = 1
+
+OUTBOX_STATES = ("pending", "sending", "sent", "dead")
+"""pending: not tried yet or failed without reaching Slack; sending: tried, outcome unknown (a
+crash or a dropped connection: look for the key in the channel before posting again); sent; dead:
+refused for good (`kpiwatch outbox retry` sends it again)."""
+
+
+class StoreError(KPIWatchError):
+    """The state store cannot be opened or written (exit code 3: like a source that is down)."""
+
+    exit_code = 3
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Naive UTC in the database (SQLite keeps no zone), tz-aware UTC in Python."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+metadata = sa.MetaData()
+
+meta_table = sa.Table(
+    "kpiwatch_meta", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+
+evaluations = sa.Table(
+    "evaluations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kpi", sa.String(128), nullable=False),
+    sa.Column("segment", sa.String(512), nullable=False),  # "channel=email,device=mobile"; "" = total
+    sa.Column("period", UTCDateTime, nullable=False),
+    sa.Column("actual", sa.Float),
+    sa.Column("expected", sa.Float),
+    sa.Column("lower", sa.Float),
+    sa.Column("upper", sa.Float),
+    sa.Column("score", sa.Float),
+    sa.Column("anomalous", sa.Boolean, nullable=False),
+    sa.Column("judged_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("kpi", "segment", "period", name="uq_evaluation"),
+)
+
+incidents = sa.Table(
+    "incidents", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kpi", sa.String(128), nullable=False),
+    sa.Column("segment", sa.String(512), nullable=False),
+    sa.Column("alert_key", sa.String(700), nullable=False, unique=True),
+    sa.Column("state", sa.String(16), nullable=False),  # open | resolved
+    sa.Column("direction", sa.String(8), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("first_period", UTCDateTime, nullable=False),
+    sa.Column("last_period", UTCDateTime, nullable=False),
+    sa.Column("opened_at", UTCDateTime, nullable=False),
+    sa.Column("notified_at", UTCDateTime, nullable=False),
+    sa.Column("resolved_at", UTCDateTime),
+    sa.Column("message_key", sa.String(700)),  # the outbox message that announced it
+    sa.Column("summary", sa.Text, nullable=False, default=""),  # its one-line headline
+)
+# At most one open incident per KPI segment, even with two writers (partial unique index).
+sa.Index("uq_open_incident", incidents.c.kpi, incidents.c.segment, unique=True,
+         sqlite_where=incidents.c.state == "open", postgresql_where=incidents.c.state == "open")
+
+outbox = sa.Table(
+    "outbox", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(700), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # message | chart | resolve
+    sa.Column("channel", sa.String(128), nullable=False),
+    sa.Column("parent_key", sa.String(700)),  # must be sent first (thread, update)
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False, default="{}"),  # JSON: blocks, title, ...
+    sa.Column("file", sa.LargeBinary),  # a chart's PNG
+    sa.Column("state", sa.String(16), nullable=False, default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=False, default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("sent_at", UTCDateTime),
+    sa.Column("slack_channel", sa.String(64)),
+    sa.Column("slack_ts", sa.String(64)),
+)
+
+notifications = sa.Table(
+    "notifications", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(700), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("channel", sa.String(128), nullable=False),
+    sa.Column("slack_channel", sa.String(64)),
+    sa.Column("slack_ts", sa.String(64)),
+    sa.Column("note", sa.Text, nullable=False, default=""),
+    sa.Column("sent_at", UTCDateTime, nullable=False),
+)
+
+snoozes = sa.Table(
+    "snoozes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kpi", sa.String(128), nullable=False),
+    sa.Column("segment", sa.String(512), nullable=False),  # "" = every segment of the KPI
+    sa.Column("until", UTCDateTime, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+feedback = sa.Table(
+    "feedback", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_key", sa.String(700), nullable=False),
+    sa.Column("verdict", sa.String(32), nullable=False),  # expected | false_alarm | useful
+    sa.Column("user", sa.String(128), nullable=False, default=""),
+    sa.Column("note", sa.Text, nullable=False, default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+ledger = sa.Table(
+    "ledger", metadata,
+    sa.Column("kpi", sa.String(128), primary_key=True),
+    sa.Column("segment", sa.String(512), primary_key=True),
+    sa.Column("last_period", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+
+def utcnow() -> datetime:
+    """The wall clock, tz-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def segment_key(segment: Mapping[str, str]) -> str:
+    """The stored form of a segment: `channel=email,device=mobile` (sorted); "" for the total."""
+    return ",".join(f"{k}={v}" for k, v in sorted(segment.items()))
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """One judged period of one KPI segment (values in the KPI's units; NaN allowed)."""
+
+    kpi: str
+    segment: str
+    period: datetime
+    actual: float
+    expected: float
+    lower: float
+    upper: float
+    score: float
+    anomalous: bool
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A message to queue. key: unique; a key already queued is skipped (that makes a repeated
+    check a no-op). parent_key: a message that must be sent first (its thread or its update)."""
+
+    key: str
+    kind: str
+    channel: str
+    text: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    parent_key: str | None = None
+    file: bytes | None = None
+
+
+@dataclass(frozen=True)
+class IncidentOpen:
+    """A new incident, announced by the message `message_key`."""
+
+    kpi: str
+    segment: str
+    alert_key: str
+    direction: str
+    severity: str
+    period: datetime
+    message_key: str | None
+    summary: str
+
+
+@dataclass(frozen=True)
+class CyclePlan:
+    """Everything one check changes, applied in one transaction by `Store.record_cycle`.
+
+    still_open: incident id -> its latest anomalous period; renotified: ids repeated now;
+    resolved: ids back to normal (each with a `resolve` item in `items`).
+    """
+
+    opened: Sequence[IncidentOpen] = ()
+    still_open: Mapping[int, datetime] = field(default_factory=dict)
+    renotified: Sequence[int] = ()
+    resolved: Sequence[int] = ()
+    items: Sequence[OutboxItem] = ()
+
+
+@dataclass(frozen=True)
+class Incident:
+    id: int
+    kpi: str
+    segment: str
+    alert_key: str
+    state: str
+    direction: str
+    severity: str
+    first_period: datetime
+    last_period: datetime
+    notified_at: datetime
+    resolved_at: datetime | None
+    message_key: str | None
+    summary: str
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    key: str
+    kind: str
+    channel: str
+    parent_key: str | None
+    text: str
+    payload: dict[str, Any]
+    file: bytes | None
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str
+    created_at: datetime
+    sent_at: datetime | None
+    slack_channel: str | None
+    slack_ts: str | None
+
+
+@dataclass(frozen=True)
+class Snooze:
+    kpi: str
+    segment: str
+    until: datetime
+    reason: str
+
+    def covers(self, kpi: str, segment: str, at: datetime) -> bool:
+        """True when this snooze silences `kpi`/`segment` at time `at`."""
+        return self.kpi == kpi and self.segment in ("", segment) and at < self.until
+
+
+class Store:
+    """The state store at a SQLAlchemy URL (`sqlite:///path/state.db`, `postgresql://...`).
+
+    Opening creates the schema when it is missing and checks its version; any failure to reach
+    the database is one `StoreError` line naming the URL (password hidden).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _engine(url)
+        self.safe_url = self.engine.url.render_as_string(hide_password=True)
+        try:
+            metadata.create_all(self.engine)
+            self._check_version()
+        except SQLAlchemyError as exc:
+            self.engine.dispose()
+            raise StoreError(f"cannot open the state store {self.safe_url}: {_first_line(exc)}; "
+                             "check `state:` in the config and that the database is running") from None
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction; database errors become a `StoreError` (nothing half-written)."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(f"state store {self.safe_url} failed: {_first_line(exc)}") from None
+
+    # -- evaluations and incidents ------------------------------------------------------------
+
+    def open_incidents(self) -> dict[tuple[str, str], Incident]:
+        """The open incidents by (kpi, segment)."""
+        with self.transaction() as conn:
+            rows = conn.execute(sa.select(incidents).where(incidents.c.state == "open")).mappings().all()
+        return {(r["kpi"], r["segment"]): Incident(**_incident_fields(r)) for r in rows}
+
+    def incidents_of_message(self, message_key: str) -> list[Incident]:
+        """The incidents a message announced (to re-render it when one resolves)."""
+        with self.transaction() as conn:
+            rows = conn.execute(sa.select(incidents).where(incidents.c.message_key == message_key)
+                                .order_by(incidents.c.id)).mappings().all()
+        return [Incident(**_incident_fields(r)) for r in rows]
+
+    def record_cycle(self, records: Sequence[EvaluationRecord], plan: CyclePlan, now: datetime | None = None) -> int:
+        """Store one check's evaluations and apply its plan, all in one transaction.
+
+        Returns how many outbox items were new (items whose key is already queued are skipped).
+        """
+        now = now or utcnow()
+        with self.transaction() as conn:
+            for record in records:
+                _upsert_evaluation(conn, record, now)
+            for opened in plan.opened:
+                conn.execute(incidents.insert().values(
+                    kpi=opened.kpi, segment=opened.segment, alert_key=opened.alert_key, state="open",
+                    direction=opened.direction, severity=opened.severity, first_period=opened.period,
+                    last_period=opened.period, opened_at=now, notified_at=now, message_key=opened.message_key,
+                    summary=opened.summary))
+            for incident_id, period in plan.still_open.items():
+                conn.execute(incidents.update().where(incidents.c.id == incident_id).values(last_period=period))
+            if plan.renotified:
+                conn.execute(incidents.update().where(incidents.c.id.in_(plan.renotified)).values(notified_at=now))
+            if plan.resolved:
+                conn.execute(incidents.update().where(incidents.c.id.in_(plan.resolved))
+                             .values(state="resolved", resolved_at=now))
+            return sum(_queue(conn, item, now) for item in plan.items)
+
+    def evaluations_of(self, kpi: str, segment: str = "") -> list[EvaluationRecord]:
+        """The stored evaluations of one KPI segment, oldest first."""
+        query = (sa.select(evaluations).where(evaluations.c.kpi == kpi, evaluations.c.segment == segment)
+                 .order_by(evaluations.c.period))
+        with self.transaction() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [EvaluationRecord(**{k: r[k] for k in EvaluationRecord.__dataclass_fields__}) for r in rows]
+
+    # -- outbox -------------------------------------------------------------------------------
+
+    def queue(self, items: Sequence[OutboxItem], now: datetime | None = None) -> int:
+        """Queue messages outside a check (e.g. a test message); returns how many were new."""
+        now = now or utcnow()
+        with self.transaction() as conn:
+            return sum(_queue(conn, item, now) for item in items)
+
+    def due(self, now: datetime | None = None) -> list[OutboxRow]:
+        """Pending and unsettled rows whose next attempt is due, oldest first."""
+        now = now or utcnow()
+        query = (sa.select(outbox).where(outbox.c.state.in_(("pending", "sending")), outbox.c.next_attempt_at <= now)
+                 .order_by(outbox.c.id))
+        return self._rows(query)
+
+    def next_attempt(self) -> datetime | None:
+        """When the earliest waiting row is due (None: nothing waits)."""
+        query = sa.select(sa.func.min(outbox.c.next_attempt_at)).where(outbox.c.state.in_(("pending", "sending")))
+        with self.transaction() as conn:
+            return UTCDateTime().process_result_value(conn.execute(query).scalar(), None)
+
+    def get(self, key: str) -> OutboxRow | None:
+        """The outbox row with this key."""
+        rows = self._rows(sa.select(outbox).where(outbox.c.key == key))
+        return rows[0] if rows else None
+
+    def children(self, parent_key: str, kind: str) -> list[OutboxRow]:
+        """The rows of one kind that belong to a message (its resolves, its charts), oldest first."""
+        return self._rows(sa.select(outbox).where(outbox.c.parent_key == parent_key, outbox.c.kind == kind)
+                          .order_by(outbox.c.id))
+
+    def rows(self, states: Sequence[str] = OUTBOX_STATES, limit: int = 50) -> list[OutboxRow]:
+        """The latest outbox rows in these states, newest first."""
+        return self._rows(sa.select(outbox).where(outbox.c.state.in_(tuple(states)))
+                          .order_by(outbox.c.id.desc()).limit(limit))
+
+    def counts(self) -> dict[str, int]:
+        """Rows per outbox state."""
+        with self.transaction() as conn:
+            rows = conn.execute(sa.select(outbox.c.state, sa.func.count()).group_by(outbox.c.state)).all()
+        found = {state: 0 for state in OUTBOX_STATES}
+        found.update({state: count for state, count in rows})
+        return found
+
+    def mark_sending(self, row_id: int, now: datetime | None = None) -> None:
+        """Record an attempt before it is made: a crash from here on leaves the outcome unknown."""
+        with self.transaction() as conn:
+            conn.execute(outbox.update().where(outbox.c.id == row_id)
+                         .values(state="sending", attempts=outbox.c.attempts + 1))
+
+    def mark_sent(self, row_id: int, slack_channel: str, slack_ts: str, note: str = "",
+                  now: datetime | None = None) -> None:
+        """The row reached Slack: mark it and write the notification log, in one transaction."""
+        now = now or utcnow()
+        with self.transaction() as conn:
+            row = conn.execute(sa.select(outbox).where(outbox.c.id == row_id)).mappings().one()
+            conn.execute(outbox.update().where(outbox.c.id == row_id).values(
+                state="sent", sent_at=now, slack_channel=slack_channel, slack_ts=slack_ts, last_error=note))
+            conn.execute(notifications.insert().values(
+                key=row["key"], kind=row["kind"], channel=row["channel"], slack_channel=slack_channel,
+                slack_ts=slack_ts, note=note, sent_at=now))
+
+    def mark_retry(self, row_id: int, next_attempt_at: datetime, error: str, unknown: bool) -> None:
+        """A transient failure: try again at `next_attempt_at`. unknown: Slack may have the message
+        already, so the next attempt looks for it first (state `sending`)."""
+        with self.transaction() as conn:
+            conn.execute(outbox.update().where(outbox.c.id == row_id).values(
+                state="sending" if unknown else "pending", next_attempt_at=next_attempt_at, last_error=error))
+
+    def mark_dead(self, row_id: int, error: str) -> None:
+        """A permanent failure: kept as a dead letter until `retry_dead`."""
+        with self.transaction() as conn:
+            conn.execute(outbox.update().where(outbox.c.id == row_id).values(state="dead", last_error=error))
+
+    def retry_dead(self, now: datetime | None = None) -> int:
+        """Put every dead letter back in the queue (after the cause is fixed); returns how many."""
+        now = now or utcnow()
+        with self.transaction() as conn:
+            result = conn.execute(outbox.update().where(outbox.c.state == "dead")
+                                  .values(state="pending", next_attempt_at=now))
+            return result.rowcount
+
+    def notification_log(self, limit: int = 50) -> list[dict[str, Any]]:
+        """What reached Slack, newest first."""
+        query = sa.select(notifications).order_by(notifications.c.id.desc()).limit(limit)
+        with self.transaction() as conn:
+            return [dict(r) for r in conn.execute(query).mappings().all()]
+
+    # -- snoozes, feedback, ledger ------------------------------------------------------------
+
+    def add_snooze(self, kpi: str, segment: str, until: datetime, reason: str = "", now: datetime | None = None) -> None:
+        """Silence `kpi` (one segment, or all with segment "") until `until`."""
+        with self.transaction() as conn:
+            conn.execute(snoozes.insert().values(kpi=kpi, segment=segment, until=until, reason=reason,
+                                                 created_at=now or utcnow()))
+
+    def snoozes(self, active_at: datetime | None = None) -> list[Snooze]:
+        """The snoozes still running at `active_at` (default now)."""
+        at = active_at or utcnow()
+        query = sa.select(snoozes).where(snoozes.c.until > at).order_by(snoozes.c.until)
+        with self.transaction() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [Snooze(r["kpi"], r["segment"], r["until"], r["reason"]) for r in rows]
+
+    def add_feedback(self, alert_key: str, verdict: str, user: str = "", note: str = "") -> None:
+        """Remember what a person said about an alert."""
+        with self.transaction() as conn:
+            conn.execute(feedback.insert().values(alert_key=alert_key, verdict=verdict, user=user, note=note,
+                                                  created_at=utcnow()))
+
+    def feedback_for(self, alert_key: str) -> list[dict[str, Any]]:
+        """Feedback on one alert, oldest first."""
+        query = sa.select(feedback).where(feedback.c.alert_key == alert_key).order_by(feedback.c.id)
+        with self.transaction() as conn:
+            return [dict(r) for r in conn.execute(query).mappings().all()]
+
+    def last_judged(self, kpi: str, segment: str = "") -> datetime | None:
+        """The ledger: the last period judged for a KPI segment (None: never)."""
+        query = sa.select(ledger.c.last_period).where(ledger.c.kpi == kpi, ledger.c.segment == segment)
+        with self.transaction() as conn:
+            value = conn.execute(query).scalar()
+        return value
+
+    def set_judged(self, kpi: str, segment: str, period: datetime, conn: Connection | None = None) -> None:
+        """Move the ledger of a KPI segment to `period` (never backwards)."""
+        if conn is None:
+            with self.transaction() as own:
+                self.set_judged(kpi, segment, period, own)
+            return
+        current = conn.execute(sa.select(ledger.c.last_period)
+                               .where(ledger.c.kpi == kpi, ledger.c.segment == segment)).scalar()
+        if current is None:
+            conn.execute(ledger.insert().values(kpi=kpi, segment=segment, last_period=period, updated_at=utcnow()))
+        elif period > current:
+            conn.execute(ledger.update().where(ledger.c.kpi == kpi, ledger.c.segment == segment)
+                         .values(last_period=period, updated_at=utcnow()))
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _rows(self, query: sa.Select) -> list[OutboxRow]:
+        with self.transaction() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [_outbox_row(r) for r in rows]
+
+    def _check_version(self) -> None:
+        with self.engine.begin() as conn:
+            found = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
+            if found is None:
+                conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                return
+        if int(found) > SCHEMA_VERSION:
+            raise StoreError(f"the state store {self.safe_url} has schema version {found}, newer than this "
+                             f"kpiwatch understands ({SCHEMA_VERSION}); upgrade kpiwatch")
+
+
+def _engine(url: str) -> Engine:
+    """An engine for `url`; SQLite gets its folder created, WAL and a busy timeout (two
+    processes, e.g. the daemon and `kpiwatch snooze`, share the file)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(f"state store URL {url!r} is not a database URL; use sqlite:///path/state.db "
+                         "or postgresql://user@host/db") from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    if parsed.drivername == "postgresql":
+        # SQLAlchemy 2.0 reads a bare postgresql:// as psycopg2, 2.1 as psycopg 3: pin the one we ship.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    except (ImportError, ArgumentError) as exc:
+        raise StoreError(f"cannot use the state store {parsed.render_as_string(hide_password=True)}: {exc}; "
+                         "for PostgreSQL install kpiwatch[postgres]") from None
+
+
+def _upsert_evaluation(conn: Connection, record: EvaluationRecord, now: datetime) -> None:
+    values = {k: _nan_to_none(v) for k, v in record.__dict__.items()}
+    where = (evaluations.c.kpi == record.kpi, evaluations.c.segment == record.segment,
+             evaluations.c.period == record.period)
+    updated = conn.execute(evaluations.update().where(*where).values(**values, judged_at=now))
+    if updated.rowcount == 0:
+        conn.execute(evaluations.insert().values(**values, judged_at=now))
+
+
+def _queue(conn: Connection, item: OutboxItem, now: datetime) -> int:
+    """Insert one outbox item unless its key is already there; 1 if inserted."""
+    if conn.execute(sa.select(outbox.c.id).where(outbox.c.key == item.key)).first() is not None:
+        return 0
+    conn.execute(outbox.insert().values(
+        key=item.key, kind=item.kind, channel=item.channel, parent_key=item.parent_key, text=item.text,
+        payload=json.dumps(item.payload, ensure_ascii=False), file=item.file, state="pending", attempts=0,
+        next_attempt_at=now, last_error="", created_at=now))
+    return 1
+
+
+def _outbox_row(row: Mapping[str, Any]) -> OutboxRow:
+    fields = dict(row)
+    fields["payload"] = json.loads(fields["payload"] or "{}")
+    return OutboxRow(**fields)
+
+
+def _incident_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: row[name] for name in Incident.__dataclass_fields__}
+
+
+def _nan_to_none(value: Any) -> Any:
+    return None if isinstance(value, float) and value != value else value
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
