@@ -1,13 +1,27 @@
-"""Alerts as data and as text (pure functions). Slack Block Kit joins these with delivery."""
+"""Alerts as data, as text and as Slack Block Kit (pure functions: no I/O).
+
+Slack's limits are kept here, where the message is built: at most 50 blocks, 3,000 characters
+per section, 150 per header, 40,000 in the fallback text.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 
 from forecaster.types import Alert, Hint, segment_label
+from forecaster.units import format_change, format_value
+
+MAX_BLOCKS = 50
+MAX_SECTION_CHARS = 3000
+MAX_HEADER_CHARS = 150
+MAX_TEXT_CHARS = 40000
+BLOCKS_PER_ALERT = 3  # headline section, numbers/hints section, divider
+SEVERITY_EMOJI = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "good_news": ":large_green_circle:"}
 
 SEVERITY_MARK = {"critical": "[CRITICAL]", "warning": "[WARNING]", "good_news": "[GOOD NEWS]"}
 
@@ -77,3 +91,109 @@ def _plain(value: Any) -> Any:
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
     return value
+
+
+def message_blocks(
+    alerts: Sequence[Alert],
+    title: str,
+    dashboard_url: str = "",
+    max_hints: int = 3,
+    notes: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """One Slack message for the alerts of one check cycle and channel (Block Kit blocks).
+
+    title: the header ("kpiwatch: 2 anomalies, Wed 10 Dec 2025"). dashboard_url: a template with
+    `{kpi}`, `{segment}` and `{period}` (URL-quoted), or "" for no link. notes: context lines
+    under an alert by its index, e.g. "still ongoing since ..." for a repeat (`notes[i]`).
+    Alerts that do not fit in Slack's 50 blocks are counted in a last line instead.
+    """
+    blocks: list[dict[str, Any]] = [{"type": "header", "text": _plain_text_object(title, MAX_HEADER_CHARS)}]
+    room = (MAX_BLOCKS - 2) // BLOCKS_PER_ALERT  # keep one block for the "and N more" line
+    for index, alert in enumerate(alerts[:room]):
+        note = notes[index] if index < len(notes) else ""
+        blocks.extend(alert_blocks(alert, dashboard_url, max_hints, note))
+    if len(alerts) > room:
+        rest = len(alerts) - room
+        blocks.append(_context(f"and {rest} more alert(s): run `kpiwatch alerts` to see them all"))
+    return blocks
+
+
+def alert_blocks(alert: Alert, dashboard_url: str = "", max_hints: int = 3, note: str = "") -> list[dict[str, Any]]:
+    """Three blocks for one alert: the headline, the numbers and top hints (with the impact and a
+    dashboard link), a divider."""
+    anomaly = alert.anomaly
+    emoji = SEVERITY_EMOJI[anomaly.severity.value]
+    where = f" · {_escape(segment_label(anomaly.segment))}" if anomaly.segment else ""
+    arrow = "↑" if anomaly.direction.value == "up" else "↓"
+    severity = anomaly.severity.value.replace("_", " ").upper()
+    headline = f"{emoji} *{severity}* · *{_escape(anomaly.kpi)}* {arrow}{where}\n{_escape(alert.text)}"
+    if note:
+        headline += f"\n_{_escape(note)}_"
+    unit = anomaly.unit
+    numbers = (f"*Actual* {format_value(anomaly.actual, unit)} · *expected* {format_value(anomaly.expected, unit)} "
+               f"({anomaly.level:.0%} band {format_value(anomaly.lower, unit)} to {format_value(anomaly.upper, unit)}) · "
+               f"*{format_change(anomaly.actual, anomaly.expected, unit)}*")
+    lines = [numbers]
+    impact = [h for h in alert.hints if h.kind == "impact"]
+    if impact:
+        lines.append(f":moneybag: {_escape(impact[0].text)}")
+    others = [h for h in alert.hints if h.kind != "impact"][:max_hints]
+    lines.extend(f"• {_escape(hint.text)}" for hint in others)
+    link = dashboard_link(dashboard_url, alert)
+    if link:
+        lines.append(f"<{link}|Open in the dashboard>")
+    return [_section(headline), _section("\n".join(lines)), {"type": "divider"}]
+
+
+def message_text(alerts: Sequence[Alert], title: str, max_hints: int = 3) -> str:
+    """The plain-text fallback of a message (notifications, webhooks without blocks)."""
+    parts = [title] + [plain_text(alert, max_hints) for alert in alerts]
+    return _clip("\n".join(parts), MAX_TEXT_CHARS)
+
+
+def resolved_text(kpi: str, segment: str, summary: str, at: str) -> str:
+    """The thread reply and update line when an incident is over."""
+    where = f" on {segment}" if segment else ""
+    return f":white_check_mark: Resolved: {kpi}{where} is back inside its band ({at}). Was: {summary}"
+
+
+def resolved_blocks(blocks: Sequence[dict[str, Any]], lines: Sequence[str]) -> list[dict[str, Any]]:
+    """The original message's blocks with the resolved lines under its header (for chat.update)."""
+    kept = [dict(b) for b in blocks if b.get("block_id") != "kpiwatch-resolved"][: MAX_BLOCKS - 1]
+    if not lines:
+        return kept
+    resolved = _context("\n".join(lines))
+    resolved["block_id"] = "kpiwatch-resolved"
+    return kept[:1] + [resolved] + kept[1:]
+
+
+def dashboard_link(template: str, alert: Alert) -> str:
+    """The dashboard URL for an alert: `{kpi}`, `{segment}` (`channel=email`) and `{period}`
+    (ISO date or time) filled in, URL-quoted; "" when no template is configured."""
+    if not template:
+        return ""
+    anomaly = alert.anomaly
+    period = anomaly.period.date().isoformat() if anomaly.freq == "D" else anomaly.period.isoformat()
+    segment = ",".join(f"{k}={v}" for k, v in sorted(anomaly.segment.items()))
+    return template.format(kpi=quote(anomaly.kpi), segment=quote(segment), period=quote(period))
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, MAX_SECTION_CHARS)}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(text, MAX_SECTION_CHARS - 1000)}]}
+
+
+def _plain_text_object(text: str, limit: int) -> dict[str, Any]:
+    return {"type": "plain_text", "text": _clip(text, limit), "emoji": True}
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _escape(text: str) -> str:
+    """Slack's three control characters in mrkdwn (a KPI or segment name may hold them)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

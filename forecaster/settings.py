@@ -11,6 +11,7 @@ import os
 import re
 from datetime import date
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -71,6 +72,59 @@ class SourceConfig(_Strict):
     type: Literal["demo"]
 
 
+SEVERITY_RANK = {"warning": 1, "critical": 2}
+
+
+class RouteConfig(_Strict):
+    """Where alerts go: a Slack channel for some KPIs (by name or tag), from a minimum severity.
+
+    channel: `#name` or a channel ID. kpis, tags: which KPIs (both empty = every KPI).
+    min_severity: `warning` (default) or `critical`. good_news: also send good news (default True).
+    """
+
+    channel: str = Field(min_length=1)
+    kpis: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    min_severity: Literal["warning", "critical"] = "warning"
+    good_news: bool = True
+
+    def takes(self, kpi: str, tags: Sequence[str], severity: str) -> bool:
+        """True when an alert of this KPI (with these tags) and severity goes to this channel."""
+        if (self.kpis or self.tags) and kpi not in self.kpis and not set(tags) & set(self.tags):
+            return False
+        if severity == "good_news":
+            return self.good_news
+        return SEVERITY_RANK[severity] >= SEVERITY_RANK[self.min_severity]
+
+
+class SnoozeConfig(_Strict):
+    """Silence a KPI (one segment, or every segment) until a day (exclusive, in the timezone)."""
+
+    kpi: str
+    segment: dict[str, str] = Field(default_factory=dict)
+    until: date
+    reason: str = ""
+
+
+class AlertingConfig(_Strict):
+    """How alerts reach people.
+
+    routes: channels and what each receives (default: everything to `#kpi-alerts`).
+    repeat_hours: an ongoing incident is announced again after this many hours (default 24).
+    dashboard_url: link template with `{kpi}`, `{segment}`, `{period}` (default none).
+    max_hints: hints per alert in Slack (default 3; the CLI shows more).
+    charts: upload a chart per alert into the message's thread (bot token only; default True).
+    snoozes: silenced KPIs; `kpiwatch snooze` adds more to the state store.
+    """
+
+    routes: list[RouteConfig] = Field(default_factory=lambda: [RouteConfig(channel="#kpi-alerts")], min_length=1)
+    repeat_hours: float = Field(default=24.0, gt=0)
+    dashboard_url: str = ""
+    max_hints: int = Field(default=3, ge=0, le=10)
+    charts: bool = True
+    snoozes: list[SnoozeConfig] = Field(default_factory=list)
+
+
 class KPIConfig(_Strict):
     """One KPI: what to compute, which way is good, how to judge it.
 
@@ -92,6 +146,7 @@ class KPIConfig(_Strict):
         forecaster/clean.py).
     phase, goal: the funnel phase (see, think, do, care) and what the KPI is for (catalogue text).
     target: a SMART target `{value, by}`, tracked by `kpiwatch goals`.
+    tags: labels for routing alerts to channels (`alerting.routes[].tags`).
     """
 
     metric: str | None = None
@@ -117,6 +172,7 @@ class KPIConfig(_Strict):
     phase: Literal["see", "think", "do", "care"] | None = None
     goal: str = ""
     target: TargetConfig | None = None
+    tags: list[str] = Field(default_factory=list)
 
     @field_validator("model")
     @classmethod
@@ -161,6 +217,9 @@ class Settings(_Strict):
         (default 30).
     events: the team's own events (campaign launches, promotions, releases): the models learn
         their effect like a holiday's, the band widens on them, and alerts name them.
+    state: SQLAlchemy URL of the state store (evaluations, outbox, snoozes); default
+        `sqlite:///<state_dir>/state.db`; PostgreSQL for production (`${KPIWATCH_STATE_URL}`).
+    alerting: Slack routes, repeat interval, dashboard link, snoozes.
     """
 
     timezone: str = "UTC"
@@ -168,6 +227,8 @@ class Settings(_Strict):
     state_dir: str = ".kpiwatch"
     reselect_days: int = Field(default=30, ge=1, le=365)
     events: list[EventConfig] = Field(default_factory=list)
+    state: str | None = None
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     sources: dict[str, SourceConfig]
     kpis: dict[str, KPIConfig] = Field(min_length=1)
 
@@ -200,6 +261,23 @@ class Settings(_Strict):
                     f"(defined: {', '.join(sorted(self.sources))})"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _alerting_names_exist(self) -> Settings:
+        named = [(f"alerting.routes[{i}].kpis", k) for i, r in enumerate(self.alerting.routes) for k in r.kpis]
+        named += [(f"alerting.snoozes[{i}].kpi", s.kpi) for i, s in enumerate(self.alerting.snoozes)]
+        for where, name in named:
+            if name not in self.kpis:
+                raise ValueError(f"{where} names {name!r}, which is not a configured KPI "
+                                 f"(configured: {', '.join(sorted(self.kpis))})")
+        return self
+
+    @property
+    def state_url(self) -> str:
+        """The state store's URL: `state`, else a SQLite file in `state_dir`."""
+        if self.state:
+            return self.state
+        return f"sqlite:///{Path(self.state_dir).expanduser() / 'state.db'}"
 
     @property
     def calendar(self) -> Calendar:
