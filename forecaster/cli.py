@@ -128,10 +128,32 @@ def check_command(
         _print_json(report, charts)
     else:
         _print_alerts(report, charts)
-    if not dry_run and report.alerts:
-        # Delivery to Slack comes with the state store (outbox, exactly once); until then the
-        # console is the only notifier, so a real run and a dry run print the same.
-        err.print("no notifier configured: alerts printed only")
+    if not dry_run:
+        _send(report, settings)
+
+
+def _send(report: CheckReport, settings: Settings) -> None:
+    """Store the check, queue its messages and deliver them; one summary line on stderr."""
+    from alerts.slack import make_notifier
+    from forecaster.notify import record_and_send
+    from forecaster.store import Store
+
+    notifier = make_notifier()
+    store = Store(settings.state_url)
+    try:
+        outcome = record_and_send(report, settings, store, notifier)
+        counts = store.counts()
+    finally:
+        store.close()
+    if outcome.delivery is None and not outcome.problem:
+        err.print("no Slack configured (set SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL): judged periods stored, "
+                  "alerts printed only", markup=False)
+        return
+    sent = outcome.delivery.sent if outcome.delivery else 0
+    err.print(f"Slack: {outcome.queued} new message(s) queued, {sent} sent; outbox: {counts['pending'] + counts['sending']} "
+              f"waiting, {counts['dead']} dead", markup=False)
+    if outcome.problem:
+        raise SlackFailed(outcome.problem)
 
 
 @cli.command()
@@ -245,6 +267,91 @@ def validate(config_file: Path | None) -> None:
               f"{', '.join(sorted(settings.kpis))})")
 
 
+@cli.command()
+@click.argument("kpi")
+@click.option("--segment", "segment", multiple=True, help="Only this segment, DIMENSION=VALUE (repeatable).")
+@click.option("--until", "until", required=True, help="Silence until this day or time (ISO 8601, config timezone).")
+@click.option("--reason", default="", help="Why (shown by `kpiwatch alerts`).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
+def snooze(kpi: str, segment: tuple[str, ...], until: str, reason: str, config_file: Path | None) -> None:
+    """Silence a KPI (or one segment of it) until a date; the evaluations go on."""
+    from forecaster.store import Store, segment_key
+
+    settings = load_config(config_file)
+    settings.kpi(kpi)
+    end = _parse_at(until, settings)
+    if end is None or end <= pd.Timestamp.now(tz="UTC"):
+        raise BadInputError(f"--until {until!r} is not in the future; give a later day, e.g. --until 2030-01-31")
+    where = segment_key(_parse_segment(segment))
+    store = Store(settings.state_url)
+    try:
+        store.add_snooze(kpi, where, end.tz_convert("UTC").to_pydatetime(), reason)
+    finally:
+        store.close()
+    out.print(f"snoozed {kpi}{' ' + where if where else ''} until {end:%Y-%m-%d %H:%M %Z}", markup=False)
+
+
+@cli.command(name="alerts")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000), help="Rows to show.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def alerts_command(config_file: Path | None, limit: int, fmt: str) -> None:
+    """Recent alert messages and the outbox: what was sent, what waits, what Slack refused."""
+    from forecaster.store import Store
+
+    settings = load_config(config_file)
+    store = Store(settings.state_url)
+    try:
+        rows, counts, snoozed = store.rows(limit=limit), store.counts(), store.snoozes()
+    finally:
+        store.close()
+    if fmt == "json":
+        click.echo(json.dumps({"outbox": counts, "snoozes": [dataclasses.asdict(z) for z in snoozed],
+                               "messages": [_outbox_dict(r) for r in rows]}, indent=2, default=str))
+        return
+    table = Table(title=f"Outbox ({settings.state_url.split('@')[-1]}): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    for column in ("queued (UTC)", "kind", "channel", "state", "tries", "what", "last error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(f"{row.created_at:%Y-%m-%d %H:%M}", row.kind, row.channel, row.state, str(row.attempts),
+                      row.text.splitlines()[0][:80], row.last_error[:60])
+    out.print(table)
+    for item in snoozed:
+        out.print(f"snoozed: {item.kpi} {item.segment or '(all segments)'} until {item.until:%Y-%m-%d %H:%M} UTC"
+                  f"{' - ' + item.reason if item.reason else ''}", markup=False)
+
+
+@cli.group()
+def outbox() -> None:
+    """The queue of Slack messages: resend what Slack refused."""
+
+
+@outbox.command(name="retry")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
+def outbox_retry(config_file: Path | None) -> None:
+    """Queue every dead letter again and deliver the outbox now (after fixing the cause)."""
+    from alerts.slack import make_notifier
+    from forecaster.notify import deliver_outbox
+    from forecaster.store import Store
+
+    settings = load_config(config_file)
+    notifier = make_notifier()
+    if notifier is None:
+        raise BadInputError("no Slack configured: set SLACK_BOT_TOKEN (or SLACK_WEBHOOK_URL) and run again")
+    store = Store(settings.state_url)
+    try:
+        revived = store.retry_dead()
+        delivery, problem = deliver_outbox(settings, store, notifier)
+        counts = store.counts()
+    finally:
+        store.close()
+    sent = delivery.sent if delivery else 0
+    out.print(f"{revived} dead letter(s) queued again; {sent} sent; outbox: "
+              f"{counts['pending'] + counts['sending']} waiting, {counts['dead']} dead", markup=False)
+    if problem:
+        raise SlackFailed(problem)
+
+
 def main() -> None:
     """Console entry point (`kpiwatch`)."""
     cli(prog_name="kpiwatch")
@@ -350,6 +457,19 @@ def _freq_of(frame: pd.DataFrame) -> str:
     from forecaster.replay import _alias, _usual_spacing
 
     return _alias(_usual_spacing(pd.DatetimeIndex(frame["timestamp"]).sort_values()))
+
+
+class SlackFailed(KPIWatchError):
+    """Slack refused (a token, a channel, a message): exit code 3; the rows stay in the outbox."""
+
+    exit_code = 3
+
+
+def _outbox_dict(row: object) -> dict[str, object]:
+    fields = dataclasses.asdict(row)
+    fields.pop("file", None)
+    fields.pop("payload", None)
+    return fields
 
 
 def _parse_segment(items: tuple[str, ...]) -> dict[str, str]:

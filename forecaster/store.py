@@ -379,6 +379,10 @@ class Store:
                  .order_by(outbox.c.id))
         return self._rows(query)
 
+    def waiting(self) -> list[OutboxRow]:
+        """Every row not yet in Slack and not dead (due or not), oldest first."""
+        return self._rows(sa.select(outbox).where(outbox.c.state.in_(("pending", "sending"))).order_by(outbox.c.id))
+
     def next_attempt(self) -> datetime | None:
         """When the earliest waiting row is due (None: nothing waits)."""
         query = sa.select(sa.func.min(outbox.c.next_attempt_at)).where(outbox.c.state.in_(("pending", "sending")))

@@ -1,0 +1,246 @@
+"""Delivery to Slack exactly once: the real slack-sdk client against the local fake Slack."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from alerting import alert, report
+from fakeslack import FakeSlack
+from storage import BACKENDS, store_url
+
+from alerts.delivery import DeliveryPolicy, deliver
+from alerts.slack import SlackBot, SlackWebhook
+from forecaster.notify import evaluation_records, plan_cycle
+from forecaster.settings import parse_config
+from forecaster.store import Store
+
+NOW = datetime(2025, 12, 11, 7, tzinfo=timezone.utc)
+TESTS = Path(__file__).parent
+
+CONFIG = """
+sources: {default: {type: demo}}
+alerting:
+  routes: [{channel: "#kpi-alerts"}]
+kpis:
+  conversion_rate: {ratio: {numerator: conversions, denominator: sessions}, segments: [device]}
+  cpa: {ratio: {numerator: ad_cost, denominator: conversions}, good: down}
+"""
+
+
+class Clock:
+    """A fake clock: `sleep` moves it on instantly, so retries after Retry-After take no time."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def settings():
+    return parse_config(CONFIG)
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request, tmp_path):
+    yield from store_url(request.param, tmp_path)
+
+
+@pytest.fixture
+def store(url):
+    opened = Store(url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def slack():
+    with FakeSlack() as fake:
+        yield fake
+
+
+def queue(store, settings, alerts, now=NOW, normal=(), charts=False) -> int:
+    checked = report(alerts, normal)
+    plan = plan_cycle(checked, settings, store.open_incidents(), [], now, charts=charts)
+    return store.record_cycle(evaluation_records(checked), plan, now)
+
+
+def send(store, slack, clock=None, max_wait=600.0):
+    bot = SlackBot("xoxb-test", base_url=slack.url)
+    clock = clock or Clock(NOW)
+    policy = DeliveryPolicy(backoff=2.0, max_backoff=60.0, max_wait=max_wait)
+    return deliver(store, bot, bot.check(["#kpi-alerts"]), policy, clock=clock, sleep=clock.sleep)
+
+
+def posts(slack, channel="C0ALERTS", top_level=True):
+    return [m for m in slack.messages(channel) if not top_level or not m["thread_ts"]]
+
+
+def test_a_message_carries_its_key_and_its_charts_go_into_the_thread(store, settings, slack):
+    queue(store, settings, [alert("conversion_rate"), alert("cpa", {})], charts=True)
+    result = send(store, slack)
+    [message] = posts(slack)
+    assert result.sent == 3 and result.dead == []
+    assert message["metadata"]["event_payload"]["key"].startswith("message|#kpi-alerts|")
+    assert "conversion_rate" in message["text"] and message["blocks"][0]["type"] == "header"
+    assert [(f["thread_ts"], f["content"][:4]) for f in slack.files] == [(message["ts"], b"\x89PNG")] * 2
+    assert [n["kind"] for n in store.notification_log()] == ["chart", "chart", "message"]
+
+
+def test_429_three_times_then_ok_is_one_message(store, settings, slack):
+    slack.fail_next("chat.postMessage", times=3, status=429, retry_after=1)
+    queue(store, settings, [alert()])
+    clock = Clock(NOW)
+    result = send(store, slack, clock)
+    assert len(posts(slack)) == 1
+    assert slack.methods().count("chat.postMessage") == 4
+    assert clock.slept == [1.0, 1.0, 1.0]  # Slack's Retry-After, not our backoff
+    assert result.sent == 1 and result.retries == 3
+
+
+def test_a_dropped_connection_after_the_post_is_settled_without_a_second_post(store, settings, slack):
+    slack.fail_next("chat.postMessage", drop=True)
+    queue(store, settings, [alert()])
+    result = send(store, slack)
+    assert len(posts(slack)) == 1
+    assert slack.methods().count("chat.postMessage") == 1  # found by its key in the channel's history
+    assert "conversations.history" in slack.methods()
+    assert result.sent == 1
+
+
+def test_a_dropped_connection_before_slack_saw_it_is_posted_again(store, settings, slack):
+    slack.fail_next("chat.postMessage", drop_before=True)
+    queue(store, settings, [alert()])
+    send(store, slack)
+    assert len(posts(slack)) == 1
+    assert slack.methods().count("chat.postMessage") == 2
+
+
+def test_500_for_a_while_then_the_alert_once_and_then_its_resolve_in_order(store, settings, slack):
+    slack.fail_next("chat.postMessage", times=4, status=500)
+    queue(store, settings, [alert("cpa", {})])
+    queue(store, settings, [], now=NOW + timedelta(days=1), normal=[("cpa", {})])  # back to normal meanwhile
+    clock = Clock(NOW + timedelta(days=1))
+    result = send(store, slack, clock)
+    [message] = posts(slack)
+    replies = [m for m in slack.messages("C0ALERTS") if m["thread_ts"] == message["ts"]]
+    assert [r["text"].split(":")[1].strip() for r in replies] == ["white_check_mark"]
+    assert "Resolved: cpa" in replies[0]["text"] and float(replies[0]["ts"]) > float(message["ts"])
+    assert message["edited"] and "Resolved: cpa" in str(message["blocks"][1])  # the original says so too
+    assert result.retries == 4 and clock.slept  # backed off (with jitter) between the 500s
+    assert all(0 < s <= 60 for s in clock.slept)
+
+
+def test_channel_not_found_is_a_dead_letter_and_later_alerts_still_go_out(store, settings, slack, caplog):
+    queue(store, settings, [alert("cpa", {})])
+    slack.fail_next("chat.postMessage", error="channel_not_found")
+    first = send(store, slack)
+    assert slack.methods().count("chat.postMessage") == 1
+    assert len(first.dead) == 1 and "channel_not_found" in first.dead[0]
+    assert "dead letter message|#kpi-alerts|" in caplog.text
+    assert store.counts()["dead"] == 1
+    queue(store, settings, [alert("conversion_rate")], now=NOW + timedelta(hours=1))
+    second = send(store, slack, Clock(NOW + timedelta(hours=1)))
+    assert second.sent == 1 and len(posts(slack)) == 1
+    assert store.retry_dead(NOW + timedelta(hours=2)) == 1  # `kpiwatch outbox retry`
+    send(store, slack, Clock(NOW + timedelta(hours=2)))
+    assert len(posts(slack)) == 2 and store.counts()["dead"] == 0
+
+
+def test_a_resolve_waits_for_its_dead_alert(store, settings, slack):
+    queue(store, settings, [alert("cpa", {})])
+    slack.fail_next("chat.postMessage", error="channel_not_found")
+    send(store, slack)
+    queue(store, settings, [], now=NOW + timedelta(days=1), normal=[("cpa", {})])
+    send(store, slack, Clock(NOW + timedelta(days=1)))
+    assert posts(slack, top_level=False) == []  # never a resolve before its alert
+    store.retry_dead(NOW + timedelta(days=2))
+    send(store, slack, Clock(NOW + timedelta(days=2)))
+    texts = [m["text"] for m in slack.messages("C0ALERTS")]
+    assert len(texts) == 2 and "Resolved" in texts[1]
+
+
+def test_the_same_check_twice_posts_nothing_and_repeats_after_the_interval(store, settings, slack):
+    queue(store, settings, [alert()])
+    send(store, slack)
+    queue(store, settings, [alert()], now=NOW + timedelta(hours=2))
+    send(store, slack, Clock(NOW + timedelta(hours=2)))
+    assert len(posts(slack)) == 1
+    queue(store, settings, [alert()], now=NOW + timedelta(hours=25))
+    send(store, slack, Clock(NOW + timedelta(hours=25)))
+    assert len(posts(slack)) == 2 and "Still ongoing since" in posts(slack)[1]["text"] + str(posts(slack)[1]["blocks"])
+
+
+def test_retries_wait_no_longer_than_max_wait(store, settings, slack):
+    slack.fail_next("chat.postMessage", times=50, status=500)
+    queue(store, settings, [alert()])
+    result = send(store, slack, max_wait=10.0)
+    assert result.waiting == 1 and result.sent == 0  # left queued for the next run, nothing lost
+    assert store.counts()["sending"] == 1
+
+
+def test_webhook_posts_resolves_on_their_own_and_skips_charts(store, settings, slack):
+    queue(store, settings, [alert("cpa", {})], charts=True)
+    queue(store, settings, [], now=NOW + timedelta(days=1), normal=[("cpa", {})])
+    hook = SlackWebhook(slack.webhook_url)
+    clock = Clock(NOW + timedelta(days=1))
+    result = deliver(store, hook, {}, DeliveryPolicy(), clock=clock, sleep=clock.sleep)
+    texts = [m["text"] for m in slack.messages("webhook")]
+    assert len(texts) == 2 and "cpa" in texts[0] and "Resolved" in texts[1]
+    assert slack.files == [] and result.sent == 3
+    notes = {n["kind"]: n["note"] for n in store.notification_log()}
+    assert "webhook cannot upload files" in notes["chart"] and "no thread" in notes["resolve"]
+
+
+CRASH = """
+import os, sys
+from datetime import datetime, timezone
+from alerting import alert, report
+from alerts.delivery import deliver
+from alerts.slack import SlackBot
+from forecaster.notify import evaluation_records, plan_cycle
+from forecaster.settings import parse_config
+from forecaster.store import Store
+
+settings = parse_config(sys.argv[3])
+store = Store(sys.argv[1])
+now = datetime(2025, 12, 11, 7, tzinfo=timezone.utc)
+checked = report([alert()])
+store.record_cycle(evaluation_records(checked), plan_cycle(checked, settings, {}, [], now, charts=False), now)
+bot = SlackBot("xoxb-test", base_url=sys.argv[2])
+ids = bot.check(["#kpi-alerts"])
+if sys.argv[4] == "before_post":
+    bot.post = lambda *a, **k: os._exit(9)      # killed after the outbox commit, before the post
+else:
+    real = store.mark_sent
+    store.mark_sent = lambda *a, **k: os._exit(9)  # killed after the post, before it is recorded
+deliver(store, bot, ids)
+"""
+
+
+@pytest.mark.parametrize("point", ["before_post", "after_post"])
+def test_killed_mid_delivery_then_restarted_gives_exactly_one_message(url, settings, slack, point):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
+    crashed = subprocess.run([sys.executable, "-c", textwrap.dedent(CRASH), url, slack.url, CONFIG, point],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert crashed.returncode == 9, crashed.stderr
+    assert len(posts(slack)) == (0 if point == "before_post" else 1)
+    restarted = Store(url)
+    try:
+        send(restarted, slack)
+        assert restarted.counts()["sent"] == 1
+    finally:
+        restarted.close()
+    assert len(posts(slack)) == 1

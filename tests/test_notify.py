@@ -1,0 +1,130 @@
+"""From a check to queued messages: grouping, routing, repeats, resolves, snoozes (no Slack)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from alerting import alert, report
+
+from forecaster.notify import alert_key, plan_cycle, record_and_send
+from forecaster.settings import parse_config
+from forecaster.store import Snooze, Store
+from forecaster.types import Severity
+
+NOW = datetime(2025, 12, 11, 7, tzinfo=timezone.utc)
+
+CONFIG = """
+sources: {default: {type: demo}}
+alerting:
+  repeat_hours: 24
+  routes:
+    - channel: "#kpi-alerts"
+    - channel: "#paid-media"
+      kpis: [cpa]
+      tags: [paid]
+      min_severity: critical
+      good_news: false
+kpis:
+  conversion_rate: {ratio: {numerator: conversions, denominator: sessions}, segments: [device]}
+  cpa: {ratio: {numerator: ad_cost, denominator: conversions}, good: down}
+  cpc: {ratio: {numerator: ad_cost, denominator: clicks}, good: down, tags: [paid]}
+"""
+
+
+@pytest.fixture
+def settings():
+    return parse_config(CONFIG)
+
+
+@pytest.fixture
+def store(tmp_path):
+    opened = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    yield opened
+    opened.close()
+
+
+def _messages(plan):
+    return [i for i in plan.items if i.kind == "message"]
+
+
+def test_one_message_per_channel_with_the_routed_alerts(settings):
+    alerts = [alert("conversion_rate"), alert("cpa", {}), alert("cpc", {}, severity=Severity.WARNING)]
+    plan = plan_cycle(report(alerts), settings, {}, [], NOW, charts=True)
+    messages = {m.channel: m for m in _messages(plan)}
+    assert sorted(messages) == ["#kpi-alerts", "#paid-media"]
+    assert len(messages["#kpi-alerts"].payload["alert_keys"]) == 3
+    # #paid-media takes cpa (by name) and cpc (by tag) but only from critical: the cpc warning stays out
+    assert messages["#paid-media"].payload["alert_keys"] == [alert_key(alerts[1])]
+    charts = [i for i in plan.items if i.kind == "chart"]
+    assert len(charts) == 4 and all(c.file.startswith(b"\x89PNG") for c in charts)
+    assert {c.parent_key for c in charts} == {m.key for m in messages.values()}
+    assert len(plan.opened) == 3
+    cpa = next(o for o in plan.opened if o.kpi == "cpa")
+    assert cpa.message_key.split("\n") == [messages["#kpi-alerts"].key, messages["#paid-media"].key]
+
+
+def test_good_news_is_not_sent_where_the_route_says_no(settings):
+    good = alert("cpa", {}, severity=Severity.GOOD_NEWS, is_bad=False)
+    plan = plan_cycle(report([good]), settings, {}, [], NOW, charts=False)
+    assert [m.channel for m in _messages(plan)] == ["#kpi-alerts"]
+
+
+def test_the_same_check_twice_queues_nothing_new_then_repeats_after_the_interval(settings, store):
+    checked = report([alert("conversion_rate")])
+    first = record_cycle(store, checked, settings, NOW)
+    assert first == 1
+    assert record_cycle(store, checked, settings, NOW + timedelta(hours=1)) == 0
+    later = NOW + timedelta(hours=25)
+    assert record_cycle(store, checked, settings, later) == 1
+    repeat = store.rows(states=["pending"], limit=1)[0]
+    assert "Still ongoing since Wed 10 Dec 2025." in str(repeat.payload["blocks"])
+    assert record_cycle(store, checked, settings, later + timedelta(hours=1)) == 0  # repeat interval restarts
+
+
+def test_back_to_normal_resolves_in_the_thread_of_each_message(settings, store):
+    cpa = alert("cpa", {})
+    record_cycle(store, report([cpa]), settings, NOW)
+    normal = report([], normal=[("cpa", {})])
+    assert record_cycle(store, normal, settings, NOW + timedelta(days=1)) == 2  # one per channel it went to
+    resolves = store.rows(states=["pending"], limit=10)
+    resolves = [r for r in resolves if r.kind == "resolve"]
+    assert sorted(r.channel for r in resolves) == ["#kpi-alerts", "#paid-media"]
+    assert all(r.parent_key.startswith(f"message|{r.channel}|") for r in resolves)
+    assert resolves[0].text.startswith(":white_check_mark: Resolved: cpa is back inside its band (Wed 10 Dec 2025)")
+    assert store.open_incidents() == {}
+    assert record_cycle(store, normal, settings, NOW + timedelta(days=2)) == 0
+
+
+def test_no_false_resolve_when_a_series_was_not_judged_or_is_still_anomalous(settings, store):
+    record_cycle(store, report([alert("conversion_rate")]), settings, NOW)
+    assert record_cycle(store, report([], normal=[("cpa", {})]), settings, NOW + timedelta(days=1)) == 0
+    still = report([], normal=[])
+    still = type(still)(still.period, (), (report([alert("conversion_rate")]).results[0],))  # anomalous, no alert
+    assert record_cycle(store, still, settings, NOW + timedelta(days=1)) == 0
+    assert len(store.open_incidents()) == 1
+
+
+def test_a_snoozed_segment_is_stored_but_not_sent(settings):
+    snooze = Snooze("conversion_rate", "device=mobile", NOW + timedelta(days=1), "release")
+    plan = plan_cycle(report([alert("conversion_rate")]), settings, {}, [snooze], NOW, charts=False)
+    assert plan.items == [] and plan.opened == []
+    whole = Snooze("conversion_rate", "", NOW + timedelta(days=1), "")
+    assert plan_cycle(report([alert("conversion_rate")]), settings, {}, [whole], NOW).items == []
+    over = Snooze("conversion_rate", "", NOW - timedelta(days=1), "")
+    assert len(plan_cycle(report([alert("conversion_rate")]), settings, {}, [over], NOW, charts=False).items) == 1
+
+
+def test_without_slack_only_the_evaluations_are_stored(settings, store):
+    outcome = record_and_send(report([alert("conversion_rate")]), settings, store, None, NOW)
+    assert outcome.queued == 0 and outcome.delivery is None
+    assert store.counts()["pending"] == 0
+    assert len(store.evaluations_of("conversion_rate", "device=mobile")) == 7
+
+
+def record_cycle(store, checked, settings, now) -> int:
+    """Plan against the store's incidents and apply; returns the new outbox rows (no charts)."""
+    from forecaster.notify import evaluation_records
+
+    plan = plan_cycle(checked, settings, store.open_incidents(), store.snoozes(now), now, charts=False)
+    return store.record_cycle(evaluation_records(checked), plan, now)
