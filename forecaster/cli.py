@@ -317,7 +317,8 @@ def alerts_command(config_file: Path | None, limit: int, fmt: str) -> None:
                       row.text.splitlines()[0][:80], row.last_error[:60])
     out.print(table)
     for item in snoozed:
-        out.print(f"snoozed: {item.kpi} {item.segment or '(all segments)'} until {item.until:%Y-%m-%d %H:%M} UTC"
+        until = pd.Timestamp(item.until).tz_convert(settings.timezone)
+        out.print(f"snoozed: {item.kpi} {item.segment or '(all segments)'} until {until:%Y-%m-%d %H:%M %Z}"
                   f"{' - ' + item.reason if item.reason else ''}", markup=False)
 
 
