@@ -99,22 +99,26 @@ def message_blocks(
     dashboard_url: str = "",
     max_hints: int = 3,
     notes: Sequence[str] = (),
+    footer: str = "",
 ) -> list[dict[str, Any]]:
     """One Slack message for the alerts of one check cycle and channel (Block Kit blocks).
 
     title: the header ("kpiwatch: 2 anomalies, Wed 10 Dec 2025"). dashboard_url: a template with
     `{kpi}`, `{segment}` and `{period}` (URL-quoted), or "" for no link. notes: context lines
     under an alert by its index, e.g. "still ongoing since ..." for a repeat (`notes[i]`).
+    footer: a last context line (e.g. where the charts are when Slack gets none).
     Alerts that do not fit in Slack's 50 blocks are counted in a last line instead.
     """
     blocks: list[dict[str, Any]] = [{"type": "header", "text": _plain_text_object(title, MAX_HEADER_CHARS)}]
-    room = (MAX_BLOCKS - 2) // BLOCKS_PER_ALERT  # keep one block for the "and N more" line
+    room = (MAX_BLOCKS - 3) // BLOCKS_PER_ALERT  # keep a block for "and N more" and one for the footer
     for index, alert in enumerate(alerts[:room]):
         note = notes[index] if index < len(notes) else ""
         blocks.extend(alert_blocks(alert, dashboard_url, max_hints, note))
     if len(alerts) > room:
         rest = len(alerts) - room
         blocks.append(_context(f"and {rest} more alert(s): run `kpiwatch alerts` to see them all"))
+    if footer:
+        blocks.append(_context(footer))
     return blocks
 
 

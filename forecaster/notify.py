@@ -41,6 +41,10 @@ from forecaster.types import Alert
 from forecaster.units import format_period
 
 
+CHARTS_ELSEWHERE = ("Charts are not sent over a webhook: `kpiwatch check --dry-run --out DIR` draws them "
+                    "(or `kpiwatch forecast KPI --plot chart.png`).")
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """One alert to announce in this cycle: new, or a repeat of an open incident."""
@@ -138,8 +142,9 @@ def _messages(
         key = _message_key(channel, [g.alert_key for g in group])
         alerts = [g.alert for g in group]
         title = _title(alerts)
+        footer = "" if charts else CHARTS_ELSEWHERE
         blocks = message_blocks(alerts, title, settings.alerting.dashboard_url, settings.alerting.max_hints,
-                                [g.note for g in group])
+                                [g.note for g in group], footer)
         items.append(OutboxItem(key, "message", channel, message_text(alerts, title, settings.alerting.max_hints),
                                 {"blocks": blocks, "alert_keys": [g.alert_key for g in group]}))
         for entry in group:

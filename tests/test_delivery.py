@@ -204,6 +204,13 @@ def test_webhook_posts_resolves_on_their_own_and_skips_charts(store, settings, s
     assert "webhook cannot upload files" in notes["chart"] and "no thread" in notes["resolve"]
 
 
+def test_without_charts_the_message_says_where_they_are(store, settings, slack):
+    queue(store, settings, [alert("cpa", {})], charts=False)
+    deliver(store, SlackWebhook(slack.webhook_url), {}, DeliveryPolicy(), clock=Clock(NOW))
+    [posted] = slack.messages("webhook")
+    assert "kpiwatch check --dry-run --out DIR" in posted["blocks"][-1]["elements"][0]["text"]
+
+
 CRASH = """
 import os, sys
 from datetime import datetime, timezone

@@ -52,7 +52,9 @@ def test_slack_limits_hold_for_many_long_alerts():
     assert len(blocks[0]["text"]["text"]) <= 150
     sections = [b["text"]["text"] for b in blocks if b["type"] == "section"]
     assert max(len(s) for s in sections) <= MAX_SECTION_CHARS
-    assert "and 24 more alert(s)" in blocks[-1]["elements"][0]["text"]  # 16 fit, the rest are counted
+    assert "and 25 more alert(s)" in blocks[-1]["elements"][0]["text"]  # 15 fit, the rest are counted
+    with_footer = message_blocks(many, "t", footer="charts elsewhere")
+    assert len(with_footer) <= MAX_BLOCKS and with_footer[-1]["elements"][0]["text"] == "charts elsewhere"
     assert len(message_text(many, "title")) <= 40000
 
 
