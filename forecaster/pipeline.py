@@ -166,7 +166,14 @@ def check(
         alerts.extend(build_alerts(mine, settings.calendar))
     lookup = {(e.series.name, segment_label(e.series.segment)): e for e in evaluated.values()}
     related = {name: settings.kpi(name).related for name in names}
-    return CheckReport(periods, tuple(add_related_hints(alerts, lookup, related)), tuple(results))
+    alerts = add_related_hints(alerts, lookup, related)
+    # goals.py builds on this module (it forecasts to each deadline), hence the import here.
+    from forecaster.goals import add_target_hints
+
+    totals = {r.series.name: r.series for r in results if not r.series.segment}
+    kpis = {name: settings.kpi(name) for name in names}
+    alerts = add_target_hints(alerts, kpis, totals, periods, settings.country)
+    return CheckReport(periods, tuple(alerts), tuple(results))
 
 
 def _remember(cache: SelectionCache, results: Sequence[SeriesResult]) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from alerts.message import hint_to_dict
+from forecaster.goals import ON_TRACK
 from forecaster.pipeline import CheckReport, check
 from forecaster.settings import Settings, load_config
 from forecaster.sources.demo import DEMO_TIMEZONE, INCIDENTS, QUIET_DAYS, Incident
@@ -77,10 +79,15 @@ def _kinds(alert, kind: str):
     return [hint for hint in alert.hints if hint.kind == kind]
 
 
-def test_mobile_slowdown_points_at_page_load_and_bounce_rate_on_mobile(demo_settings: Settings) -> None:
+@pytest.fixture(scope="module")
+def slowdown_report(demo_settings: Settings) -> CheckReport:
+    """The full check (every KPI) the morning after incident 1, shared by the tests that read it."""
     (slowdown,) = [i for i in INCIDENTS if i.number == 1]
-    report = check(demo_settings, at=morning_after(slowdown.end))
-    (alert,) = found(report, "conversion_rate", {"device": "mobile"}, "down")
+    return check(demo_settings, at=morning_after(slowdown.end))
+
+
+def test_mobile_slowdown_points_at_page_load_and_bounce_rate_on_mobile(slowdown_report: CheckReport) -> None:
+    (alert,) = found(slowdown_report, "conversion_rate", {"device": "mobile"}, "down")
     related = _kinds(alert, "related")
     assert {(h.kpi, tuple(h.segment.items())) for h in related[:2]} == {
         ("page_load_time", (("device", "mobile"),)),
@@ -115,3 +122,19 @@ def test_cpc_spike_names_cpc_as_the_driver_of_cpa_and_roas(demo_settings: Settin
     assert impact.data["money"] and impact.data["amount"] > 0 and impact.text.startswith("≈ €")
     (component,) = _kinds(cpa, "component")
     assert component.data["driver"] == "numerator" and component.data["changes"]["ad_cost"] > 0.3
+
+
+def test_mobile_slowdown_says_the_conversion_target_is_at_risk(
+    demo_settings: Settings, slowdown_report: CheckReport
+) -> None:
+    (alert,) = found(slowdown_report, "conversion_rate", {"device": "mobile"}, "down")
+    (hint,) = [h for h in _kinds(alert, "context") if h.data.get("status") == "at risk"]
+    target = demo_settings.kpi("conversion_rate").target
+    assert target is not None and hint.data["target"] == target.value and hint.data["by"] == "2026-01-31"
+    assert 0.0 <= hint.data["probability"] < ON_TRACK
+    assert hint.text.startswith("Target 2.70% conversion rate (on the total, not only device=mobile) by 31 Jan 2026")
+    assert hint in alert.hints[:4], [h.text for h in alert.hints]  # shown in the text output too
+    assert hint_to_dict(hint)["status"] == "at risk"  # and in --format json
+    # Only bad news on a KPI with a target at risk says so: no other KPI's alert carries it.
+    others = [a for a in slowdown_report.alerts if a.anomaly.kpi != "conversion_rate" or not a.anomaly.is_bad]
+    assert others and not any(h.data.get("status") == "at risk" for a in others for h in a.hints)
