@@ -60,7 +60,7 @@ def goals(settings: Settings, at: pd.Timestamp | None = None) -> list[GoalStatus
 
 def _status(settings: Settings, name: str, at: pd.Timestamp | None) -> GoalStatus:
     kpi = settings.kpi(name)
-    now = at if at is not None else make_source(settings.sources[kpi.source]).now()
+    now = at if at is not None else make_source(settings.sources[kpi.source], settings.timezone, kpi.source).now()
     last = last_closed_period(now, kpi.freq, settings.timezone)
     _check_deadline(name, kpi, last)
     return target_status(name, kpi, kpi_total_series(settings, name, at=now), last, settings.country)

@@ -149,7 +149,7 @@ def check(
     periods: dict[str, pd.Timestamp] = {}
     for name in names:
         kpi = settings.kpi(name)
-        source = make_source(settings.sources[kpi.source])
+        source = make_source(settings.sources[kpi.source], settings.timezone, kpi.source)
         now = at if at is not None else source.now()
         until = last_closed_period(now, kpi.freq, settings.timezone)
         periods[name] = until
@@ -242,7 +242,7 @@ def kpi_total_series(
 ) -> KPISeries:
     """A configured KPI's series up to its last closed period: the total, or one segment."""
     kpi = settings.kpi(name)
-    source = make_source(settings.sources[kpi.source])
+    source = make_source(settings.sources[kpi.source], settings.timezone, kpi.source)
     until = last_closed_period(at if at is not None else source.now(), kpi.freq, settings.timezone)
     dimensions = sorted(set(kpi.dimensions) | set(segment or {}))
     frame = source.fetch(kpi.metrics, dimensions, kpi.freq, end=until)

@@ -66,10 +66,8 @@ class TargetConfig(_Strict):
     by: date
 
 
-class SourceConfig(_Strict):
-    """Where a KPI's metrics come from. `demo`: the built-in generated shop data (no files)."""
-
-    type: Literal["demo"]
+# Where a KPI's metrics come from: one model per `type` (demo, csv, parquet, sql, ga4).
+from forecaster.sources.config import SourceConfig  # noqa: E402
 
 
 SEVERITY_RANK = {"warning": 1, "critical": 2}

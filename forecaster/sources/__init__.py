@@ -12,13 +12,14 @@ from typing import Protocol
 
 import pandas as pd
 
-from forecaster.settings import SourceConfig
+from forecaster.sources.config import AnySourceConfig
 
 
 class Source(Protocol):
     """The contract every source keeps (see the module docstring)."""
 
     name: str
+    data_delay: pd.Timedelta  # how long after a period ends its data are complete (0 = at once)
 
     def fetch(
         self,
@@ -32,8 +33,26 @@ class Source(Protocol):
     def now(self) -> pd.Timestamp: ...
 
 
-def make_source(config: SourceConfig) -> Source:
-    """The source a config entry describes."""
-    from forecaster.sources.demo import DemoSource  # the only kind so far; SQL, GA4, files follow
+def make_source(config: AnySourceConfig, timezone: str = "UTC", name: str = "") -> Source:
+    """The source a `sources:` entry describes.
 
-    return DemoSource()
+    timezone: IANA zone in which daily periods are cut (the config's `timezone`; default UTC).
+    name: the entry's name under `sources:`, for messages (default: the type).
+    Importing a kind's module is deferred to here, so a missing optional extra (pyarrow,
+    google-analytics-data) only matters to configs that use it.
+    """
+    if config.type == "demo":
+        from forecaster.sources.demo import DemoSource
+
+        return DemoSource()
+    if config.type in ("csv", "parquet"):
+        from forecaster.sources.files import FileSource
+
+        return FileSource(config, timezone, name)  # type: ignore[arg-type]
+    if config.type == "sql":
+        from forecaster.sources.sql import SQLSource
+
+        return SQLSource(config, timezone, name)  # type: ignore[arg-type]
+    from forecaster.sources.ga4 import GA4Source
+
+    return GA4Source(config, timezone, name)  # type: ignore[arg-type]

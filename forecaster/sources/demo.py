@@ -741,6 +741,7 @@ class DemoSource:
     """
 
     name: str = "demo"
+    data_delay: pd.Timedelta = pd.Timedelta(0)  # the demo's periods are complete when they end
 
     def __init__(self, seed: int = 7) -> None:
         self.seed = int(seed)

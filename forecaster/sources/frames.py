@@ -1,0 +1,221 @@
+"""What every real source does to its rows: period labels, bounds, numbers, the final sum.
+
+Period labels are the demo's (`forecaster.sources.demo`): an hourly row is labelled by the UTC
+start of its hour; a daily row by its calendar date in the KPI timezone, written as midnight UTC
+of that date (so a day of 23 or 25 hours is still one row and the label never slides a day).
+Bounds passed to `fetch` are such labels, both inclusive.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+from forecaster.types import BadInputError
+
+FREQS = ("D", "h")
+# Cells that mean "no value" in text data; they become NaN (missing is not zero).
+MISSING_TEXTS = frozenset({"", "na", "n/a", "nan", "null", "none", "#n/a"})
+# A trailing UTC offset on a timestamp text: Z, +01, +0100, +01:00.
+_OFFSET = re.compile(r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$")
+_TIME_PART = re.compile(r"\d[T ]\d")
+
+
+def check_freq(freq: str, where: str) -> None:
+    """Raise BadInputError unless `freq` is a frequency the real sources cut ("D" or "h")."""
+    if freq not in FREQS:
+        raise BadInputError(f"{where}: freq {freq!r} is not supported; use 'D' (daily) or 'h' (hourly)")
+
+
+def as_label(ts: pd.Timestamp | str | None, where: str, what: str) -> pd.Timestamp | None:
+    """A fetch bound as a tz-aware UTC Timestamp (naive = UTC), or None."""
+    if ts is None:
+        return None
+    try:
+        out = pd.Timestamp(ts)
+    except (TypeError, ValueError):
+        raise BadInputError(f"{where}: {what} {ts!r} is not a timestamp") from None
+    return out.tz_localize("UTC") if out.tzinfo is None else out.tz_convert("UTC")
+
+
+def local_midnight(day: date, timezone: str) -> pd.Timestamp:
+    """The UTC instant at which `day` starts in `timezone` (a skipped midnight moves forward)."""
+    return pd.Timestamp(day).tz_localize(timezone, nonexistent="shift_forward").tz_convert("UTC")
+
+
+def instant_bounds(
+    freq: str, timezone: str, start: pd.Timestamp | None, end: pd.Timestamp | None
+) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    """The half-open instant range [lo, hi) (UTC) covering the periods labelled start..end."""
+    if freq == "D":
+        lo = local_midnight(start.date(), timezone) if start is not None else None
+        hi = local_midnight(end.date() + timedelta(days=1), timezone) if end is not None else None
+        return lo, hi
+    lo = start.floor("h") if start is not None else None
+    hi = end.floor("h") + pd.Timedelta(hours=1) if end is not None else None
+    return lo, hi
+
+
+def period_end(label: pd.Timestamp, freq: str, timezone: str) -> pd.Timestamp:
+    """The UTC instant at which the period labelled `label` ends."""
+    if freq == "D":
+        return local_midnight(label.date() + timedelta(days=1), timezone)
+    return label + pd.Timedelta(hours=1)
+
+
+def label_instants(stamps: pd.DatetimeIndex, freq: str, timezone: str) -> pd.DatetimeIndex:
+    """Period labels of tz-aware instants: the UTC hour, or the local date as midnight UTC."""
+    utc = stamps.tz_convert("UTC")
+    if freq == "h":
+        return utc.floor("h")
+    local = utc.tz_convert(timezone).tz_localize(None).normalize()
+    return local.tz_localize("UTC")
+
+
+def label_dates(days: pd.DatetimeIndex, freq: str, where: str) -> pd.DatetimeIndex:
+    """Period labels of calendar dates (naive midnights): the date as midnight UTC; daily only."""
+    if freq != "D":
+        raise BadInputError(f"{where}: the timestamps are dates without a time of day, so an hourly KPI "
+                            "cannot be cut from them; give timestamps with hours or use freq: D")
+    return days.tz_localize("UTC")
+
+
+def localize_naive(stamps: pd.DatetimeIndex, timezone: str) -> pd.DatetimeIndex:
+    """Naive wall-clock times in `timezone` as UTC instants. A repeated hour (DST ends) is read
+    as the later, standard-time one and a skipped one (DST starts) moves forward, as PostgreSQL
+    reads them, so files, SQLite and PostgreSQL agree."""
+    if timezone == "UTC":
+        return stamps.tz_localize("UTC")
+    flags = np.zeros(len(stamps), dtype=bool)
+    return stamps.tz_localize(timezone, ambiguous=flags, nonexistent="shift_forward").tz_convert("UTC")
+
+
+def parse_time_texts(
+    texts: Sequence[str], rows: Sequence[int], column: str, where: str, row_word: str = "line"
+) -> tuple[pd.DatetimeIndex, bool]:
+    """Timestamp texts as (instants or naive datetimes, aware?).
+
+    All cells must agree: either every one carries an offset (then the result is tz-aware UTC)
+    or none does (then it is naive, to be localised or read as dates by the caller). An empty or
+    unparseable cell raises BadInputError naming the row and the column.
+    """
+    cells = pd.Index([str(text).strip() for text in texts], dtype=object)
+    empty = np.flatnonzero(np.asarray(cells == "", dtype=bool))
+    if len(empty):
+        raise BadInputError(f"{where}: {row_word} {rows[empty[0]]}: empty timestamp in column '{column}'; "
+                            "fill it in or delete the row")
+    with_offset = np.array([bool(_TIME_PART.search(c) and _OFFSET.search(c)) for c in cells], dtype=bool)
+    aware = bool(with_offset.any())
+    if aware and not with_offset.all():
+        first = int(np.flatnonzero(~with_offset)[0])
+        raise BadInputError(f"{where}: {row_word} {rows[first]}: timestamp {cells[first]!r} in column "
+                            f"'{column}' has no UTC offset while others do; give every row an offset "
+                            "(e.g. Z) or none")
+    stamps = pd.to_datetime(cells, format="ISO8601", utc=aware, errors="coerce")
+    bad = np.asarray(pd.isna(stamps), dtype=bool)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise BadInputError(f"{where}: {row_word} {rows[first]}: cannot parse timestamp {cells[first]!r} in "
+                            f"column '{column}'; use ISO 8601 such as 2024-01-31 or 2024-01-31T13:00:00Z")
+    return pd.DatetimeIndex(stamps), aware
+
+
+def labels_of(
+    stamps: pd.DatetimeIndex, freq: str, timezone: str, naive_zone: str, where: str
+) -> pd.DatetimeIndex:
+    """Period labels of parsed timestamps.
+
+    Aware stamps are instants. Naive stamps that are all midnights are calendar dates (a daily
+    export); other naive stamps are wall-clock times in `naive_zone`.
+    """
+    if stamps.tz is not None:
+        return label_instants(stamps, freq, timezone)
+    if freq == "D" and len(stamps) and bool((stamps == stamps.normalize()).all()):
+        return label_dates(stamps, freq, where)
+    return label_instants(localize_naive(stamps, naive_zone), freq, timezone)
+
+
+def to_numbers(
+    values: pd.Series | Sequence[object], rows: Sequence[int], column: str, where: str, row_word: str = "row"
+) -> np.ndarray:
+    """Cells as float64, NaN for missing; text that is not a number raises BadInputError naming
+    the row and the column (a typo must not look like a missing period or a zero)."""
+    series = pd.Series(values)
+    if pd.api.types.is_bool_dtype(series.dtype):
+        raise BadInputError(f"{where}: column '{column}' holds true/false, not numbers; map a number column")
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        return series.to_numpy(dtype="float64", na_value=np.nan)
+    texts = series.map(lambda cell: cell if not isinstance(cell, str) else cell.strip())
+    missing = texts.map(lambda cell: cell is None or (isinstance(cell, str) and cell.lower() in MISSING_TEXTS)
+                        or (isinstance(cell, float) and np.isnan(cell)))
+    given = texts.where(~missing, np.nan)
+    numbers = pd.to_numeric(given.map(_plain_number), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    bad = np.isnan(numbers) & ~missing.to_numpy(dtype=bool)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        shown = str(series.iloc[first])
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise BadInputError(f"{where}: {row_word} {rows[first]}: column '{column}' has {shown!r}, not a number; "
+                            "give numbers with '.' as the decimal point (empty for missing)")
+    return numbers
+
+
+def _plain_number(cell: object) -> object:
+    """Decimal and other number-likes as float; anything else as it is (for to_numeric)."""
+    if isinstance(cell, bool):
+        return np.nan
+    if isinstance(cell, str | float | int) or cell is None:
+        return cell
+    try:
+        return float(cell)  # type: ignore[arg-type]  # decimal.Decimal from a database
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def summed(
+    labels: pd.DatetimeIndex,
+    dimensions: dict[str, pd.Series | np.ndarray],
+    metrics: dict[str, np.ndarray],
+    start: pd.Timestamp | None,
+    end: pd.Timestamp | None,
+) -> pd.DataFrame:
+    """The contract's frame: `timestamp, *dimensions, *metrics`, metrics summed per period label
+    and dimension values (NaN only where every summed cell was missing), start <= label <= end,
+    sorted by timestamp then dimension values, with a fresh RangeIndex."""
+    data: dict[str, object] = {"timestamp": pd.DatetimeIndex(labels).as_unit("us")}
+    for name, values in dimensions.items():
+        data[name] = pd.Series(values, dtype=object).map(_dimension_text).to_numpy()
+    for name, values in metrics.items():
+        data[name] = np.asarray(values, dtype="float64")
+    frame = pd.DataFrame(data)
+    keep = np.ones(len(frame), dtype=bool)
+    if start is not None:
+        keep &= (frame["timestamp"] >= start).to_numpy()
+    if end is not None:
+        keep &= (frame["timestamp"] <= end).to_numpy()
+    frame = frame.loc[keep]
+    dims, names = list(dimensions), list(metrics)
+    out = frame.groupby(["timestamp", *dims], sort=True, dropna=False)[names].sum(min_count=1)
+    out = out.reset_index()
+    for name in dims:
+        out[name] = out[name].astype(str)
+    return out[["timestamp", *dims, *names]]
+
+
+def _dimension_text(value: object) -> str:
+    """A dimension value as text; a missing one as "(none)" so its rows are not dropped."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "(none)"
+    return str(value)
+
+
+def empty_frame(dimensions: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+    """The contract's frame with no rows (right columns and dtypes)."""
+    data: dict[str, object] = {"timestamp": pd.DatetimeIndex([], tz="UTC").as_unit("us")}
+    data.update({name: pd.Series([], dtype=object) for name in dimensions})
+    data.update({name: pd.Series([], dtype="float64") for name in metrics})
+    return pd.DataFrame(data)

@@ -1,0 +1,395 @@
+"""A SQL database as a source (`type: sql`): SQLAlchemy 2 Core, aggregated in the database.
+
+Table mode: kpiwatch reflects the table (so a missing table or column is a clear config error
+before any query runs) and builds
+
+    SELECT period, dim..., SUM(metric)...
+    FROM (SELECT <period of ts> AS period, dim..., metric... FROM table
+          WHERE ts >= :lo AND ts < :hi) GROUP BY period, dim...
+
+where the period is the UTC hour, or the calendar date in the KPI timezone (PostgreSQL:
+`date(timezone(:tz, ts))`). The inner select keeps the bound time zone out of GROUP BY (with
+server-side parameters PostgreSQL would see two different parameters). SQLite has no time
+zones: a day cut in another zone than the stored one is grouped by the stored hour in SQLite
+and summed to days in pandas (exact for zones with whole-hour offsets).
+
+Query mode: the configured SQL runs with bound `:start` and `:end` and its rows are re-summed
+in pandas (dropping dimensions the KPI does not ask for); a duplicate row is an error.
+
+Only bound parameters reach SQL; table and column names are quoted by SQLAlchemy.
+Errors: cannot connect or authenticate, a timeout, a dropped connection -> SourceError (exit 3);
+a missing table or column, a malformed query, text in a number column -> BadInputError (exit 2).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, NoSuchTableError, SQLAlchemyError
+
+from forecaster.sources import frames
+from forecaster.sources.config import SQLSourceConfig
+from forecaster.types import BadInputError, SourceError
+
+# Bounds of a `query:` when the caller gives none (the whole history).
+_EARLIEST = pd.Timestamp("1970-01-01", tz="UTC")
+_LATEST = pd.Timestamp("2100-01-01", tz="UTC")
+# SQLSTATE classes that mean the SQL or the names in it are wrong (42: syntax error or access
+# rule violation, 22: data exception) rather than the server being unreachable.
+_CONFIG_SQLSTATE = ("42", "22")
+# SQLite reports every problem as OperationalError; these texts mean the config is wrong.
+_SQLITE_CONFIG_TEXTS = ("no such table", "no such column", "syntax error", "incomplete input", "no such function")
+_EXTRAS = {"postgresql": "postgres", "bigquery": "bigquery", "snowflake": "snowflake"}
+
+_ENGINES: dict[tuple[str, float, float], Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def database_url(url: str, where: str) -> URL:
+    """`url` parsed; a bare `postgresql://` gets the psycopg 3 driver (the one kpiwatch ships)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise BadInputError(f"{where}: url is not a SQLAlchemy database URL; use e.g. "
+                            "postgresql://user@host/db or sqlite:///path/file.db") from None
+    if parsed.drivername == "postgresql":
+        # SQLAlchemy 2.0 reads a bare postgresql:// as psycopg2, 2.1 as psycopg 3: pin the one we ship.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _engine(url: URL, connect_timeout: float, statement_timeout: float, where: str) -> Engine:
+    """One pooled engine per URL and timeouts, shared by every KPI of the source."""
+    key = (url.render_as_string(hide_password=False), connect_timeout, statement_timeout)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = _ENGINES[key] = _create_engine(url, connect_timeout, statement_timeout, where)
+    return engine
+
+
+def _create_engine(url: URL, connect_timeout: float, statement_timeout: float, where: str) -> Engine:
+    backend = url.get_backend_name()
+    connect_args: dict[str, Any] = {}
+    if backend == "postgresql":
+        connect_args["connect_timeout"] = max(1, round(connect_timeout))
+    elif backend == "sqlite":
+        connect_args["timeout"] = connect_timeout
+    try:
+        engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=backend != "sqlite")
+    except (ImportError, NoSuchModuleError, ArgumentError) as exc:
+        extra = _EXTRAS.get(backend)
+        fix = f"pip install 'kpiwatch[{extra}]'" if extra else "install the SQLAlchemy dialect for it"
+        raise BadInputError(f"{where}: cannot use {url.render_as_string(hide_password=True)} "
+                            f"({_first_line(exc)}); {fix}") from None
+    if backend == "postgresql":
+        millis = int(statement_timeout * 1000)
+
+        @sa.event.listens_for(engine, "connect")
+        def _statement_timeout(dbapi_conn: Any, _record: Any) -> None:
+            # An int we computed, not user text: safe to put in the statement.
+            cursor = dbapi_conn.cursor()
+            cursor.execute(f"SET statement_timeout = {millis}")
+            cursor.close()
+            dbapi_conn.commit()
+
+    return engine
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's own message (the DBAPI's, not SQLAlchemy's wrapper)."""
+    inner = getattr(exc, "orig", None) or exc
+    text = str(inner).strip() or type(inner).__name__
+    return text.splitlines()[0].strip()
+
+
+class SQLSource:
+    """Metrics from a SQL table/view or query, summed per period in the database.
+
+    config: the `sources:` entry (see `forecaster.sources.config.SQLSourceConfig`).
+    timezone: where days are cut (the config's `timezone`; default UTC).
+    name: the entry's name under `sources:`, for messages.
+    """
+
+    def __init__(self, config: SQLSourceConfig, timezone: str = "UTC", name: str = "") -> None:
+        self.config = config
+        self.timezone = timezone
+        self.name = name or "sql"
+        self.data_delay = pd.Timedelta(hours=config.delay_hours or 0)
+        self.url = database_url(config.url, self.where)
+        self.stored_zone = config.timezone or "UTC"
+
+    @property
+    def where(self) -> str:
+        """How messages name this source."""
+        return f"source {self.name!r} (sql)"
+
+    @property
+    def shown_url(self) -> str:
+        """The URL with the password hidden, for messages."""
+        return self.url.render_as_string(hide_password=True)
+
+    def __repr__(self) -> str:
+        return f"SQLSource(name={self.name!r}, url={self.shown_url!r})"
+
+    def now(self) -> pd.Timestamp:
+        """The wall clock, tz-aware UTC."""
+        return pd.Timestamp.now(tz="UTC")
+
+    def fetch(
+        self,
+        metrics: Sequence[str],
+        dimensions: Sequence[str],
+        freq: str,
+        start: pd.Timestamp | None = None,
+        end: pd.Timestamp | None = None,
+    ) -> pd.DataFrame:
+        """Metrics summed per period label and dimension values, start <= label <= end (labels,
+        inclusive; None = unbounded). See the module docstring for the SQL that runs."""
+        frames.check_freq(freq, self.where)
+        metrics, dimensions = list(dict.fromkeys(metrics)), list(dict.fromkeys(dimensions))
+        if not metrics:
+            raise BadInputError(f"{self.where}: no metric requested")
+        lo = frames.as_label(start, self.where, "start")
+        hi = frames.as_label(end, self.where, "end")
+        engine = _engine(self.url, self.config.connect_timeout, self.config.statement_timeout, self.where)
+        try:
+            conn = engine.connect()
+        except SQLAlchemyError as exc:
+            raise SourceError(f"{self.where}: cannot connect to {self.shown_url}: {_first_line(exc)}") from None
+        with conn:
+            try:
+                if self.config.table is not None:
+                    return self._fetch_table(conn, metrics, dimensions, freq, lo, hi)
+                return self._fetch_query(conn, metrics, dimensions, freq, lo, hi)
+            except NoSuchTableError:
+                raise BadInputError(f"{self.where}: table {self.config.table!r} does not exist in "
+                                    f"{self.shown_url}; check `table:` (schema.table for another schema)") from None
+            except SQLAlchemyError as exc:
+                raise self._classified(exc) from None
+
+    # ----------------------------------------------------------------------- errors
+
+    def _classified(self, exc: SQLAlchemyError) -> BadInputError | SourceError:
+        """A database error as BadInputError (fix the config or query) or SourceError (retry)."""
+        reason = _first_line(exc)
+        what = "query" if self.config.query is not None else f"query on table {self.config.table!r}"
+        if isinstance(exc, DBAPIError) and not exc.connection_invalidated:
+            state = str(getattr(exc.orig, "sqlstate", "") or "")
+            sqlite_config = self.url.get_backend_name() == "sqlite" and any(
+                text in reason.lower() for text in _SQLITE_CONFIG_TEXTS)
+            if state.startswith(_CONFIG_SQLSTATE) or sqlite_config or isinstance(
+                    exc, sa.exc.ProgrammingError | sa.exc.DataError):
+                return BadInputError(f"{self.where}: the {what} failed: {reason}; fix `{self._key()}:`")
+        return SourceError(f"{self.where}: the {what} on {self.shown_url} failed: {reason}")
+
+    def _key(self) -> str:
+        return "query" if self.config.query is not None else "table"
+
+    # ----------------------------------------------------------------------- table mode
+
+    def _column(self, kind: str, name: str) -> str:
+        mapping = self.config.metrics if kind == "metric" else self.config.dimensions
+        return mapping.get(name, name)
+
+    def _fetch_table(
+        self, conn: Connection, metrics: list[str], dimensions: list[str], freq: str,
+        lo: pd.Timestamp | None, hi: pd.Timestamp | None,
+    ) -> pd.DataFrame:
+        assert self.config.table is not None  # noqa: S101  (table mode; a type narrowing)
+        schema, _, table_name = self.config.table.rpartition(".")
+        types = {col["name"]: col["type"] for col in sa.inspect(conn).get_columns(table_name, schema=schema or None)}
+        ts_col = self.config.timestamp
+        wanted = [("timestamp", ts_col, ts_col)]
+        wanted += [("dimension", d, self._column("dimension", d)) for d in dimensions]
+        wanted += [("metric", m, self._column("metric", m)) for m in metrics]
+        missing = [(kind, name, col) for kind, name, col in wanted if col not in types]
+        if missing:
+            kind, name, col = missing[0]
+            fix = "Set `timestamp:`" if kind == "timestamp" else f"Map {kind} {name!r} under `{kind}s:`"
+            raise BadInputError(f"{self.where}: table {self.config.table!r} has no column {col!r}; "
+                                f"columns are: {', '.join(types)}. {fix}")
+        for _, name, col in wanted[1 + len(dimensions):]:
+            if isinstance(types[col], sa.String | sa.Text | sa.Date | sa.DateTime | sa.Boolean):
+                raise BadInputError(f"{self.where}: column {col!r} of table {self.config.table!r} is "
+                                    f"{types[col]}, not a number, so metric {name!r} cannot be summed; "
+                                    "map a number column")
+        table = sa.table(table_name, *(sa.column(col, types[col]) for _, _, col in wanted), schema=schema or None)
+        period, kind = self._period(table.c[ts_col], types[ts_col], freq)
+        where = self._time_filter(table.c[ts_col], types[ts_col], freq, lo, hi)
+        inner = sa.select(
+            period.label("kp_period"),
+            *(table.c[self._column("dimension", d)].label(f"kd_{i}") for i, d in enumerate(dimensions)),
+            *(table.c[self._column("metric", m)].label(f"km_{i}") for i, m in enumerate(metrics)),
+        ).where(*where).subquery("kp_rows")
+        dims = [inner.c[f"kd_{i}"] for i in range(len(dimensions))]
+        query = sa.select(
+            inner.c.kp_period, *dims, *(sa.func.sum(inner.c[f"km_{i}"]) for i in range(len(metrics)))
+        ).group_by(inner.c.kp_period, *dims)
+        rows = conn.execute(query).all()
+        if not rows:
+            return frames.empty_frame(dimensions, metrics)
+        columns = list(zip(*rows, strict=True))
+        labels = self._labels(columns[0], kind, freq)
+        numbers = range(1, len(rows) + 1)
+        return frames.summed(
+            labels,
+            {d: np.asarray(columns[1 + i], dtype=object) for i, d in enumerate(dimensions)},
+            {m: frames.to_numbers(list(columns[1 + len(dimensions) + i]), numbers, self._column("metric", m),
+                                  self.where) for i, m in enumerate(metrics)},
+            lo, hi,
+        )
+
+    def _stored_kind(self, column_type: Any) -> str:
+        """"date" (calendar dates), "aware" (instants) or "naive" (wall-clock in `timezone`)."""
+        if isinstance(column_type, sa.Date) and not isinstance(column_type, sa.DateTime):
+            return "date"
+        if isinstance(column_type, sa.DateTime) and column_type.timezone:
+            return "aware"
+        return "naive"
+
+    def _period(self, ts: Any, column_type: Any, freq: str) -> tuple[Any, str]:
+        """The SQL expression of a row's period and how to read it back:
+        "date" (a calendar date = the label), "utc_hour" (naive UTC hour = the label) or
+        "zone_hour" (naive hour in the stored zone, labelled in pandas)."""
+        stored, backend = self._stored_kind(column_type), self.url.get_backend_name()
+        if stored == "date":
+            if freq == "h":
+                raise BadInputError(f"{self.where}: column {self.config.timestamp!r} holds dates, so an hourly "
+                                    "KPI cannot be cut from it; use freq: D or a timestamp column")
+            return (sa.func.date(ts) if backend == "sqlite" else sa.cast(ts, sa.Date)), "date"
+        if backend == "postgresql":
+            instant = ts if stored == "aware" else sa.func.timezone(sa.bindparam("kp_stored", self.stored_zone), ts)
+            if freq == "h":
+                return sa.func.date_trunc("hour", sa.func.timezone("UTC", instant)), "utc_hour"
+            return sa.cast(sa.func.timezone(sa.bindparam("kp_tz", self.timezone), instant), sa.Date), "date"
+        if backend == "sqlite":
+            if freq == "D" and self.stored_zone == self.timezone:
+                return sa.func.date(ts), "date"
+            hour = sa.func.strftime("%Y-%m-%d %H:00:00", ts)
+            return hour, ("utc_hour" if self.stored_zone == "UTC" and freq == "h" else "zone_hour")
+        raise BadInputError(f"{self.where}: `table:` builds SQL for PostgreSQL and SQLite; for "
+                            f"{backend} give `query:` with :start and :end instead")
+
+    def _time_filter(
+        self, ts: Any, column_type: Any, freq: str, lo: pd.Timestamp | None, hi: pd.Timestamp | None
+    ) -> list[Any]:
+        """WHERE terms keeping the rows of the periods lo..hi (bound values, half-open)."""
+        start, end = frames.instant_bounds(freq, self.timezone, lo, hi)
+        stored, backend = self._stored_kind(column_type), self.url.get_backend_name()
+        terms: list[Any] = []
+        if stored == "date":
+            # A date row's label is the date itself: keep the periods' own dates.
+            column = sa.func.date(ts) if backend == "sqlite" else ts
+            for label, after in ((lo, True), (hi, False)):
+                if label is not None:
+                    day = label.date()
+                    value = sa.bindparam(None, day.isoformat() if backend == "sqlite" else day)
+                    terms.append(column >= value if after else column <= value)
+            return terms
+        for bound, after in ((start, True), (end, False)):
+            if bound is None:
+                continue
+            if stored == "aware" and backend != "sqlite":
+                value, column = bound.to_pydatetime(), ts
+            else:
+                local = bound.tz_convert(self.stored_zone).tz_localize(None).to_pydatetime()
+                if backend == "sqlite":
+                    # SQLite compares text: normalise both sides to 'YYYY-MM-DD HH:MM:SS'.
+                    value, column = local.strftime("%Y-%m-%d %H:%M:%S"), sa.func.datetime(ts)
+                else:
+                    value, column = local, ts
+            param = sa.bindparam(None, value)
+            terms.append(column >= param if after else column < param)
+        return terms
+
+    def _labels(self, values: Sequence[Any], kind: str, freq: str) -> pd.DatetimeIndex:
+        """Period labels of the database's period values."""
+        stamps = pd.DatetimeIndex(pd.to_datetime(pd.Index(values, dtype=object).map(_as_text), format="ISO8601"))
+        if stamps.tz is not None:
+            stamps = stamps.tz_convert("UTC").tz_localize(None)
+        if kind in ("date", "utc_hour"):
+            return stamps.tz_localize("UTC")
+        return frames.label_instants(frames.localize_naive(stamps, self.stored_zone), freq, self.timezone)
+
+    # ----------------------------------------------------------------------- query mode
+
+    def _query_bounds(self, freq: str, lo: pd.Timestamp | None, hi: pd.Timestamp | None) -> dict[str, Any]:
+        """:start and :end for the configured query: a half-open instant range covering the
+        periods, a day wider on each side for daily KPIs (a `date` column compared with an
+        instant depends on the session's zone); pandas keeps the exact periods."""
+        start, end = frames.instant_bounds(freq, self.timezone, lo, hi)
+        margin = pd.Timedelta(days=1) if freq == "D" else pd.Timedelta(0)
+        start = _EARLIEST if start is None else start - margin
+        end = _LATEST if end is None else end + margin
+        if self.url.get_backend_name() == "sqlite":
+            # SQLite stores text; naive UTC in its own datetime format compares correctly.
+            return {"start": start.strftime("%Y-%m-%d %H:%M:%S"), "end": end.strftime("%Y-%m-%d %H:%M:%S")}
+        return {"start": start.to_pydatetime(), "end": end.to_pydatetime()}
+
+    def _fetch_query(
+        self, conn: Connection, metrics: list[str], dimensions: list[str], freq: str,
+        lo: pd.Timestamp | None, hi: pd.Timestamp | None,
+    ) -> pd.DataFrame:
+        assert self.config.query is not None  # noqa: S101  (query mode; a type narrowing)
+        result = conn.execute(sa.text(self.config.query), self._query_bounds(freq, lo, hi))
+        names = list(result.keys())
+        rows = result.all()
+        ts_col = self.config.timestamp
+        wanted = [ts_col, *(self._column("dimension", d) for d in dimensions),
+                  *(self._column("metric", m) for m in metrics)]
+        missing = [col for col in wanted if col not in names]
+        if missing:
+            raise BadInputError(f"{self.where}: the query returns no column {missing[0]!r}; it returns: "
+                                f"{', '.join(names)}. Name the column in the SELECT or map it under "
+                                "`metrics:`/`dimensions:`/`timestamp:`")
+        if not rows:
+            return frames.empty_frame(dimensions, metrics)
+        frame = pd.DataFrame.from_records(rows, columns=names)
+        numbers = np.arange(1, len(frame) + 1)
+        metric_cols = {self._column("metric", m) for m in metrics} | set(self.config.metrics.values())
+        key = [c for c in names if c not in metric_cols]
+        texts = [_as_text(v) for v in frame[ts_col]]
+        stamps, _ = frames.parse_time_texts(texts, numbers, ts_col, f"{self.where}: query result", "row")
+        labels = frames.labels_of(stamps, freq, self.timezone, self.stored_zone, f"{self.where}: query result")
+        self._no_duplicates(frame, labels, key, ts_col)
+        return frames.summed(
+            labels,
+            {d: frame[self._column("dimension", d)].to_numpy(dtype=object) for d in dimensions},
+            {m: frames.to_numbers(frame[self._column("metric", m)], numbers, self._column("metric", m),
+                                  f"{self.where}: query result") for m in metrics},
+            lo, hi,
+        )
+
+    def _no_duplicates(self, frame: pd.DataFrame, labels: pd.DatetimeIndex, key: list[str], ts_col: str) -> None:
+        """One row per period and dimension values (every returned column that is not a metric);
+        a second one would be double counted, so it is an error naming both rows."""
+        keys = frame[[c for c in key if c != ts_col]].astype(str).assign(_kp_label=labels)
+        dup = keys.duplicated(keep=False).to_numpy()
+        if dup.any():
+            rows = np.flatnonzero(dup)
+            first = rows[0]
+            twin = next(int(r) for r in rows[1:] if keys.iloc[r].equals(keys.iloc[first]))
+            dims = ", ".join(f"{c}={frame[c].iloc[first]}" for c in key if c != ts_col)
+            raise BadInputError(
+                f"{self.where}: the query returns rows {first + 1} and {twin + 1} for the same period "
+                f"({labels[first].date() if labels[first] == labels[first].normalize() else labels[first]}"
+                f"{', ' + dims if dims else ''}) in column {ts_col!r}; GROUP BY the period and the dimensions "
+                "so each appears once"
+            )
+
+
+def _as_text(value: Any) -> str:
+    """A database time value as ISO text (dates, datetimes with or without zone, strings)."""
+    if isinstance(value, datetime | pd.Timestamp):
+        return value.isoformat(sep="T")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return "" if value is None else str(value)

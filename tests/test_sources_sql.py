@@ -1,0 +1,374 @@
+"""The SQL source against SQLite (always) and the real PostgreSQL (KPIWATCH_TEST_POSTGRES_URL).
+
+A small shop warehouse is seeded: `web_sessions` (one row per hour, channel and device, naive
+UTC timestamps), `orders` (one row per order, timestamp with time zone on PostgreSQL), and
+`ad_spend` (one row per day and channel, a `date` column). Expected sums are computed in pandas
+from the seeded rows, independently of the source's SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from forecaster.settings import parse_config
+from forecaster.sources import make_source
+from forecaster.sources.config import SQLSourceConfig
+from forecaster.sources.sql import SQLSource
+from forecaster.types import BadInputError, SourceError
+from tests.storage import BACKENDS, postgres_url_or_skip, store_url
+
+TZ = "Europe/Amsterdam"
+# 2025-10-26 is the DST switch in Amsterdam: a local day of 25 hours.
+FIRST, LAST = pd.Timestamp("2025-10-20", tz="UTC"), pd.Timestamp("2025-10-30 23:00", tz="UTC")
+CHANNELS = ("email", "organic", "paid_search")
+DEVICES = ("desktop", "mobile")
+
+
+def _engine(url: str) -> sa.Engine:
+    return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+
+
+def _sessions_rows() -> pd.DataFrame:
+    hours = pd.date_range(FIRST, LAST, freq="h")
+    rng = np.random.default_rng(3)
+    rows = [
+        {"ts": h, "channel": c, "device": d, "sessions": int(rng.integers(5, 60)), "bounces": int(rng.integers(0, 5))}
+        for h in hours for c in CHANNELS for d in DEVICES
+    ]
+    return pd.DataFrame(rows)
+
+
+def _orders_rows() -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    stamps = FIRST + pd.to_timedelta(rng.integers(0, int((LAST - FIRST).total_seconds()), 400), unit="s")
+    return pd.DataFrame({
+        "created_at": stamps,
+        "channel": rng.choice(CHANNELS, 400),
+        "device": rng.choice(DEVICES, 400),
+        "amount": np.round(rng.gamma(4, 17, 400), 2),
+    })
+
+
+def _spend_rows() -> pd.DataFrame:
+    days = pd.date_range("2025-10-20", "2025-10-30", freq="D")
+    return pd.DataFrame([
+        {"day": d.date(), "channel": c, "cost": round(100 + 7 * i + 3 * j, 2), "clicks": 50 + i}
+        for i, d in enumerate(days) for j, c in enumerate(("paid_search", "paid_social"))
+    ])
+
+
+SESSIONS, ORDERS, SPEND = _sessions_rows(), _orders_rows(), _spend_rows()
+
+
+def _seed(url: str, backend: str) -> None:
+    meta = sa.MetaData()
+    aware = backend == "postgresql"  # SQLite has no zones: there orders are naive UTC text too
+    web = sa.Table("web_sessions", meta, sa.Column("ts", sa.DateTime), sa.Column("channel", sa.String(32)),
+                   sa.Column("device", sa.String(16)), sa.Column("sessions", sa.Integer),
+                   sa.Column("bounces", sa.Integer), sa.Column("note", sa.String(16)))
+    orders = sa.Table("orders", meta, sa.Column("created_at", sa.DateTime(timezone=aware)),
+                      sa.Column("channel", sa.String(32)), sa.Column("device", sa.String(16)),
+                      sa.Column("amount", sa.Numeric(12, 2)))
+    spend = sa.Table("ad_spend", meta, sa.Column("day", sa.Date), sa.Column("channel", sa.String(32)),
+                     sa.Column("ad cost", sa.Numeric(12, 2)), sa.Column("clicks", sa.Integer))
+    engine = _engine(url)
+    meta.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(web.insert(), [
+            {**r, "ts": r["ts"].tz_localize(None).to_pydatetime(), "note": "x"} for r in SESSIONS.to_dict("records")])
+        conn.execute(orders.insert(), [
+            {**r, "created_at": (r["created_at"].to_pydatetime() if aware
+                                 else r["created_at"].tz_localize(None).to_pydatetime())}
+            for r in ORDERS.to_dict("records")])
+        conn.execute(spend.insert(), [{"day": r["day"], "channel": r["channel"], "ad cost": r["cost"],
+                                       "clicks": r["clicks"]} for r in SPEND.to_dict("records")])
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def url(backend: str, tmp_path: Path) -> Iterator[str]:
+    for one in store_url(backend, tmp_path):
+        _seed(one, backend)
+        yield one
+
+
+def _source(url: str, kpi_tz: str = TZ, **config: object) -> SQLSource:
+    return SQLSource(SQLSourceConfig.model_validate({"type": "sql", "url": url, **config}), kpi_tz, "warehouse")
+
+
+def _labels(stamps: pd.Series, freq: str, timezone: str) -> pd.Series:
+    """Reference labels: the UTC hour, or the local date as midnight UTC."""
+    utc = pd.DatetimeIndex(stamps).tz_convert("UTC")
+    if freq == "h":
+        return pd.Series(utc.floor("h"))
+    return pd.Series(utc.tz_convert(timezone).tz_localize(None).normalize().tz_localize("UTC"))
+
+
+def _expected(rows: pd.DataFrame, ts: str, dims: list[str], metrics: dict[str, str], freq: str,
+              timezone: str = TZ) -> pd.DataFrame:
+    frame = rows.assign(timestamp=_labels(rows[ts], freq, timezone).to_numpy())
+    frame = frame.rename(columns={col: name for name, col in metrics.items()})
+    out = frame.groupby(["timestamp", *dims], sort=True)[list(metrics)].sum().reset_index()
+    out[list(metrics)] = out[list(metrics)].astype("float64")
+    return out
+
+
+def _same(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    got = got.reset_index(drop=True)
+    want = want.reset_index(drop=True)
+    assert list(got.columns) == list(want.columns)
+    assert got["timestamp"].tolist() == pd.DatetimeIndex(want["timestamp"]).tz_convert("UTC").tolist()
+    for col in got.columns[1:]:
+        if got[col].dtype.kind == "f":
+            np.testing.assert_allclose(got[col].to_numpy(), want[col].to_numpy(dtype="float64"), rtol=1e-9)
+        else:
+            assert got[col].astype(str).tolist() == want[col].astype(str).tolist()
+
+
+# --------------------------------------------------------------------------- table mode
+
+
+def test_daily_sums_are_cut_in_the_kpi_timezone_with_a_25_hour_day(url: str) -> None:
+    source = _source(url, table="web_sessions", timestamp="ts")
+    got = source.fetch(["sessions", "bounces"], ["channel"], "D")
+    want = _expected(SESSIONS, "ts", ["channel"], {"sessions": "sessions", "bounces": "bounces"}, "D")
+    _same(got, want)
+    # The local day of the DST switch holds 25 hours of rows; its neighbours 24.
+    hours = SESSIONS.assign(day=_labels(SESSIONS["ts"], "D", TZ).to_numpy()).groupby("day").size() / 6
+    assert hours[pd.Timestamp("2025-10-26", tz="UTC")] == 25
+    assert hours[pd.Timestamp("2025-10-25", tz="UTC")] == 24
+
+
+def test_daily_in_utc_and_hourly_labels(url: str) -> None:
+    daily = _source(url, "UTC", table="web_sessions", timestamp="ts").fetch(["sessions"], [], "D")
+    _same(daily, _expected(SESSIONS, "ts", [], {"sessions": "sessions"}, "D", "UTC"))
+    hourly = _source(url, table="web_sessions", timestamp="ts").fetch(["sessions"], ["device"], "h")
+    _same(hourly, _expected(SESSIONS, "ts", ["device"], {"sessions": "sessions"}, "h"))
+    assert len(hourly) == len(pd.date_range(FIRST, LAST, freq="h")) * len(DEVICES)
+
+
+def test_start_and_end_are_inclusive_labels(url: str) -> None:
+    source = _source(url, table="web_sessions", timestamp="ts")
+    start, end = pd.Timestamp("2025-10-25", tz="UTC"), pd.Timestamp("2025-10-27", tz="UTC")
+    got = source.fetch(["sessions"], [], "D", start=start, end=end)
+    want = _expected(SESSIONS, "ts", [], {"sessions": "sessions"}, "D")
+    want = want[(want["timestamp"] >= start) & (want["timestamp"] <= end)]
+    assert got["timestamp"].tolist() == [start, start + pd.Timedelta(days=1), end]
+    _same(got, want)
+    hour = pd.Timestamp("2025-10-22 13:00", tz="UTC")
+    one = source.fetch(["sessions"], [], "h", start=hour, end=hour)
+    assert one["timestamp"].tolist() == [hour]
+    assert one["sessions"].iloc[0] == SESSIONS.loc[SESSIONS["ts"] == hour, "sessions"].sum()
+
+
+def test_timestamps_with_time_zone_and_metric_mapping(url: str) -> None:
+    source = _source(url, table="orders", timestamp="created_at", metrics={"revenue": "amount"},
+                     dimensions={"platform": "device"})
+    got = source.fetch(["revenue"], ["platform"], "D")
+    want = _expected(ORDERS.rename(columns={"device": "platform"}), "created_at", ["platform"],
+                     {"revenue": "amount"}, "D")
+    _same(got, want)
+
+
+def test_naive_timestamps_stored_in_local_time(url: str) -> None:
+    # The same rows read as Amsterdam wall-clock times: every label moves accordingly.
+    source = _source(url, "UTC", table="web_sessions", timestamp="ts", timezone=TZ)
+    got = source.fetch(["sessions"], [], "h")
+    local = pd.DatetimeIndex(SESSIONS["ts"]).tz_localize(None).tz_localize(
+        TZ, ambiguous=np.zeros(len(SESSIONS), dtype=bool), nonexistent="shift_forward")  # as PostgreSQL
+    want = _expected(SESSIONS.assign(ts=local), "ts", [], {"sessions": "sessions"}, "h", "UTC")
+    _same(got, want)
+
+
+def test_date_column_and_quoted_column_names(url: str) -> None:
+    source = _source(url, table="ad_spend", timestamp="day", metrics={"ad_cost": "ad cost"})
+    got = source.fetch(["ad_cost", "clicks"], ["channel"], "D", start=pd.Timestamp("2025-10-22"))
+    want = SPEND.assign(timestamp=pd.to_datetime(SPEND["day"]).dt.tz_localize("UTC"))
+    want = want[want["timestamp"] >= pd.Timestamp("2025-10-22", tz="UTC")]
+    want = want.rename(columns={"cost": "ad_cost"})[["timestamp", "channel", "ad_cost", "clicks"]]
+    _same(got, want.sort_values(["timestamp", "channel"]))
+    with pytest.raises(BadInputError, match="holds dates, so an hourly KPI cannot be cut from it"):
+        source.fetch(["ad_cost"], [], "h")
+
+
+def test_make_source_from_a_config_file(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WAREHOUSE_URL", url)
+    settings = parse_config(f"""
+timezone: {TZ}
+sources:
+  warehouse:
+    type: sql
+    url: ${{WAREHOUSE_URL}}
+    table: web_sessions
+    timestamp: ts
+kpis:
+  bounce_rate:
+    ratio: {{numerator: bounces, denominator: sessions}}
+    source: warehouse
+    segments: [device]
+""")
+    kpi = settings.kpis["bounce_rate"]
+    source = make_source(settings.sources["warehouse"], settings.timezone, "warehouse")
+    got = source.fetch(kpi.metrics, kpi.dimensions, kpi.freq)
+    _same(got, _expected(SESSIONS, "ts", ["device"], {"bounces": "bounces", "sessions": "sessions"}, "D"))
+    assert source.data_delay == pd.Timedelta(0)
+
+
+def test_empty_range_gives_the_contract_columns(url: str) -> None:
+    got = _source(url, table="web_sessions", timestamp="ts").fetch(
+        ["sessions"], ["channel"], "D", start=pd.Timestamp("2030-01-01"))
+    assert list(got.columns) == ["timestamp", "channel", "sessions"] and got.empty
+
+
+# --------------------------------------------------------------------------- query mode
+
+QUERY = """
+SELECT {day} AS day, channel, device, SUM(sessions) AS sessions, SUM(bounces) AS bounces
+FROM web_sessions WHERE ts >= :start AND ts < :end
+GROUP BY {day}, channel, device
+"""
+
+
+def _day_sql(backend: str) -> str:
+    return "date(ts)" if backend == "sqlite" else "CAST(ts AS DATE)"
+
+
+def test_query_rows_are_re_summed_over_dimensions_the_kpi_does_not_use(url: str, backend: str) -> None:
+    source = _source(url, "UTC", query=QUERY.format(day=_day_sql(backend)), timestamp="day")
+    got = source.fetch(["sessions"], ["channel"], "D", end=pd.Timestamp("2025-10-28"))
+    want = _expected(SESSIONS, "ts", ["channel"], {"sessions": "sessions"}, "D", "UTC")
+    _same(got, want[want["timestamp"] <= pd.Timestamp("2025-10-28", tz="UTC")])
+
+
+def test_query_duplicate_period_is_rejected_naming_the_rows(url: str, backend: str) -> None:
+    query = QUERY.format(day=_day_sql(backend)).replace(", device", "").replace(
+        "GROUP BY", "GROUP BY device,")  # a forgotten dimension: one row per device, same key
+    source = _source(url, "UTC", query=query, timestamp="day")
+    with pytest.raises(BadInputError) as info:
+        source.fetch(["sessions"], ["channel"], "D")
+    message = str(info.value)
+    assert message.startswith("source 'warehouse' (sql): the query returns rows ")
+    assert "for the same period (2025-10-" in message and "channel=" in message
+    assert message.endswith("in column 'day'; GROUP BY the period and the dimensions so each appears once")
+
+
+def test_query_text_in_a_number_column_names_the_row_and_column(url: str) -> None:
+    query = ("SELECT ts, channel, device, CASE WHEN sessions > 55 THEN note ELSE CAST(sessions AS VARCHAR(16)) "
+             "END AS sessions FROM web_sessions WHERE ts >= :start AND ts < :end ORDER BY ts, channel, device")
+    source = _source(url, "UTC", query=query, timestamp="ts", metrics={"visits": "sessions"})
+    ordered = SESSIONS.sort_values(["ts", "channel", "device"], kind="stable").reset_index(drop=True)
+    first_bad = int(np.flatnonzero(ordered["sessions"].to_numpy() > 55)[0]) + 1
+    with pytest.raises(BadInputError) as info:
+        source.fetch(["visits"], ["channel"], "h")
+    assert str(info.value) == (f"source 'warehouse' (sql): query result: row {first_bad}: column 'sessions' has "
+                               "'x', not a number; give numbers with '.' as the decimal point (empty for missing)")
+
+
+def test_query_without_a_needed_column_names_it(url: str) -> None:
+    query = "SELECT ts, SUM(sessions) AS sessions FROM web_sessions WHERE ts >= :start AND ts < :end GROUP BY ts"
+    with pytest.raises(BadInputError) as info:
+        _source(url, "UTC", query=query, timestamp="ts").fetch(["sessions"], ["device"], "h")
+    assert str(info.value) == ("source 'warehouse' (sql): the query returns no column 'device'; it returns: ts, "
+                               "sessions. Name the column in the SELECT or map it under `metrics:`/`dimensions:`/"
+                               "`timestamp:`")
+
+
+def test_query_bounds_are_bound_parameters(url: str) -> None:
+    query = "SELECT ts, SUM(sessions) AS sessions FROM web_sessions WHERE ts >= :start AND ts < :end GROUP BY ts"
+    source = _source(url, "UTC", query=query, timestamp="ts")
+    start = pd.Timestamp("2025-10-22 10:00", tz="UTC")
+    got = source.fetch(["sessions"], [], "h", start=start, end=start + pd.Timedelta(hours=1))
+    hours = SESSIONS[SESSIONS["ts"].between(start, start + pd.Timedelta(hours=1))]
+    assert got["timestamp"].tolist() == [start, start + pd.Timedelta(hours=1)]
+    assert got["sessions"].tolist() == hours.groupby("ts")["sessions"].sum().astype(float).tolist()
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    pytest.param({"table": "web_sesions", "timestamp": "ts"},
+                 "source 'warehouse' (sql): table 'web_sesions' does not exist in {url}; check `table:` "
+                 "(schema.table for another schema)", id="missing-table"),
+    pytest.param({"table": "web_sessions", "timestamp": "time"},
+                 "source 'warehouse' (sql): table 'web_sessions' has no column 'time'; columns are: ts, channel, "
+                 "device, sessions, bounces, note. Set `timestamp:`", id="missing-timestamp-column"),
+    pytest.param({"table": "web_sessions", "timestamp": "ts", "metrics": {"sessions": "visits"}},
+                 "source 'warehouse' (sql): table 'web_sessions' has no column 'visits'; columns are: ts, "
+                 "channel, device, sessions, bounces, note. Map metric 'sessions' under `metrics:`",
+                 id="unknown-metric-column"),
+    pytest.param({"table": "web_sessions", "timestamp": "ts", "metrics": {"sessions": "note"}},
+                 "source 'warehouse' (sql): column 'note' of table 'web_sessions' is VARCHAR(16), not a number, "
+                 "so metric 'sessions' cannot be summed; map a number column", id="text-metric-column"),
+])
+def test_table_config_errors_are_one_line_bad_input(url: str, config: dict[str, object], message: str) -> None:
+    source = _source(url, **config)
+    with pytest.raises(BadInputError) as info:
+        source.fetch(["sessions"], ["channel"], "D")
+    assert str(info.value) == message.format(url=source.shown_url)
+    assert info.value.exit_code == 2 and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("query", [
+    pytest.param("SELEC day FROM web_sessions WHERE ts >= :start AND ts < :end", id="syntax"),
+    pytest.param("SELECT ts, sessions FROM nowhere WHERE ts >= :start AND ts < :end", id="missing-table"),
+    pytest.param("SELECT ts, visits FROM web_sessions WHERE ts >= :start AND ts < :end", id="unknown-column"),
+])
+def test_malformed_query_is_bad_input(url: str, query: str) -> None:
+    with pytest.raises(BadInputError) as info:
+        _source(url, "UTC", query=query, timestamp="ts").fetch(["sessions"], [], "D")
+    message = str(info.value)
+    assert message.startswith("source 'warehouse' (sql): the query failed: ")
+    assert message.endswith("; fix `query:`") and "\n" not in message
+    assert info.value.exit_code == 2
+
+
+def test_unreachable_server_is_a_source_error_with_the_password_hidden() -> None:
+    source = _source("postgresql://kpiwatch:s3cret@127.0.0.1:1/warehouse", table="t", connect_timeout=2)
+    with pytest.raises(SourceError) as info:
+        source.fetch(["sessions"], [], "D")
+    message = str(info.value)
+    assert message.startswith("source 'warehouse' (sql): cannot connect to "
+                              "postgresql+psycopg://kpiwatch:***@127.0.0.1:1/warehouse: ")
+    assert "s3cret" not in message and "\n" not in message and info.value.exit_code == 3
+
+
+def test_unknown_role_on_postgres_is_a_source_error() -> None:
+    base = postgres_url_or_skip()
+    bad = sa.engine.make_url(base.replace("postgresql://", "postgresql+psycopg://", 1)).set(
+        username="no_such_role_kpiwatch", password="pw")
+    source = _source(bad.render_as_string(hide_password=False), table="t")
+    with pytest.raises(SourceError) as info:
+        source.fetch(["sessions"], [], "D")
+    assert "cannot connect to postgresql+psycopg://no_such_role_kpiwatch:***@" in str(info.value)
+    assert "no_such_role_kpiwatch" in str(info.value).split(": ", 2)[2]
+    assert "pw@" not in str(info.value)
+
+
+def test_sqlite_file_that_cannot_be_opened_is_a_source_error(tmp_path: Path) -> None:
+    source = _source(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}", table="t")
+    with pytest.raises(SourceError, match=r"cannot connect to sqlite:///.*unable to open database file"):
+        source.fetch(["sessions"], [], "D")
+
+
+def test_config_rules() -> None:
+    with pytest.raises(ValueError, match="give exactly one of `table:`"):
+        SQLSourceConfig.model_validate({"type": "sql", "url": "sqlite://"})
+    with pytest.raises(ValueError, match="must use both bound parameters :start and :end"):
+        SQLSourceConfig.model_validate({"type": "sql", "url": "sqlite://", "query": "SELECT 1 WHERE x > :start"})
+    with pytest.raises(BadInputError, match="url is not a SQLAlchemy database URL"):
+        _source("not a url", table="t")
+    with pytest.raises(BadInputError, match=r"pip install 'kpiwatch\[snowflake\]'"):
+        _source("snowflake://u@acct/db", table="t").fetch(["x"], [], "D")
+
