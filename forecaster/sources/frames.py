@@ -134,7 +134,7 @@ def labels_of(
     """
     if stamps.tz is not None:
         return label_instants(stamps, freq, timezone)
-    if freq == "D" and len(stamps) and bool((stamps == stamps.normalize()).all()):
+    if len(stamps) and bool((stamps == stamps.normalize()).all()):
         return label_dates(stamps, freq, where)
     return label_instants(localize_naive(stamps, naive_zone), freq, timezone)
 

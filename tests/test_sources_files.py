@@ -1,0 +1,210 @@
+"""The file source: CSV and Parquet, one file or a glob re-read on every fetch, long or wide.
+
+Expected sums are written by hand or computed in pandas from the rows written; every bad file
+ends in one BadInputError line naming the file, the line or row, and the column.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecaster.settings import parse_config
+from forecaster.sources import make_source
+from forecaster.sources.config import CsvSourceConfig, FileSourceConfig, ParquetSourceConfig
+from forecaster.sources.files import FileSource
+from forecaster.types import BadInputError
+
+TZ = "Europe/Amsterdam"
+UTC = "UTC"
+
+
+def _csv(tmp_path: Path, text: str, name: str = "data.csv") -> Path:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _source(path: Path | str, kpi_tz: str = UTC, kind: str = "csv", **config: object) -> FileSource:
+    model: type[FileSourceConfig] = CsvSourceConfig if kind == "csv" else ParquetSourceConfig
+    return FileSource(model.model_validate({"type": kind, "path": str(path), **config}), kpi_tz, "exports")
+
+
+def _day(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz="UTC")
+
+
+# --------------------------------------------------------------------------- long and wide
+
+
+LONG = """timestamp,channel,device,sessions,orders
+2025-03-01,email,mobile,10,1
+2025-03-01,email,desktop,5,
+2025-03-01,organic,mobile,7,2
+2025-03-02,email,mobile,11,0
+2025-03-02,organic,desktop,3,1
+"""
+
+
+def test_long_file_sums_over_dimensions_not_asked_for(tmp_path: Path) -> None:
+    source = _source(_csv(tmp_path, LONG))
+    got = source.fetch(["sessions", "orders"], ["channel"], "D")
+    assert got["timestamp"].tolist() == [_day("2025-03-01"), _day("2025-03-01"), _day("2025-03-02"), _day("2025-03-02")]
+    assert got["channel"].tolist() == ["email", "organic", "email", "organic"]
+    assert got["sessions"].tolist() == [15.0, 7.0, 11.0, 3.0]
+    # An empty cell is missing, not zero; summed with a real value it counts as nothing.
+    assert got["orders"].tolist() == [1.0, 2.0, 0.0, 1.0]
+    total = source.fetch(["sessions"], [], "D", start=_day("2025-03-02"))
+    assert total.to_dict("list") == {"timestamp": [_day("2025-03-02")], "sessions": [14.0]}
+
+
+def test_wide_file_with_mapped_names_and_missing_period(tmp_path: Path) -> None:
+    text = "day;Sessions;Revenue (EUR)\n2025-03-01;100;12.5\n2025-03-02;;\n2025-03-03;120;\"14.25\"\n"
+    source = _source(_csv(tmp_path, text), timestamp="day", metrics={"sessions": "Sessions", "revenue": "Revenue (EUR)"})
+    got = source.fetch(["sessions", "revenue"], [], "D")
+    assert got["sessions"].tolist()[0] == 100.0 and np.isnan(got["sessions"].iloc[1])
+    assert got["revenue"].tolist()[2] == 14.25 and np.isnan(got["revenue"].iloc[1])
+
+
+def test_dates_are_local_days_and_instants_are_cut_in_the_timezone(tmp_path: Path) -> None:
+    # Plain dates are taken as the local dates they are; instants are cut at local midnight:
+    # 2025-03-01T23:30Z is already March 2nd in Amsterdam.
+    dates = _source(_csv(tmp_path, "timestamp,sessions\n2025-03-01,1\n2025-03-02,2\n", "dates.csv"), TZ)
+    assert dates.fetch(["sessions"], [], "D")["timestamp"].tolist() == [_day("2025-03-01"), _day("2025-03-02")]
+    text = "timestamp,sessions\n2025-03-01T22:30:00Z,1\n2025-03-01T23:30:00Z,2\n2025-03-02T10:00:00+01:00,4\n"
+    instants = _source(_csv(tmp_path, text, "instants.csv"), TZ)
+    got = instants.fetch(["sessions"], [], "D")
+    assert got.to_dict("list") == {"timestamp": [_day("2025-03-01"), _day("2025-03-02")], "sessions": [1.0, 6.0]}
+    hourly = instants.fetch(["sessions"], [], "h")
+    assert hourly["timestamp"].tolist() == [_day("2025-03-01 22:00"), _day("2025-03-01 23:00"), _day("2025-03-02 09:00")]
+
+
+def test_a_25_hour_local_day_is_one_day(tmp_path: Path) -> None:
+    hours = pd.date_range("2025-10-25 22:00", "2025-10-26 23:00", freq="h", tz="UTC")  # local Oct 26 + edges
+    text = "timestamp,sessions\n" + "".join(f"{h.isoformat()},1\n" for h in hours)
+    got = _source(_csv(tmp_path, text), TZ).fetch(["sessions"], [], "D")
+    assert got.to_dict("list") == {"timestamp": [_day("2025-10-26"), _day("2025-10-27")], "sessions": [25.0, 1.0]}
+
+
+def test_naive_timestamps_are_read_in_the_configured_zone(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "timestamp,sessions\n2025-03-01 00:30,1\n2025-03-01 12:00,2\n")
+    as_utc = _source(path, TZ).fetch(["sessions"], [], "h")
+    assert as_utc["timestamp"].tolist() == [_day("2025-03-01 00:00"), _day("2025-03-01 12:00")]
+    as_local = _source(path, TZ, timezone=TZ).fetch(["sessions"], [], "h")
+    assert as_local["timestamp"].tolist() == [_day("2025-02-28 23:00"), _day("2025-03-01 11:00")]
+
+
+def test_glob_is_re_read_on_every_fetch(tmp_path: Path) -> None:
+    _csv(tmp_path, "timestamp,sessions\n2025-03-01,5\n", "exports/day1.csv")
+    source = _source(tmp_path / "exports" / "*.csv")
+    assert source.fetch(["sessions"], [], "D")["sessions"].tolist() == [5.0]
+    _csv(tmp_path, "timestamp,sessions\n2025-03-02,7\n2025-03-01,1\n", "exports/day2.csv")
+    got = source.fetch(["sessions"], [], "D")
+    assert got.to_dict("list") == {"timestamp": [_day("2025-03-01"), _day("2025-03-02")], "sessions": [6.0, 7.0]}
+
+
+def test_config_file_to_source(tmp_path: Path) -> None:
+    path = _csv(tmp_path, LONG)
+    settings = parse_config(f"""
+timezone: {TZ}
+sources:
+  exports: {{type: csv, path: "{path}", delay_hours: 6}}
+kpis:
+  sessions: {{metric: sessions, source: exports, segments: [device]}}
+""")
+    source = make_source(settings.sources["exports"], settings.timezone, "exports")
+    assert isinstance(source, FileSource) and source.data_delay == pd.Timedelta(hours=6)
+    got = source.fetch(["sessions"], ["device"], "D")
+    assert got["sessions"].tolist() == [5.0, 17.0, 3.0, 11.0]
+
+
+# --------------------------------------------------------------------------- parquet
+
+
+def test_parquet_long_file_with_typed_columns(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    frame = pd.DataFrame({
+        "ts": pd.date_range("2025-03-01 22:00", periods=4, freq="h", tz="UTC"),
+        "device": ["mobile", "desktop", "mobile", "mobile"],
+        "sessions": [1, 2, 3, 4],
+        "revenue": [1.5, np.nan, 2.0, 0.25],
+    })
+    frame.to_parquet(tmp_path / "part-1.parquet")
+    frame.assign(sessions=10).to_parquet(tmp_path / "part-2.parquet")
+    source = _source(tmp_path / "part-*.parquet", TZ, kind="parquet", timestamp="ts")
+    got = source.fetch(["sessions", "revenue"], ["device"], "D")
+    assert got["timestamp"].tolist() == [_day("2025-03-01"), _day("2025-03-02"), _day("2025-03-02")]
+    assert got["device"].tolist() == ["mobile", "desktop", "mobile"]
+    assert got["sessions"].tolist() == [11.0, 12.0, 27.0]
+    assert (got["revenue"].iloc[0], got["revenue"].iloc[2]) == (3.0, 4.5)
+    assert np.isnan(got["revenue"].iloc[1])  # both files miss it: still missing, not zero
+
+
+def test_parquet_dates_and_text_numbers(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    frame = pd.DataFrame({"day": [pd.Timestamp("2025-03-01").date(), pd.Timestamp("2025-03-02").date()],
+                          "clicks": ["12", "n/a"]})
+    frame.to_parquet(tmp_path / "d.parquet")
+    got = _source(tmp_path / "d.parquet", TZ, kind="parquet", timestamp="day").fetch(["clicks"], [], "D")
+    assert got["timestamp"].tolist() == [_day("2025-03-01"), _day("2025-03-02")]
+    assert got["clicks"].iloc[0] == 12.0 and np.isnan(got["clicks"].iloc[1])
+    frame.assign(clicks=["12", "twelve"]).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(BadInputError) as info:
+        _source(tmp_path / "bad.parquet", kind="parquet", timestamp="day").fetch(["clicks"], [], "D")
+    assert str(info.value) == (f"source 'exports' (parquet): {tmp_path / 'bad.parquet'}: row 2: column 'clicks' has "
+                               "'twelve', not a number; give numbers with '.' as the decimal point (empty for missing)")
+
+
+def test_not_a_parquet_file(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    path = _csv(tmp_path, LONG, "x.parquet")
+    with pytest.raises(BadInputError, match=r"x\.parquet: not a readable Parquet file \("):
+        _source(path, kind="parquet").fetch(["sessions"], [], "D")
+
+
+# --------------------------------------------------------------------------- bad files
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    pytest.param(LONG.replace("5,\n", "five,\n"),
+                 "{p}: line 3: column 'sessions' has 'five', not a number; give numbers with '.' as the decimal "
+                 "point (empty for missing)", id="text-in-number-column"),
+    pytest.param(LONG.replace("2025-03-02,organic", "2025-03-3x,organic"),
+                 "{p}: line 6: cannot parse timestamp '2025-03-3x' in column 'timestamp'; use ISO 8601 such as "
+                 "2024-01-31 or 2024-01-31T13:00:00Z", id="bad-timestamp"),
+    pytest.param(LONG.replace("2025-03-02,organic", ",organic"),
+                 "{p}: line 6: empty timestamp in column 'timestamp'; fill it in or delete the row", id="empty-timestamp"),
+    pytest.param(LONG.replace("sessions,orders", "visits,orders"),
+                 "{p}: no column 'sessions'; columns are: timestamp, channel, device, visits, orders. Map the names "
+                 "under `metrics:`/`dimensions:` or set `timestamp:`", id="unknown-column"),
+    pytest.param("timestamp,sessions\n2025-03-01T10:00Z,1\n2025-03-01T11:00,2\n",
+                 "{p}: line 3: timestamp '2025-03-01T11:00' in column 'timestamp' has no UTC offset while others "
+                 "do; give every row an offset (e.g. Z) or none", id="mixed-offsets"),
+    pytest.param("timestamp,sessions\n2025-03-01,1,9\n",
+                 "{p}: line 2 has 3 cells but the header has 2; give one cell per column and quote values that "
+                 "contain the separator ','", id="extra-cell"),
+])
+def test_bad_csv_is_one_line_naming_file_line_and_column(tmp_path: Path, text: str, message: str) -> None:
+    path = _csv(tmp_path, text)
+    with pytest.raises(BadInputError) as info:
+        _source(path).fetch(["sessions"], [], "D")
+    assert str(info.value) == message.format(p=f"source 'exports' (csv): {path}")
+    assert info.value.exit_code == 2
+
+
+def test_missing_file_and_empty_glob(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError) as info:
+        _source(tmp_path / "nope.csv").fetch(["sessions"], [], "D")
+    assert str(info.value) == f"source 'exports' (csv): no such file '{tmp_path / 'nope.csv'}'; check `path:`"
+    with pytest.raises(BadInputError, match=r"no file matches '.*\*\.csv'; check `path:`"):
+        _source(tmp_path / "*.csv").fetch(["sessions"], [], "D")
+
+
+def test_hourly_kpi_from_dates_is_refused(tmp_path: Path) -> None:
+    source = _source(_csv(tmp_path, "timestamp,sessions\n2025-03-01,1\n2025-03-02,2\n"))
+    with pytest.raises(BadInputError, match="dates without a time of day, so an hourly KPI cannot be cut"):
+        source.fetch(["sessions"], [], "h")
