@@ -7,24 +7,31 @@ forecast; the model's parameters are re-estimated on a slower cadence (`refit_ev
 How a period is judged (defaults in brackets):
 - forecast: ETS (additive error, no trend, seasonal: a day for sub-daily data, a week for daily),
   its parameters fitted at each refit on the last `train_window` cleaned periods, its state then
-  updated period by period with those parameters (`ETSModel.smooth`), so a forecast never uses
-  the value it judges;
-- band: calibrated on the one-step errors of the last `train_window` normal periods (conformal):
+  updated period by period with those parameters, so a forecast never uses the value it judges;
+  until two seasonal cycles exist a non-seasonal ETS judges (after 30 values and 30 calibration
+  errors), so a short file is judged from its first hours, not after two days;
+- band: calibrated on the one-step errors of the last `train_window` judged periods (conformal):
   their 99% quantile sets a normal-equivalent scale, the band is that scale at the per-period
   level (`_ErrorTail`);
 - per-period level: the KPI level [0.99] for daily data; for finer data it is tightened so the
   expected false alarms *per day* stay the same (a 5-minute series has 288 chances a day);
-- robust to the past: an anomalous value is replaced by its forecast before the model sees it,
-  so it neither drags the forecast nor widens the band, until `accept_after` anomalous periods in
-  a row [one day, at least 3] make it the new normal (a lasting level shift);
+- change of behaviour: beside the band, the mean size of the last 10 standardised errors is
+  compared with its own long-run distribution (`_BehaviourShift`, after Numenta's anomaly
+  likelihood), so denser spikes or a noisier stretch alert even when no single value leaves
+  the band;
+- robust to the past: an anomalous value reaches the model pulled back to the band's edge (Huber
+  cleaning), so a spike barely drags the forecast while a lasting shift is followed within
+  periods; after `accept_after` anomalous periods in a row [one day, at least 3] the values are
+  taken as they are (the new normal);
 - alerts: the first anomalous period of an episode alerts; the same episode does not alert again
-  until `repeat_after` periods [one day, at least 3] without an alert have passed.
+  until `repeat_after` periods [half a day, at least 3] without an alert have passed.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,8 +47,9 @@ from forecaster.types import BadInputError, KPISeries
 
 COLUMNS = ["timestamp", "value", "expected", "lower", "upper", "score", "anomaly"]
 CALIBRATION_LEVEL = 0.99  # the quantile of past errors the band's scale is read from
-MIN_CALIBRATION = 30
-NORMAL_Q99 = 2.5758293035489004  # the 99% two-sided point of a standard normal  # one-step errors needed before any period is judged
+MIN_CALIBRATION = 30  # one-step errors needed before any period is judged
+MIN_FIT = 30  # values needed for the first (non-seasonal) fit
+NORMAL_Q99 = 2.5758293035489004  # the 99% two-sided point of a standard normal
 MIN_RELATIVE_SCALE = 1e-3  # of the series' typical size: a flat stretch must not give a zero band
 
 Progress = Callable[[int, int], None]
@@ -81,11 +89,14 @@ def replay(series: KPISeries, config: ReplayConfig = ReplayConfig(), progress: P
     expected, lower, upper, score = (np.full(n, np.nan) for _ in range(4))
     anomaly = np.zeros(n, dtype=int)
     state = _State(values.copy(), plan)
-    for start in range(first, n, plan.refit_every):
-        end = min(start + plan.refit_every, n)
+    seasonal_from = _seasonal_ready(values, plan)
+    start = first
+    while start < n:
+        end = min(_next_refit(start, first, seasonal_from, plan), n)
         state.judge_block(start, end, expected, lower, upper, score, anomaly)
         if progress:
             progress(end - first, n - first)
+        start = end
     frame = pd.DataFrame(
         {
             "timestamp": series.values.index,
@@ -124,11 +135,23 @@ class _State:
         self.errors: list[float] = []  # one-step errors of normal periods, oldest first
         self.run = 0  # anomalous periods in a row
         self.since_alert = math.inf
+        self.seasonal: bool | None = None  # the form of the current model
+        self.stale = 0  # errors[:stale] came from a model of another form
+        self.behaviour = _BehaviourShift()
 
     def judge_block(self, start: int, end: int, expected: np.ndarray, lower: np.ndarray, upper: np.ndarray,
                     score: np.ndarray, anomaly: np.ndarray) -> None:
         """Refit on the clean history before `start`, then judge periods start..end-1 one by one."""
+        if self.seasonal is False and start >= _seasonal_history(self.plan.season) > 0 and self.plan.season > 1:
+            # The warm-up model could not see the season, so it masked seasonal swings as
+            # anomalies: the first seasonal fit reads the history as it was.
+            self.clean[:start] = self.raw[:start]
         model = _EtsFilter(self.clean[max(0, start - self.plan.train_window):start], self.plan.season)
+        if self.seasonal is not None and model.seasonal != self.seasonal:
+            # The non-seasonal warm-up model's errors overstate a seasonal model's: they size
+            # the band only until the new model has MIN_CALIBRATION errors of its own.
+            self.stale = len(self.errors)
+        self.seasonal = model.seasonal
         for i in range(start, end):
             self._judge(i, model.forecast(), expected, lower, upper, score, anomaly)
             model.update(self.clean[i])  # the clean value: an anomaly does not drag the forecast
@@ -150,22 +173,78 @@ class _State:
             return
         score[i] = tail.score(abs(error))
         outside = abs(error) > half
+        shifted = self.behaviour.update(abs(error) / tail.sigma)
         # Outside either way counts: a forecast that swings around the data must also be let go.
         self.run = self.run + 1 if outside else 0
-        if outside and self.since_alert > self.plan.repeat_after:
+        if (outside or shifted) and self.since_alert > self.plan.repeat_after:
             anomaly[i] = 1
             self.since_alert = 0
         if outside and self.run < self.plan.accept_after:
-            self.clean[i] = forecast  # judged anomalous: keep it out of the model and the band
+            # Judged anomalous: the model sees the value pulled back to the band's edge (Huber
+            # cleaning, as in robust Holt-Winters, Gelper, Fried & Croux 2010). A lone spike moves
+            # the level by at most alpha * half a band; a lasting shift drags the forecast after
+            # it within periods instead of being masked (and re-alerted) for a day.
+            self.clean[i] = forecast + max(-half, min(half, error))
         else:
             self.clean[i] = actual
-            self.errors.append(error)
-            if len(self.errors) > self.plan.train_window:
-                del self.errors[: len(self.errors) - self.plan.train_window]
+        # Every judged error sizes the band, anomalous ones too: the band reads the 99% quantile,
+        # which a few rare anomalies barely move, while spikes that come back often (more than
+        # 1% of periods) are this series' normal and must widen it, not alert every time.
+        self._remember(error)
+
+    def _remember(self, error: float) -> None:
+        """Keep a normal period's one-step error for the band: the last `train_window` of the
+        current model's form (older forms' errors once it has MIN_CALIBRATION of its own)."""
+        self.errors.append(error)
+        drop = len(self.errors) - self.plan.train_window
+        if self.stale and len(self.errors) - self.stale >= MIN_CALIBRATION:
+            drop = max(drop, self.stale)
+        if drop > 0:
+            del self.errors[:drop]
+            self.stale = max(self.stale - drop, 0)
 
     def _tail(self, forecast: float) -> _ErrorTail:
         floor = MIN_RELATIVE_SCALE * max(abs(forecast), 1e-9)
         return _ErrorTail.from_errors(np.abs(self.errors[-self.plan.train_window:]), floor)
+
+
+class _BehaviourShift:
+    """Is the recent size of the errors unusual? A change-of-behaviour test beside the band.
+
+    Like Numenta's anomaly likelihood: each judged period gives a raw score, its standardised
+    |one-step error| capped at `cap` [4 sigma, about the band] so one spike counts as no more
+    than a band-sized error; the mean of the last `short` raw scores [5 periods] is compared
+    with the mean and spread of that short mean over the last `long` periods [8,000]. A short
+    mean more than `threshold` [4] spreads above its long-run mean says the series has started
+    behaving differently (denser spikes, more noise, a slow drift) even when no single period
+    leaves the band. Silent until `min_history` [300] short means exist.
+    """
+
+    def __init__(self, short: int = 10, long: int = 8000, cap: float = 4.0, threshold: float = 4.0,
+                 min_history: int = 300) -> None:
+        self.short, self.long, self.cap, self.threshold, self.min_history = short, long, cap, threshold, min_history
+        self.recent: deque[float] = deque(maxlen=short)
+        self.means: deque[float] = deque()
+        self.total = 0.0
+        self.total_sq = 0.0
+
+    def update(self, z: float) -> bool:
+        """Take the next period's |error| / sigma; True if the recent errors are unusually large."""
+        self.recent.append(min(z, self.cap))
+        mean = sum(self.recent) / len(self.recent)
+        shifted = False
+        if len(self.means) >= self.min_history:
+            centre = self.total / len(self.means)
+            spread = math.sqrt(max(self.total_sq / len(self.means) - centre * centre, 0.0))
+            shifted = spread > 0 and (mean - centre) / spread > self.threshold
+        self.means.append(mean)
+        self.total += mean
+        self.total_sq += mean * mean
+        if len(self.means) > self.long:
+            old = self.means.popleft()
+            self.total -= old
+            self.total_sq -= old * old
+        return shifted
 
 
 @dataclass(frozen=True)
@@ -207,13 +286,16 @@ def _plan(series: KPISeries, config: ReplayConfig) -> _Plan:
         refit_every=config.refit_every or min(max(7 * day, 4 * season, 100), 2016),
         train_window=config.train_window or min(max(4 * season, 7 * day, 200), 4032),
         accept_after=config.accept_after or max(day, 3),
-        repeat_after=config.repeat_after or max(day, 3),
+        repeat_after=config.repeat_after or max(day // 2, 3),
     )
 
 
 def _first_judged(values: np.ndarray, plan: _Plan) -> int:
-    """The first row with enough history for a seasonal fit (the calibration window follows)."""
-    needed = max(_seasonal_history(plan.season), 2 * MIN_CALIBRATION)
+    """The first row with enough history for a first, non-seasonal fit (`MIN_FIT` values); the
+    calibration window (`MIN_CALIBRATION` one-step errors) follows, so judging starts after
+    about 60 values. Waiting for two seasonal cycles instead (576 values at 5 minutes) left short
+    files unjudged for days."""
+    needed = MIN_FIT + MIN_CALIBRATION
     observed = np.cumsum(~np.isnan(values))
     ready = np.nonzero(observed >= needed)[0]
     if len(ready) == 0:
@@ -221,6 +303,27 @@ def _first_judged(values: np.ndarray, plan: _Plan) -> int:
             f"too little history to replay: needs at least {needed} values, got {int(observed[-1]) if len(values) else 0}"
         )
     return int(ready[0]) + 1
+
+
+def _seasonal_ready(values: np.ndarray, plan: _Plan) -> int:
+    """The first row from which a seasonal model can be fitted (len(values) if never)."""
+    # _EtsFilter decides on the rows before the refit, gaps included (they are interpolated).
+    return _seasonal_history(plan.season) if plan.season > 1 else len(values)
+
+
+def _next_refit(start: int, first: int, seasonal_from: int, plan: _Plan) -> int:
+    """The row where the block starting at `start` ends and the model is refitted.
+
+    Every `refit_every` periods once the history is long; while it is short, whenever the history
+    has doubled (parameters from 30 values are rough), and at the row where two seasonal cycles
+    exist, so the seasonal model takes over as soon as it can.
+    """
+    end = start + plan.refit_every
+    if start < plan.train_window:
+        end = min(end, start + max(start, MIN_CALIBRATION))
+    if start < seasonal_from:
+        end = min(end, seasonal_from)
+    return max(end, start + 1)
 
 
 def _seasonal_history(season: int) -> int:
@@ -267,6 +370,7 @@ class _EtsFilter:
         self.level = float(states[-1, 0])
         self.trend = float(states[-1, 1]) if "smoothing_trend" in params else 0.0
         self.seasonals = list(states[-season:, -1]) if seasonal else [0.0]
+        self.seasonal = seasonal
 
     def forecast(self) -> float:
         """The next period's expected value."""
