@@ -279,7 +279,9 @@ def _impact_hint(headline: Evaluated) -> list[Hint]:
     value = f"{CURRENCY}{abs(amount):,.0f}" if money else f"{abs(amount):,.0f}"
     what = metric.replace("_", " ")
     more_or_less = "more" if amount > 0 else ("less" if money else "fewer")
-    per = f" for this {headline.denominator_name.replace('_', ' ')}" if headline.denominator_name else " this period"
+    period_word = {"D": "day", "h": "hour"}.get(anomaly.freq, "period")
+    per = (f", given the {period_word}'s {headline.denominator_name.replace('_', ' ')}" if headline.denominator_name
+           else f" that {period_word}")
     return [
         Hint(
             kind="impact",
