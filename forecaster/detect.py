@@ -100,7 +100,13 @@ def judge(
     sigma_down = max(expected - lower, floor) / z_level
     if proportion and volume > 0:
         extra = _extra_binomial_variance(expected, volume, typical_volume)
-        sigma_up, sigma_down = math.hypot(sigma_up, math.sqrt(extra)), math.hypot(sigma_down, math.sqrt(extra))
+        # Never narrower than the sampling noise itself: a band calibrated on a mostly-zero
+        # history (a handful of sessions a day) can be far too confident for such a share. Half a
+        # count (0.5 / volume) on each side is the continuity correction: one conversion out of 3
+        # sessions is a jump of 33 points, not a 1-in-100 event when the rate is 1.5%.
+        sampling = math.sqrt(_binomial_variance(expected, volume)) + 0.5 / volume / z_level
+        sigma_up = max(math.hypot(sigma_up, math.sqrt(extra)), sampling)
+        sigma_down = max(math.hypot(sigma_down, math.sqrt(extra)), sampling)
     margin = rules.event_margin * abs(expected) if on_event else 0.0
     sigma_up, sigma_down = sigma_up + margin / z_level, sigma_down + margin / z_level
     lower, upper = expected - z_level * sigma_down, expected + z_level * sigma_up
@@ -165,9 +171,14 @@ def _extra_binomial_variance(rate: float, volume: float, typical_volume: float) 
     The model's band already holds the sampling noise of a typical period; only the excess of
     a small period (40 sessions instead of 4,000) is added.
     """
+    usual = _binomial_variance(rate, typical_volume) if typical_volume > 0 else 0.0
+    return max(0.0, _binomial_variance(rate, volume) - usual)
+
+
+def _binomial_variance(rate: float, volume: float) -> float:
+    """Variance of a share `rate` (clipped to 0..1) observed over `volume` trials: p(1-p)/n."""
     p = min(max(rate, 0.0), 1.0)
-    usual = p * (1 - p) / typical_volume if typical_volume > 0 else 0.0
-    return max(0.0, p * (1 - p) / volume - usual)
+    return p * (1 - p) / volume
 
 
 def _run_length(judgements: list[Judgement], direction: Direction) -> int:

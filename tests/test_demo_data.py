@@ -26,6 +26,7 @@ from forecaster.sources.demo import (
     INCIDENTS,
     METRICS,
     QUIET_DAYS,
+    SMALL_CHANNEL,
     DemoSource,
     demo_frame,
 )
@@ -183,6 +184,34 @@ def test_levels_look_like_the_brief(daily: pd.DataFrame) -> None:
     email = _daily_total(daily, "sessions", channel="email")
     dow = email.index.day_of_week
     assert email[dow.isin([1, 3])].mean() / email[dow.isin([0, 2])].mean() > 1.6
+
+
+# Per-channel totals of the six large channels before the tiny one was added (seed 7): the
+# small channel has its own random generator, so these must never move.
+LARGE_CHANNEL_TOTALS = {
+    "D": {"organic": (5458925, 122491), "paid_search": (3429785, 104886), "paid_social": (1875492, 20091),
+          "email": (1247093, 51151), "direct": (2340205, 83461), "referral": (1254222, 25699)},
+    "h": {"organic": (519498, 11791), "paid_search": (326649, 10268), "paid_social": (178881, 1952),
+          "email": (115312, 4873), "direct": (223983, 8106), "referral": (119151, 2454)},
+}
+
+
+@pytest.mark.parametrize("freq", ["D", "h"])
+def test_the_small_channel_leaves_the_large_channels_unchanged(freq: str) -> None:
+    frame = demo_frame(freq)
+    sums = frame.groupby("channel")[["sessions", "conversions"]].sum()
+    assert {c: (int(sums.loc[c, "sessions"]), int(sums.loc[c, "conversions"])) for c in LARGE_CHANNEL_TOTALS[freq]} \
+        == LARGE_CHANNEL_TOTALS[freq]
+
+
+def test_the_small_channel_has_a_few_sessions_a_day_and_few_orders(daily: pd.DataFrame) -> None:
+    assert SMALL_CHANNEL in CHANNELS
+    small = daily[daily["channel"] == SMALL_CHANNEL].groupby("timestamp")[list(METRICS)].sum()
+    assert 3 <= small["sessions"].quantile(0.05) and small["sessions"].quantile(0.95) <= 15
+    assert small["sessions"].mean() == pytest.approx(8, abs=1.5)
+    assert small["conversions"].sum() / small["sessions"].sum() == pytest.approx(0.015, abs=0.006)
+    assert (small["conversions"] == 0).mean() > 0.8
+    assert (small[["clicks", "impressions", "ad_cost"]] == 0).all().all()  # not a paid (per-click) channel
 
 
 # ---------------------------------------------------------------- hourly

@@ -133,7 +133,9 @@ def test_tiny_denominator_widens_the_band_by_the_binomial_excess() -> None:
     extra = p * (1 - p) / 12 - p * (1 - p) / 5000
     judgement = _judge(1 / 12, expected=p, lower=0.019, upper=0.021, volume=12.0, typical_volume=5000.0,
                        proportion=True)
-    assert judgement.upper == pytest.approx(p + z * math.hypot(0.001 / z, math.sqrt(extra)), rel=1e-12)
+    widened = math.hypot(0.001 / z, math.sqrt(extra))
+    sampling = math.sqrt(p * (1 - p) / 12) + 0.5 / 12 / z  # the floor: sampling noise + half a count
+    assert judgement.upper == pytest.approx(p + z * max(widened, sampling), rel=1e-12)
     # Not a proportion (e.g. CPA in euro): the same numbers are judged on the model band alone.
     plain = _judge(1 / 12, expected=p, lower=0.019, upper=0.021, volume=12.0, typical_volume=5000.0)
     assert plain.is_anomaly is True
@@ -314,3 +316,15 @@ def test_a_drop_is_caught_end_to_end(
         assert anomaly.deviation == pytest.approx(-pct, abs=0.1)
     else:
         assert anomaly is None
+
+
+@pytest.mark.parametrize(
+    ("actual", "volume", "is_anomaly"),
+    [(0.0, 10.0, False), (0.0, 50_000.0, True), (0.05, 50_000.0, True)],
+)
+def test_a_share_band_is_never_narrower_than_its_sampling_noise(actual: float, volume: float, is_anomaly: bool) -> None:
+    # A model calibrated on a mostly-zero history (seasonal naive repeating 1 order of 5 sessions)
+    # says 20% +- 10 points; 0 orders out of 10 sessions happens 11% of the time at 20%.
+    judgement = _judge(actual, expected=0.2, lower=0.1, upper=0.3, volume=volume, typical_volume=volume,
+                       proportion=True)
+    assert judgement.is_anomaly is is_anomaly

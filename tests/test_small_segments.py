@@ -1,16 +1,26 @@
 """A conversion rate over a handful of sessions a day is noise: two years of it give no alert,
-while the same relative drop on a large segment does (issue: ratios done right)."""
+while the same relative drop on a large segment does (issue: ratios done right).
+
+Shown twice: on the demo shop's tiny channel (`affiliate`, ~8 sessions a day) with the detector
+and default model the check uses, and on synthetic series of exactly known rates.
+"""
 
 from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from forecaster.calendar import Calendar
-from forecaster.pipeline import evaluate_series
+from forecaster.kpis import kpi_series
+from forecaster.pipeline import SeriesResult, evaluate_series
 from forecaster.settings import KPIConfig, RatioConfig
 from forecaster.sources.base import to_kpi_series
+from forecaster.sources.demo import INCIDENTS, SMALL_CHANNEL, DemoSource
+from forecaster.types import KPISeries
 
 DAYS = 730
 WINDOW = 30  # judge a month per fit: 24 fits cover the two years
@@ -52,3 +62,90 @@ def test_the_same_relative_drop_on_a_large_segment_alerts() -> None:
     index = pd.date_range("2024-01-01", periods=DAYS, freq="D", tz="UTC")
     assert index[drop_day] in flagged
     assert len([t for t in flagged if t not in index[drop_day : drop_day + 3]]) <= 7  # ~1% of 600 days
+
+
+
+# ---------------------------------------------------------------- on the demo shop's tiny channel
+
+DROP = 0.6  # incident 1's size: the conversion rate at 0.6x for 3 days
+DROP_DAYS = 3
+# Default settings (level 0.99, no min_volume, no min_abs_change, model auto), judged a month
+# per fit so ~21 fits cover the two years; the fit never sees the month it judges.
+DEMO_KPI = KPIConfig(ratio=RatioConfig(numerator="conversions", denominator="sessions"), unit="%",
+                     segments=["channel"], check_window=WINDOW)
+CALENDAR = Calendar("NL")
+
+
+@pytest.fixture(scope="module")
+def demo_rates() -> dict[str, KPISeries]:
+    """conversion_rate per channel of the demo shop, daily over its two years."""
+    frame = DemoSource().fetch(DEMO_KPI.metrics, ["channel"], "D")
+    return {s.segment["channel"]: s for s in kpi_series("conversion_rate", DEMO_KPI, frame) if s.segment}
+
+
+def drops(result: SeriesResult) -> list[pd.Timestamp]:
+    """The periods judged anomalous the bad way (down): what would alert with default settings."""
+    return [j.period for j in result.judgements if j.is_anomaly and j.actual < j.expected]
+
+
+def with_rate_drop(series: KPISeries, first: pd.Timestamp) -> KPISeries:
+    """The series with its rate at DROP x for DROP_DAYS days from `first` (sessions unchanged)."""
+    values = series.values.copy()
+    days = pd.date_range(first, periods=DROP_DAYS, freq="D")
+    values.loc[days] = values.loc[days] * DROP
+    return replace(series, values=values)
+
+
+def drop_start(tiny: KPISeries) -> pd.Timestamp:
+    """The 3 days of the last year where the tiny channel converted most (so the drop really moves
+    its data), clear of calendar events and incidents (their bands are widened or learned)."""
+    orders = (tiny.values * tiny.denominator).fillna(0.0)
+    busy = orders.rolling(DROP_DAYS).sum().shift(-(DROP_DAYS - 1))
+    incident_days = {i.start + timedelta(days=k) for i in INCIDENTS for k in range((i.end - i.start).days + 1)}
+
+    def clear(first: pd.Timestamp) -> bool:
+        days = [first.date() + timedelta(days=k) for k in range(-1, DROP_DAYS + 1)]
+        return not any(CALENDAR.events_on(d) or d in incident_days for d in days)
+
+    candidates = busy[(busy.index >= busy.index[-1] - pd.Timedelta(days=365)) & busy.notna()]
+    return max((t for t in candidates.index if clear(t)), key=lambda t: (candidates[t], t))
+
+
+@pytest.mark.slow
+def test_the_demo_has_a_tiny_channel(demo_rates: dict[str, KPISeries]) -> None:
+    tiny = demo_rates[SMALL_CHANNEL]
+    assert tiny.denominator is not None
+    sessions = tiny.denominator
+    assert 3 <= sessions.quantile(0.05) and sessions.quantile(0.95) <= 15 and sessions.median() == pytest.approx(8, abs=2)
+    assert (tiny.values == 0).mean() > 0.8  # most days not a single order: the rate is count noise
+    assert demo_rates["organic"].denominator.median() > 5_000
+
+
+@pytest.mark.slow
+def test_the_tiny_demo_channel_never_alerts_in_two_years(demo_rates: dict[str, KPISeries]) -> None:
+    tiny = demo_rates[SMALL_CHANNEL]
+    index = tiny.values.index
+    flagged = []
+    for end in range(120 + WINDOW - 1, len(index), WINDOW):
+        result = evaluate_series(tiny, DEMO_KPI, CALENDAR, index[end])
+        assert not result.skipped, result.skipped
+        flagged += drops(result)
+    assert flagged == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("channel", "alerts"), [(SMALL_CHANNEL, False), ("organic", True), ("paid_search", True)])
+def test_incident_sized_drop_alerts_on_a_large_channel_only(
+    demo_rates: dict[str, KPISeries], channel: str, alerts: bool
+) -> None:
+    first = drop_start(demo_rates[SMALL_CHANNEL])  # the same 3 days for every channel
+    series = demo_rates[channel]
+    dropped = with_rate_drop(series, first)
+    days = pd.date_range(first, periods=DROP_DAYS, freq="D")
+    assert (dropped.values.loc[days] < series.values.loc[days]).any()  # the drop really moved the data
+    result = evaluate_series(dropped, DEMO_KPI, CALENDAR, days[-1])
+    if alerts:
+        assert set(days) <= set(drops(result)), drops(result)
+        assert result.anomaly is not None and result.anomaly.direction.value == "down"
+    else:
+        assert drops(result) == [] and result.anomaly is None

@@ -3,12 +3,17 @@
 Everything is generated in memory with a seeded `numpy.random.Generator` and vectorised numpy
 (no files, no network), so the demo, the docs and the tests all see exactly the same numbers.
 
-The shop has ~20,000 sessions a day in total, split over six channels and three devices, with
+The shop has ~20,000 sessions a day in total, split over seven channels and three devices, with
 smooth growth (~12 %/year), weekly and yearly seasonality and Dutch calendar events (public
 holidays, Black Friday, Cyber Monday, Sinterklaas, Christmas). The events are *normal*: they
 recur every year, so a seasonal model can learn them and must not alert on them (`QUIET_DAYS`).
 On top of that, four incidents are injected; `INCIDENTS` is the ground-truth table that the
 tests and the docs read.
+
+One channel is tiny on purpose: `affiliate` brings a few sessions a day (3-15) that rarely convert,
+so a ratio KPI per channel has a segment whose rate is pure count noise (it must never alert).
+It is drawn from its own random generator, so the six large channels are exactly what they were
+before it was added.
 
 Frame convention (both frequencies): long format, one row per (timestamp, channel, device),
 columns `timestamp` (tz-aware UTC), `channel`, `device`, then `METRICS` as float64.
@@ -49,6 +54,7 @@ __all__ = [
     "INCIDENTS",
     "METRICS",
     "QUIET_DAYS",
+    "SMALL_CHANNEL",
     "DemoSource",
     "ExpectedAlert",
     "Incident",
@@ -68,7 +74,9 @@ DEMO_NOW: pd.Timestamp = pd.Timestamp("2025-12-11 08:00", tz=DEMO_TIMEZONE).tz_c
 #: The last HOURLY_DAYS local days (up to and including DEMO_END) also exist hourly.
 HOURLY_DAYS = 60
 
-CHANNELS: tuple[str, ...] = ("organic", "paid_search", "paid_social", "email", "direct", "referral")
+CHANNELS: tuple[str, ...] = ("organic", "paid_search", "paid_social", "email", "direct", "referral", "affiliate")
+#: The tiny channel (a few sessions a day): small-segment guardrails are tested on it.
+SMALL_CHANNEL = "affiliate"
 DEVICES: tuple[str, ...] = ("desktop", "mobile", "tablet")
 DIMENSIONS: tuple[str, ...] = ("channel", "device")
 METRICS: tuple[str, ...] = (
@@ -270,7 +278,10 @@ _BASE_SESSIONS = 20_000.0
 _GROWTH_REF = date(2024, 11, 20)
 _GROWTH_PER_YEAR = 1.12
 
-_CHANNEL_SHARE = np.array([0.35, 0.22, 0.12, 0.08, 0.15, 0.08])
+# The six large channels share 100 %; affiliate adds 0.04 % on top (~8 sessions a day).
+_CHANNEL_SHARE = np.array([0.35, 0.22, 0.12, 0.08, 0.15, 0.08, 0.0004])
+# Channels from this index on are drawn from their own generator (see `_daily_arrays`).
+_N_LARGE = 6
 # Device split per channel (rows follow CHANNELS). paid_social is mostly mobile; the others are
 # set so the overall split is ~42 % desktop / 50 % mobile / 8 % tablet.
 _DEVICE_SPLIT = np.array(
@@ -278,6 +289,7 @@ _DEVICE_SPLIT = np.array(
         [0.447, 0.473, 0.08],
         [0.447, 0.473, 0.08],
         [0.22, 0.70, 0.08],
+        [0.447, 0.473, 0.08],
         [0.447, 0.473, 0.08],
         [0.447, 0.473, 0.08],
         [0.447, 0.473, 0.08],
@@ -301,17 +313,18 @@ _CHANNEL_WEEKLY = np.array(
         [0.80, 1.50, 0.80, 1.50, 0.85, 0.75, 0.80],  # email: newsletters go out Tue and Thu
         [1.02, 1.01, 1.00, 1.00, 0.99, 0.98, 1.00],  # direct
         [1.03, 1.03, 1.02, 1.02, 1.00, 0.95, 0.95],  # referral
+        [1.00, 1.00, 1.00, 1.00, 1.00, 1.00, 1.00],  # affiliate: flat (coupon and cashback sites)
     ]
 )
 _DEVICE_WEEKLY = _DEVICE_WEEKLY / _DEVICE_WEEKLY.mean(axis=1, keepdims=True)
 _CHANNEL_WEEKLY = _CHANNEL_WEEKLY / _CHANNEL_WEEKLY.mean(axis=1, keepdims=True)
 
 # Bounce probability by channel; mobile adds 8 percentage points (small screens, slow networks).
-_BOUNCE_RATE = np.array([0.42, 0.38, 0.55, 0.35, 0.40, 0.48])
+_BOUNCE_RATE = np.array([0.42, 0.38, 0.55, 0.35, 0.40, 0.48, 0.45])
 _BOUNCE_DEVICE_ADD = np.array([0.0, 0.08, 0.0])
 
 # Conversion probability per session: channel rate x device multiplier.
-_CR_CHANNEL = np.array([0.022, 0.030, 0.012, 0.040, 0.035, 0.020])
+_CR_CHANNEL = np.array([0.022, 0.030, 0.012, 0.040, 0.035, 0.020, 0.015])
 _CR_DEVICE = np.array([1.3, 0.75, 0.9])
 _LEAD_RATE = 0.006  # newsletter sign-ups etc. per session
 
@@ -322,10 +335,10 @@ _LOAD_MEAN_S = np.array([1.6, 2.4, 2.0])  # mean page-load seconds per session, 
 _LOAD_SHAPE = 2.0  # Gamma shape per session: single load times are skewed (CV ~71 %)
 
 # Paid channels only (other channels get 0 clicks, impressions and ad cost).
-_PAID = np.array([False, True, True, False, False, False])
+_PAID = np.array([False, True, True, False, False, False, False])
 _SESSIONS_PER_CLICK = 0.95  # some clicks never become a tracked session
-_CTR = np.array([1.0, 0.045, 0.012, 1.0, 1.0, 1.0])  # only the paid entries are used
-_CPC_EUR = np.array([0.0, 0.85, 0.45, 0.0, 0.0, 0.0])
+_CTR = np.array([1.0, 0.045, 0.012, 1.0, 1.0, 1.0, 1.0])  # only the paid entries are used
+_CPC_EUR = np.array([0.0, 0.85, 0.45, 0.0, 0.0, 0.0, 0.0])
 
 # Noise levels (sd of log-normal multipliers). A shared day shock plus a per-segment shock
 # gives ~3 % per segment and keeps the *total* noisy too (independent shocks would average out).
@@ -423,7 +436,9 @@ def _daily_arrays(seed: int) -> tuple[list[date], dict[str, np.ndarray]]:
     """All metrics as arrays of shape (days, channels, devices), for DEMO_START..DEMO_END.
 
     Counts are int64 and continuous metrics float64. Random draws are made for every cell in a
-    fixed order, so the incidents change parameters but never shift the random streams.
+    fixed order, so the incidents change parameters but never shift the random streams. The
+    large channels are drawn from `default_rng(seed)`, the small ones (from `_N_LARGE` on) from
+    `default_rng([seed, 2])`: adding a small channel leaves the large ones' numbers unchanged.
     """
     rng = np.random.default_rng(seed)
     n_days = (DEMO_END - DEMO_START).days + 1
@@ -454,20 +469,52 @@ def _daily_arrays(seed: int) -> tuple[list[date], dict[str, np.ndarray]]:
         load_mult[mask] *= eff.load
         cpc_mult[mask] *= eff.cpc
 
+    # The day shock shared by every segment (the first draw of the main stream, as it always was).
+    common = _lognormal(rng, _SD_DAY_COMMON, (n_days,))
+    groups = ((slice(0, _N_LARGE), rng), (slice(_N_LARGE, len(CHANNELS)), np.random.default_rng([seed, 2])))
+    drawn = [
+        _draw_daily(
+            group_rng, common, ev_cr, channels, expected[:, channels], sess_mult[:, channels],
+            cr_mult[:, channels], bounce_add[:, channels], load_mult[:, channels], cpc_mult[:, channels],
+        )
+        for channels, group_rng in groups
+    ]
+    arrays = {m: np.concatenate([part[m] for part in drawn], axis=1) for m in METRICS}
+    return dates, arrays
+
+
+def _draw_daily(
+    rng: np.random.Generator,
+    common: np.ndarray,
+    ev_cr: np.ndarray,
+    channels: slice,
+    expected: np.ndarray,
+    sess_mult: np.ndarray,
+    cr_mult: np.ndarray,
+    bounce_add: np.ndarray,
+    load_mult: np.ndarray,
+    cpc_mult: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Draw every metric for one group of channels, shape (days, len(channels), devices).
+
+    common: the day shock shared by all segments, (days,). ev_cr: the calendar's conversion
+    factor per day. expected: expected sessions per cell before incidents; the other arrays are
+    the incidents' effects per cell. The draw order is fixed (see `_daily_arrays`).
+    """
+    shape = expected.shape
+
     # ---- sessions: Poisson around a noisy day level (real traffic is over-dispersed)
-    day_noise = _lognormal(rng, _SD_DAY_COMMON, (n_days,))[:, None, None] * _lognormal(
-        rng, _SD_DAY_SEGMENT, shape
-    )
+    day_noise = common[:, None, None] * _lognormal(rng, _SD_DAY_SEGMENT, shape)
     sessions = rng.poisson(expected * day_noise * sess_mult)
 
     # ---- rates drawn per session
     bounce_p = np.clip(
-        _BOUNCE_RATE[None, :, None] + _BOUNCE_DEVICE_ADD[None, None, :] + bounce_add, 0.0, 0.95
+        _BOUNCE_RATE[None, channels, None] + _BOUNCE_DEVICE_ADD[None, None, :] + bounce_add, 0.0, 0.95
     )
     bounces = rng.binomial(sessions, bounce_p)
 
     cr = (
-        _CR_CHANNEL[None, :, None]
+        _CR_CHANNEL[None, channels, None]
         * _CR_DEVICE[None, None, :]
         * ev_cr[:, None, None]
         * cr_mult
@@ -486,13 +533,13 @@ def _daily_arrays(seed: int) -> tuple[list[date], dict[str, np.ndarray]]:
     )
 
     # ---- paid media; draws are made for every channel (fixed stream) and zeroed where unpaid
-    paid = _PAID[None, :, None]
+    paid = _PAID[None, channels, None]
     clicks = np.where(paid, rng.poisson(sessions / _SESSIONS_PER_CLICK), 0)
-    impressions = np.where(paid, rng.poisson(clicks / _CTR[None, :, None]), 0)
-    cpc = _CPC_EUR[None, :, None] * cpc_mult * _lognormal(rng, _SD_CPC, shape)
+    impressions = np.where(paid, rng.poisson(clicks / _CTR[None, channels, None]), 0)
+    cpc = _CPC_EUR[None, channels, None] * cpc_mult * _lognormal(rng, _SD_CPC, shape)
     ad_cost = np.where(paid, clicks * cpc, 0.0)
 
-    arrays = {
+    return {
         "sessions": sessions,
         "bounces": bounces,
         "page_load_seconds": page_load,
@@ -503,7 +550,6 @@ def _daily_arrays(seed: int) -> tuple[list[date], dict[str, np.ndarray]]:
         "impressions": impressions,
         "leads": leads,
     }
-    return dates, arrays
 
 
 @functools.lru_cache(maxsize=8)
@@ -606,6 +652,34 @@ def _share(amount: np.ndarray, part: np.ndarray, whole: np.ndarray) -> np.ndarra
     return amount[..., None] * frac
 
 
+def _split_hours(
+    rng: np.random.Generator, d: Mapping[str, np.ndarray], weights: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Split one group of channels' daily metrics (Dh, C, V) over the hours, (Dh, C, V, H).
+
+    weights: the intraday profile per cell and hour (0 for padding hours). Counts are split
+    exactly; sums (load seconds, revenue, ad cost) follow the counts they belong to.
+    """
+    sessions = _split_counts(rng, d["sessions"], weights)
+    bounces = _split_subcounts(rng, sessions, d["bounces"])
+    conversions = _split_subcounts(rng, sessions, d["conversions"])
+    leads = _split_subcounts(rng, sessions, d["leads"])
+    clicks = _split_counts(rng, d["clicks"], weights)
+    # Impressions = clicks + impressions without a click, so clicks <= impressions every hour.
+    impressions = clicks + _split_counts(rng, d["impressions"] - d["clicks"], weights)
+    return {
+        "sessions": sessions,
+        "bounces": bounces,
+        "page_load_seconds": _share(d["page_load_seconds"], sessions, d["sessions"]),
+        "conversions": conversions,
+        "revenue": _share(d["revenue"], conversions, d["conversions"]),
+        "ad_cost": _share(d["ad_cost"], clicks, d["clicks"]),
+        "clicks": clicks,
+        "impressions": impressions,
+        "leads": leads,
+    }
+
+
 def _hourly_frame(seed: int) -> pd.DataFrame:
     """Hourly frame for the last HOURLY_DAYS local days, summing exactly to the daily counts."""
     dates, daily = _daily_cached(seed)
@@ -631,28 +705,15 @@ def _hourly_frame(seed: int) -> pd.DataFrame:
     # weights[d, c, v, j] = prof[c, v, local_hour[d, j]] for valid hours, 0 for padding.
     weights = np.transpose(prof[:, :, local_hour], (2, 0, 1, 3)) * valid[:, None, None, :]
 
-    # Hourly noise stream is derived from the seed but separate from the daily one, so the
-    # daily numbers do not depend on whether hourly data was ever requested.
-    rng = np.random.default_rng([seed, 1])
-    sessions = _split_counts(rng, d["sessions"], weights)
-    bounces = _split_subcounts(rng, sessions, d["bounces"])
-    conversions = _split_subcounts(rng, sessions, d["conversions"])
-    leads = _split_subcounts(rng, sessions, d["leads"])
-    clicks = _split_counts(rng, d["clicks"], weights)
-    # Impressions = clicks + impressions without a click, so clicks <= impressions every hour.
-    impressions = clicks + _split_counts(rng, d["impressions"] - d["clicks"], weights)
-
-    hourly = {
-        "sessions": sessions,
-        "bounces": bounces,
-        "page_load_seconds": _share(d["page_load_seconds"], sessions, d["sessions"]),
-        "conversions": conversions,
-        "revenue": _share(d["revenue"], conversions, d["conversions"]),
-        "ad_cost": _share(d["ad_cost"], clicks, d["clicks"]),
-        "clicks": clicks,
-        "impressions": impressions,
-        "leads": leads,
-    }
+    # Hourly noise streams are derived from the seed but separate from the daily one, so the
+    # daily numbers do not depend on whether hourly data was ever requested; the small channels
+    # have a stream of their own, as in `_daily_arrays`.
+    groups = ((slice(0, _N_LARGE), [seed, 1]), (slice(_N_LARGE, len(CHANNELS)), [seed, 3]))
+    parts = [
+        _split_hours(np.random.default_rng(key), {m: a[:, channels] for m, a in d.items()}, weights[:, channels])
+        for channels, key in groups
+    ]
+    hourly = {m: np.concatenate([part[m] for part in parts], axis=1) for m in METRICS}
     # (Dh, C, V, H) -> (Dh, H, C, V), flatten time, drop padding hours.
     flat_valid = valid.reshape(-1)
     arrays = {
