@@ -16,9 +16,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from forecaster.settings import parse_config
+from forecaster.pipeline import last_closed_period
+from forecaster.settings import Settings, load_config, parse_config
 from forecaster.sources import make_source
 from forecaster.sources.config import SQLSourceConfig
+from forecaster.sources.demo import DEMO_NOW, DemoSource, demo_frame
 from forecaster.sources.sql import SQLSource
 from forecaster.types import BadInputError, SourceError
 from tests.storage import BACKENDS, postgres_url_or_skip, store_url
@@ -372,3 +374,69 @@ def test_config_rules() -> None:
     with pytest.raises(BadInputError, match=r"pip install 'kpiwatch\[snowflake\]'"):
         _source("snowflake://u@acct/db", table="t").fetch(["x"], [], "D")
 
+
+
+# --------------------------------------------------------------------------- the demo on PostgreSQL
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+DEMO_KPIS = ["sessions", "conversion_rate", "cpa", "page_load_time"]
+
+
+@pytest.fixture(scope="module")
+def demo_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL schema holding the demo's daily data (table shop_daily), or a skip."""
+    postgres_url_or_skip()
+    from forecaster.sources.demo_load import load_demo
+
+    for url in store_url("postgresql", tmp_path_factory.mktemp("demo")):
+        assert load_demo(url) == len(demo_frame("D"))
+        yield url
+
+
+def _postgres_settings(url: str, monkeypatch: pytest.MonkeyPatch, state: Path) -> Settings:
+    monkeypatch.setenv("WAREHOUSE_URL", url)
+    settings = load_config(CONFIG_DIR / "kpiwatch.postgres.yaml")
+    return settings.model_copy(update={"state_dir": str(state)})
+
+
+def test_postgres_example_config_has_the_demo_kpis(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WAREHOUSE_URL", "postgresql://kpiwatch@db.example/warehouse")
+    postgres, demo = load_config(CONFIG_DIR / "kpiwatch.postgres.yaml"), load_config(CONFIG_DIR / "kpiwatch.yaml")
+    assert postgres.kpis == demo.kpis and postgres.timezone == demo.timezone and postgres.alerting == demo.alerting
+    assert postgres.sources["default"].type == "sql"
+
+
+def test_demo_kpis_read_from_postgres_equal_the_demo_source(
+    demo_warehouse: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = _postgres_settings(demo_warehouse, monkeypatch, tmp_path)
+    sql = make_source(settings.sources["default"], settings.timezone, "default")
+    demo = DemoSource()
+    until = last_closed_period(DEMO_NOW, "D", settings.timezone)
+    for name in DEMO_KPIS:
+        kpi = settings.kpi(name)
+        want = demo.fetch(kpi.metrics, kpi.dimensions, kpi.freq, end=until)
+        got = sql.fetch(kpi.metrics, kpi.dimensions, kpi.freq, end=until)
+        pd.testing.assert_frame_equal(got, want, check_dtype=False, obj=name)
+    window = sql.fetch(["sessions"], [], "D", start=until - pd.Timedelta(days=6), end=until)
+    pd.testing.assert_frame_equal(window, demo.fetch(["sessions"], [], "D", start=until - pd.Timedelta(days=6),
+                                                     end=until), check_dtype=False)
+
+
+@pytest.mark.slow
+def test_one_demo_kpi_checked_from_postgres_alerts_like_the_demo(
+    demo_warehouse: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from forecaster.pipeline import check
+
+    postgres = _postgres_settings(demo_warehouse, monkeypatch, tmp_path / "pg")
+    demo = load_config(CONFIG_DIR / "kpiwatch.yaml").model_copy(update={"state_dir": str(tmp_path / "demo")})
+    got = check(postgres, at=DEMO_NOW, kpis=["cpa"], workers=1)
+    want = check(demo, at=DEMO_NOW, kpis=["cpa"], workers=1)
+
+    def summary(report: object) -> list[tuple[object, ...]]:
+        return [(a.anomaly.kpi, dict(a.anomaly.segment), a.anomaly.period, a.anomaly.severity,
+                 round(a.anomaly.actual, 9), round(a.anomaly.expected, 9)) for a in report.alerts]  # type: ignore[attr-defined]
+
+    assert summary(got) == summary(want)
+    assert any(a.anomaly.segment == {"channel": "paid_search"} for a in got.alerts)  # incident 3 is found
