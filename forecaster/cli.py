@@ -267,6 +267,18 @@ def validate(config_file: Path | None) -> None:
               f"{', '.join(sorted(settings.kpis))})")
 
 
+@cli.command(name="run")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
+@click.option("--once", is_flag=True, help="Judge every KPI's due periods once, deliver, and exit.")
+@click.option("--no-wait", is_flag=True, help="Exit (code 3) if another daemon holds the store, instead of standing by.")
+def run_command(config_file: Path | None, once: bool, no_wait: bool) -> None:
+    """The daemon: judge every KPI on its schedule, send alerts, serve /healthz and /metrics."""
+    from forecaster.daemon import Daemon
+
+    code = Daemon(config_file, wait_for_lock=not no_wait).run(once=once)
+    raise SystemExit(code)
+
+
 @cli.command()
 @click.argument("kpi")
 @click.option("--segment", "segment", multiple=True, help="Only this segment, DIMENSION=VALUE (repeatable).")

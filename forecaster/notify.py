@@ -12,6 +12,7 @@ the same check run twice queues nothing new.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -80,10 +81,12 @@ def plan_cycle(
     snoozes: Sequence[Snooze],
     now: datetime,
     charts: bool = True,
+    late_note: str = "",
 ) -> CyclePlan:
     """What this check changes: incidents to open, keep, repeat or resolve, and the messages.
 
     charts: queue one chart per alert for the message's thread (bot mode; default True).
+    late_note: said under each new alert when the period is judged late (after downtime).
     """
     repeat_after = timedelta(hours=settings.alerting.repeat_hours)
     outgoing: list[Outgoing] = []
@@ -98,7 +101,7 @@ def plan_cycle(
         incident = open_incidents.get((anomaly.kpi, where))
         if incident is None:
             key = alert_key(alert)
-            outgoing.append(Outgoing(alert, key))
+            outgoing.append(Outgoing(alert, key, late_note))
             opened_keys[key] = alert
             continue
         still_open[incident.id] = anomaly.period.to_pydatetime()
@@ -234,8 +237,14 @@ def record_and_send(
     notifier: Notifier | None,
     now: datetime | None = None,
     policy: DeliveryPolicy = DeliveryPolicy(),
+    judged: Mapping[tuple[str, str], datetime] | None = None,
+    late_note: str = "",
+    deliver_now: bool = True,
 ) -> CycleOutcome:
     """Store the check and queue its messages (one transaction), then deliver the outbox.
+
+    judged: ledger entries that move in the same transaction (the daemon). late_note: see
+    `plan_cycle`. deliver_now: False leaves delivery to the caller (the daemon's delivery job).
 
     notifier None (no Slack configured): only the evaluations are stored; nothing is queued, so
     nothing piles up to be sent stale once Slack is configured. A Slack that refuses the token or
@@ -243,12 +252,15 @@ def record_and_send(
     """
     now = now or utcnow()
     if notifier is None:
-        store.record_cycle(evaluation_records(report), CyclePlan(), now)
+        store.record_cycle(evaluation_records(report), CyclePlan(judged=judged or {}), now)
         return CycleOutcome(0, None)
     snoozes = config_snoozes(settings) + store.snoozes(now)
     plan = plan_cycle(report, settings, store.open_incidents(), snoozes, now,
-                      charts=settings.alerting.charts and notifier.supports_files)
+                      charts=settings.alerting.charts and notifier.supports_files, late_note=late_note)
+    plan = dataclasses.replace(plan, judged=judged or {})
     queued = store.record_cycle(evaluation_records(report), plan, now)
+    if not deliver_now:
+        return CycleOutcome(queued, None)
     return CycleOutcome(queued, *_deliver_checked(settings, store, notifier, policy))
 
 

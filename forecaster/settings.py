@@ -123,6 +123,28 @@ class AlertingConfig(_Strict):
     snoozes: list[SnoozeConfig] = Field(default_factory=list)
 
 
+class DaemonConfig(_Strict):
+    """How `kpiwatch run` behaves.
+
+    health_port: port of `/healthz` and `/metrics` on 0.0.0.0 (default 8321; 0 = off).
+    catch_up_periods: after downtime, judge at most this many missed periods per KPI, the
+        latest ones (default 7).
+    misfire_grace_seconds: a job that could not start on time still runs if it is at most this
+        late (default 600; APScheduler's own default is 1 s, which drops jobs after a pause).
+    job_timeout_seconds: one KPI's check (fits included) is stopped after this (default 900).
+    source_failures: consecutive failed cycles of a KPI's source before one "source failing"
+        alert (default 3).
+    log_format: `text` (default) or `json`, one line per job.
+    """
+
+    health_port: int = Field(default=8321, ge=0, le=65535)
+    catch_up_periods: int = Field(default=7, ge=1, le=1000)
+    misfire_grace_seconds: int = Field(default=600, ge=1)
+    job_timeout_seconds: float = Field(default=900.0, gt=0)
+    source_failures: int = Field(default=3, ge=1)
+    log_format: Literal["text", "json"] = "text"
+
+
 class KPIConfig(_Strict):
     """One KPI: what to compute, which way is good, how to judge it.
 
@@ -145,6 +167,11 @@ class KPIConfig(_Strict):
     phase, goal: the funnel phase (see, think, do, care) and what the KPI is for (catalogue text).
     target: a SMART target `{value, by}`, tracked by `kpiwatch goals`.
     tags: labels for routing alerts to channels (`alerting.routes[].tags`).
+    schedule: when the daemon checks it: `every day at 07:00` (in `timezone`), `every hour at :10`,
+        `every 30 seconds`, or a 5-field cron line (default: daily KPIs every day at 07:00,
+        hourly ones every hour at :10).
+    data_delay_hours: a period is judged only this long after it ends, when its data is complete
+        (default 0; GA4 needs about 24-48).
     """
 
     metric: str | None = None
@@ -171,6 +198,17 @@ class KPIConfig(_Strict):
     goal: str = ""
     target: TargetConfig | None = None
     tags: list[str] = Field(default_factory=list)
+    schedule: str | None = None
+    data_delay_hours: float = Field(default=0.0, ge=0.0, le=24 * 14)
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, value: str | None) -> str | None:
+        if value is not None:
+            from forecaster.schedule import parse_schedule
+
+            parse_schedule(value, "UTC")  # raises ValueError with the allowed forms
+        return value
 
     @field_validator("model")
     @classmethod
@@ -218,6 +256,7 @@ class Settings(_Strict):
     state: SQLAlchemy URL of the state store (evaluations, outbox, snoozes); default
         `sqlite:///<state_dir>/state.db`; PostgreSQL for production (`${KPIWATCH_STATE_URL}`).
     alerting: Slack routes, repeat interval, dashboard link, snoozes.
+    daemon: `kpiwatch run`'s health port, catch-up, time limits, logging.
     """
 
     timezone: str = "UTC"
@@ -227,6 +266,7 @@ class Settings(_Strict):
     events: list[EventConfig] = Field(default_factory=list)
     state: str | None = None
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     sources: dict[str, SourceConfig]
     kpis: dict[str, KPIConfig] = Field(min_length=1)
 

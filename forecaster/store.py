@@ -225,6 +225,7 @@ class CyclePlan:
 
     still_open: incident id -> its latest anomalous period; renotified: ids repeated now;
     resolved: ids back to normal (each with a `resolve` item in `items`).
+    judged: (kpi, segment) -> the period now judged (the daemon's ledger moves with the cycle).
     """
 
     opened: Sequence[IncidentOpen] = ()
@@ -232,6 +233,7 @@ class CyclePlan:
     renotified: Sequence[int] = ()
     resolved: Sequence[int] = ()
     items: Sequence[OutboxItem] = ()
+    judged: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -354,6 +356,8 @@ class Store:
             if plan.resolved:
                 conn.execute(incidents.update().where(incidents.c.id.in_(plan.resolved))
                              .values(state="resolved", resolved_at=now))
+            for (kpi, segment), period in plan.judged.items():
+                self.set_judged(kpi, segment, period, conn)
             return sum(_queue(conn, item, now) for item in plan.items)
 
     def evaluations_of(self, kpi: str, segment: str = "") -> list[EvaluationRecord]:
