@@ -505,3 +505,7 @@ def _parse_at(text: str | None, settings: Settings) -> pd.Timestamp | None:
     if pd.isna(stamp):
         raise BadInputError(f"--at {text!r}: not a timestamp; use ISO 8601 such as 2025-12-11T08:00")
     return stamp.tz_localize(settings.timezone) if stamp.tzinfo is None else stamp
+
+
+if __name__ == "__main__":  # `python -m forecaster.cli` (the tests run the daemon this way)
+    main()

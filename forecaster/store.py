@@ -16,6 +16,7 @@ The schema is created on first use. Times are stored as naive UTC and returned t
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from forecaster.types import KPIWatchError
 
@@ -297,12 +298,24 @@ class Store:
         self.engine = _engine(url)
         self.safe_url = self.engine.url.render_as_string(hide_password=True)
         try:
-            metadata.create_all(self.engine)
-            self._check_version()
+            self._create_schema()
         except SQLAlchemyError as exc:
             self.engine.dispose()
             raise StoreError(f"cannot open the state store {self.safe_url}: {_first_line(exc)}; "
                              "check `state:` in the config and that the database is running") from None
+
+    def _create_schema(self, attempts: int = 5) -> None:
+        """Create the tables and record the version; two processes starting together may race
+        on the CREATE (a daemon and a CLI command): the loser retries and finds the tables."""
+        for attempt in range(attempts):
+            try:
+                metadata.create_all(self.engine)
+                self._check_version()
+                return
+            except (OperationalError, IntegrityError, ProgrammingError):
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def close(self) -> None:
         """Release the connection pool."""

@@ -172,3 +172,14 @@ def test_bad_urls_are_one_line_errors(tmp_path):
         Store("not a url")
     with pytest.raises(StoreError, match=r"cannot open the state store postgresql\+psycopg://kw:\*\*\*@127.0.0.1:1/x"):
         Store("postgresql://kw:secret@127.0.0.1:1/x?connect_timeout=2")
+
+
+def test_two_processes_creating_the_schema_together_both_succeed(url):
+    """A daemon and a CLI command starting at once race on CREATE TABLE; neither fails."""
+    import subprocess
+    import sys
+
+    code = "import sys; from forecaster.store import Store; Store(sys.argv[1]).close()"
+    runs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [run.communicate(timeout=120)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0, 0], errors
