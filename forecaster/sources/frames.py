@@ -149,6 +149,11 @@ def to_numbers(
         raise BadInputError(f"{where}: column '{column}' holds true/false, not numbers; map a number column")
     if pd.api.types.is_numeric_dtype(series.dtype):
         return series.to_numpy(dtype="float64", na_value=np.nan)
+    try:
+        # Fast path: Decimals from a database, numeric text; anything odd goes cell by cell below.
+        return pd.to_numeric(series, errors="raise").to_numpy(dtype="float64", na_value=np.nan)
+    except (TypeError, ValueError):
+        pass
     texts = series.map(lambda cell: cell if not isinstance(cell, str) else cell.strip())
     missing = texts.map(lambda cell: cell is None or (isinstance(cell, str) and cell.lower() in MISSING_TEXTS)
                         or (isinstance(cell, float) and np.isnan(cell)))
@@ -188,7 +193,9 @@ def summed(
     sorted by timestamp then dimension values, with a fresh RangeIndex."""
     data: dict[str, object] = {"timestamp": pd.DatetimeIndex(labels).as_unit("us")}
     for name, values in dimensions.items():
-        data[name] = pd.Series(values, dtype=object).map(_dimension_text).to_numpy()
+        cells = pd.Series(values, dtype=object)
+        # A missing dimension value becomes "(none)" so its rows are not dropped by groupby.
+        data[name] = cells.where(cells.notna(), "(none)").astype(str).to_numpy(dtype=object)
     for name, values in metrics.items():
         data[name] = np.asarray(values, dtype="float64")
     frame = pd.DataFrame(data)
@@ -204,13 +211,6 @@ def summed(
     for name in dims:
         out[name] = out[name].astype(str)
     return out[["timestamp", *dims, *names]]
-
-
-def _dimension_text(value: object) -> str:
-    """A dimension value as text; a missing one as "(none)" so its rows are not dropped."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "(none)"
-    return str(value)
 
 
 def empty_frame(dimensions: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:

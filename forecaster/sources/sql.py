@@ -231,18 +231,24 @@ class SQLSource:
         ).where(*where).subquery("kp_rows")
         dims = [inner.c[f"kd_{i}"] for i in range(len(dimensions))]
         query = sa.select(
-            inner.c.kp_period, *dims, *(sa.func.sum(inner.c[f"km_{i}"]) for i in range(len(metrics)))
+            # Sums as double precision: a NUMERIC sum would arrive as Decimal objects, ~5x slower.
+            inner.c.kp_period, *dims, *(sa.cast(sa.func.sum(inner.c[f"km_{i}"]), sa.Float)
+                                        for i in range(len(metrics)))
         ).group_by(inner.c.kp_period, *dims)
-        rows = conn.execute(query).all()
+        result = conn.execute(query)
+        # The driver's plain tuples: every value is parsed below anyway, and going through
+        # SQLAlchemy's Row objects costs more than the query itself for 36,500 rows.
+        rows = result.cursor.fetchall() if result.cursor is not None else [tuple(r) for r in result.all()]
+        result.close()
         if not rows:
             return frames.empty_frame(dimensions, metrics)
-        columns = list(zip(*rows, strict=True))
-        labels = self._labels(columns[0], kind, freq)
+        table_rows = pd.DataFrame.from_records(rows, columns=range(1 + len(dimensions) + len(metrics)))
+        labels = self._labels(table_rows[0], kind, freq)
         numbers = range(1, len(rows) + 1)
         return frames.summed(
             labels,
-            {d: np.asarray(columns[1 + i], dtype=object) for i, d in enumerate(dimensions)},
-            {m: frames.to_numbers(list(columns[1 + len(dimensions) + i]), numbers, self._column("metric", m),
+            {d: table_rows[1 + i].to_numpy(dtype=object) for i, d in enumerate(dimensions)},
+            {m: frames.to_numbers(table_rows[1 + len(dimensions) + i], numbers, self._column("metric", m),
                                   self.where) for i, m in enumerate(metrics)},
             lo, hi,
         )
@@ -312,7 +318,10 @@ class SQLSource:
 
     def _labels(self, values: Sequence[Any], kind: str, freq: str) -> pd.DatetimeIndex:
         """Period labels of the database's period values."""
-        stamps = pd.DatetimeIndex(pd.to_datetime(pd.Index(values, dtype=object).map(_as_text), format="ISO8601"))
+        try:  # dates and datetimes from the driver convert directly
+            stamps = pd.DatetimeIndex(pd.to_datetime(pd.Series(values, dtype=object)))
+        except (TypeError, ValueError):  # text (SQLite) or a mix: through ISO text
+            stamps = pd.DatetimeIndex(pd.to_datetime(pd.Index(values, dtype=object).map(_as_text), format="ISO8601"))
         if stamps.tz is not None:
             stamps = stamps.tz_convert("UTC").tz_localize(None)
         if kind in ("date", "utc_hour"):
@@ -341,7 +350,8 @@ class SQLSource:
         assert self.config.query is not None  # noqa: S101  (query mode; a type narrowing)
         result = conn.execute(sa.text(self.config.query), self._query_bounds(freq, lo, hi))
         names = list(result.keys())
-        rows = result.all()
+        rows = result.cursor.fetchall() if result.cursor is not None else [tuple(r) for r in result.all()]
+        result.close()
         ts_col = self.config.timestamp
         wanted = [ts_col, *(self._column("dimension", d) for d in dimensions),
                   *(self._column("metric", m) for m in metrics)]
