@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from forecaster.settings import parse_config
 from forecaster.sources import make_source
@@ -208,3 +210,20 @@ def test_hourly_kpi_from_dates_is_refused(tmp_path: Path) -> None:
     source = _source(_csv(tmp_path, "timestamp,sessions\n2025-03-01,1\n2025-03-02,2\n"))
     with pytest.raises(BadInputError, match="dates without a time of day, so an hourly KPI cannot be cut"):
         source.fetch(["sessions"], [], "h")
+
+
+# --------------------------------------------------------------------------- property
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cells=st.lists(st.tuples(st.text(max_size=12), st.text(max_size=8)), min_size=1, max_size=6))
+def test_random_cells_give_a_frame_or_one_bad_input_line(tmp_path: Path, cells: list[tuple[str, str]]) -> None:
+    lines = "".join(f'"{ts.replace(chr(34), "")}","{value.replace(chr(34), "")}"\n' for ts, value in cells)
+    path = tmp_path / "random.csv"
+    path.write_text("timestamp,sessions\n" + lines, encoding="utf-8")
+    try:
+        got = _source(path, TZ).fetch(["sessions"], [], "D")
+    except BadInputError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith(f"source 'exports' (csv): {path}")
+    else:
+        assert list(got.columns) == ["timestamp", "sessions"] and got["timestamp"].is_monotonic_increasing

@@ -440,3 +440,14 @@ def test_one_demo_kpi_checked_from_postgres_alerts_like_the_demo(
 
     assert summary(got) == summary(want)
     assert any(a.anomaly.segment == {"channel": "paid_search"} for a in got.alerts)  # incident 3 is found
+
+
+def test_statement_timeout_is_a_source_error() -> None:
+    base = postgres_url_or_skip()
+    query = "SELECT now() AS ts, 1 AS sessions FROM pg_sleep(3) WHERE now() >= :start AND now() < :end"
+    source = _source(base, "UTC", query=query, timestamp="ts", statement_timeout=0.3)
+    with pytest.raises(SourceError) as info:
+        source.fetch(["sessions"], [], "h")
+    message = str(info.value)
+    assert message.startswith("source 'warehouse' (sql): the query on postgresql+psycopg://")
+    assert "canceling statement due to statement timeout" in message and info.value.exit_code == 3
