@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from forecaster.pipeline import last_closed_period
-from forecaster.settings import Settings, load_config, parse_config
+from forecaster.settings import ConfigError, Settings, load_config, parse_config
 from forecaster.sources import make_source
 from forecaster.sources.config import SQLSourceConfig
 from forecaster.sources.demo import DEMO_NOW, DemoSource, demo_frame
@@ -451,3 +451,29 @@ def test_statement_timeout_is_a_source_error() -> None:
     message = str(info.value)
     assert message.startswith("source 'warehouse' (sql): the query on postgresql+psycopg://")
     assert "canceling statement due to statement timeout" in message and info.value.exit_code == 3
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("{type: sql, url: 'sqlite://', tabel: x}",
+     "sources.w.tabel: unknown key; allowed here: type, delay_hours, url, table, query, timestamp, timezone, metrics, "
+     "dimensions, connect_timeout, statement_timeout"),
+    ("{type: sql, table: x}", "sources.w.url: required key is missing"),
+    ("{type: sql, url: 'sqlite://', table: x, timezone: Mars/Olympus}",
+     "sources.w.timezone: unknown timezone 'Mars/Olympus'; use an IANA name such as Europe/Amsterdam"),
+    ("{type: sql, url: 'sqlite://', query: 'select 1'}",
+     "sources.w: `query:` must use both bound parameters :start and :end (e.g. WHERE day >= :start AND day < :end)"),
+    ("{type: ga4, property_id: abc}",
+     "sources.w.property_id: GA4 property id 'abc' is not a number; give the numeric id from Admin > Property "
+     "details, e.g. '123456789'"),
+    ("{type: ga4, property_id: 12, metrics: {bounce rate: bounceRate}}",
+     "sources.w.metrics: kpiwatch name 'bounce rate' is not a plain name; use letters, digits and _"),
+    ("{type: csv}", "sources.w.path: required key is missing"),
+    ("{path: x.csv}", "sources.w.type: required key is missing"),
+    ("[csv]", "sources.w: expected a mapping with a `type:` key (one of demo, csv, parquet, sql, ga4)"),
+    ("{type: parquet, path: x, delay_hours: -1}",
+     "sources.w.delay_hours: Input should be greater than or equal to 0 (got -1)"),
+])
+def test_source_config_errors_are_one_line(entry: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"sources:\n  w: {entry}\nkpis:\n  s: {{metric: sessions, source: w}}\n", origin="c.yaml")
+    assert str(info.value) == f"c.yaml: {message}"

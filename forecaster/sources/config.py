@@ -185,10 +185,19 @@ class GA4SourceConfig(_RealSourceConfig):
     """
 
     type: Literal["ga4"]
-    property_id: str = Field(pattern=r"^(properties/)?[0-9]+$")
+    property_id: str
     metrics: dict[str, str] = Field(default_factory=dict)
     dimensions: dict[str, str] = Field(default_factory=dict)
     page_size: int = Field(default=100_000, ge=1, le=250_000)
+
+    @field_validator("property_id", mode="before")
+    @classmethod
+    def _numeric_id(cls, value: Any) -> str:
+        text = str(value).strip()
+        if not re.fullmatch(r"(properties/)?[0-9]+", text):
+            raise ValueError(f"GA4 property id {text!r} is not a number; give the numeric id from Admin > "
+                             "Property details, e.g. '123456789'")
+        return text
 
     @field_validator("metrics")
     @classmethod
@@ -240,7 +249,7 @@ def parse_source_config(value: Any) -> AnySourceConfig:
         error = exc.errors()[0]
         loc = tuple(error["loc"])
         if error["type"] == "extra_forbidden":
-            allowed = ", ".join(model.model_fields)
+            allowed = ", ".join(["type", *(key for key in model.model_fields if key != "type")])
             _raise("unknown_key", f"unknown key; allowed here: {allowed}", loc, None)
         if error["type"] == "missing":
             _raise("missing", "required key is missing", loc, None)
