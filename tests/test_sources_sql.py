@@ -477,3 +477,14 @@ def test_source_config_errors_are_one_line(entry: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(f"sources:\n  w: {entry}\nkpis:\n  s: {{metric: sessions, source: w}}\n", origin="c.yaml")
     assert str(info.value) == f"c.yaml: {message}"
+
+
+def test_query_bounds_do_not_depend_on_the_server_time_zone(tmp_path: Path) -> None:
+    # The server's default zone for this login is New York; naive timestamps must still compare as UTC.
+    for url in store_url("postgresql", tmp_path):
+        _seed(url, "postgresql")
+        new_york = url.replace("options=-csearch_path", "options=-cTimeZone%3DAmerica/New_York%20-csearch_path")
+        query = "SELECT ts, SUM(sessions) AS sessions FROM web_sessions WHERE ts >= :start AND ts < :end GROUP BY ts"
+        start = pd.Timestamp("2025-10-22 10:00", tz="UTC")
+        got = _source(new_york, "UTC", query=query, timestamp="ts").fetch(["sessions"], [], "h", start=start, end=start)
+        assert got["sessions"].tolist() == [float(SESSIONS.loc[SESSIONS["ts"] == start, "sessions"].sum())]

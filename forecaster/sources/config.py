@@ -130,8 +130,11 @@ class SQLSourceConfig(_RealSourceConfig):
       dimensions: {kpiwatch dimension: column} likewise;
     OR query mode:
       query: SQL text with bound `:start` (inclusive) and `:end` (exclusive) instants (UTC,
-        tz-aware) that returns the timestamp column, dimension and metric columns already
-        summed, one row per period and dimension values.
+        tz-aware; on SQLite 'YYYY-MM-DD HH:MM:SS' UTC text) that returns the timestamp column,
+        dimension and metric columns already summed, one row per period and dimension values
+        (every returned column that is not a metric counts as a dimension). The range covers
+        the periods asked for, a day wider on each side for daily KPIs; kpiwatch keeps the exact
+        periods. PostgreSQL sessions run in UTC, so naive timestamps compare as UTC.
     timezone: zone of naive stored timestamps (default UTC).
     connect_timeout: seconds to wait for a connection (default 10).
     statement_timeout: seconds a query may run, where the dialect allows it (PostgreSQL;

@@ -93,10 +93,13 @@ def _create_engine(url: URL, connect_timeout: float, statement_timeout: float, w
         millis = int(statement_timeout * 1000)
 
         @sa.event.listens_for(engine, "connect")
-        def _statement_timeout(dbapi_conn: Any, _record: Any) -> None:
-            # An int we computed, not user text: safe to put in the statement.
+        def _session(dbapi_conn: Any, _record: Any) -> None:
+            # An int we computed, not user text: safe to put in the statement. The session zone
+            # is UTC so a `query:` comparing naive timestamps with :start/:end reads them as UTC
+            # whatever the server's default zone is.
             cursor = dbapi_conn.cursor()
             cursor.execute(f"SET statement_timeout = {millis}")
+            cursor.execute("SET TIME ZONE 'UTC'")
             cursor.close()
             dbapi_conn.commit()
 
