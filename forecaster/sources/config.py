@@ -11,7 +11,7 @@ This module must not import `forecaster.settings` (settings imports it).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -258,10 +258,9 @@ def parse_source_config(value: Any) -> AnySourceConfig:
             _raise("missing", "required key is missing", loc, None)
         message = str(error["msg"]).removeprefix("Value error, ")
         _raise(error["type"], message, loc, error.get("input"))
-    raise AssertionError("unreachable")  # pragma: no cover  (every branch above returns or raises)
 
 
-def _raise(kind: str, message: str, loc: tuple[Any, ...], given: Any) -> None:
+def _raise(kind: str, message: str, loc: tuple[Any, ...], given: Any) -> NoReturn:
     """Raise one validation error at `loc` (relative to the entry) with a fixed message."""
     # Braces would be read as format fields by PydanticCustomError.
     template = message.replace("{", "{{").replace("}", "}}")
