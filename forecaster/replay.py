@@ -8,7 +8,7 @@ How a period is judged (defaults in brackets):
 - forecast: ETS (additive error, no trend, seasonal: a day for sub-daily data, a week for daily),
   its parameters fitted at each refit on the last `train_window` cleaned periods, its state then
   updated period by period with those parameters, so a forecast never uses the value it judges;
-  until two seasonal cycles exist a non-seasonal ETS judges (after 30 values and 30 calibration
+  until two seasonal cycles exist a non-seasonal ETS judges (after 60 values and 30 calibration
   errors), so a short file is judged from its first hours, not after two days;
 - band: calibrated on the one-step errors of the last `train_window` judged periods (conformal):
   their 99% quantile sets a normal-equivalent scale, the band is that scale at the per-period
@@ -48,8 +48,9 @@ from forecaster.types import BadInputError, KPISeries
 COLUMNS = ["timestamp", "value", "expected", "lower", "upper", "score", "anomaly"]
 CALIBRATION_LEVEL = 0.99  # the quantile of past errors the band's scale is read from
 MIN_CALIBRATION = 30  # one-step errors needed before any period is judged
-MIN_FIT = 30  # values needed for the first (non-seasonal) fit
+MIN_FIT = 60  # values needed for the first (non-seasonal) fit: rough parameters from fewer cost early judgements
 NORMAL_Q99 = 2.5758293035489004  # the 99% two-sided point of a standard normal
+MIN_SPREAD = 0.1  # of the band's sigma: the least spread _BehaviourShift reads its short mean against
 MIN_RELATIVE_SCALE = 1e-3  # of the series' typical size: a flat stretch must not give a zero band
 
 Progress = Callable[[int, int], None]
@@ -236,7 +237,8 @@ class _BehaviourShift:
         if len(self.means) >= self.min_history:
             centre = self.total / len(self.means)
             spread = math.sqrt(max(self.total_sq / len(self.means) - centre * centre, 0.0))
-            shifted = spread > 0 and (mean - centre) / spread > self.threshold
+            # A spread under MIN_SPREAD sigmas is a flat stretch, not a precise estimate.
+            shifted = (mean - centre) / max(spread, MIN_SPREAD) > self.threshold
         self.means.append(mean)
         self.total += mean
         self.total_sq += mean * mean
@@ -291,18 +293,16 @@ def _plan(series: KPISeries, config: ReplayConfig) -> _Plan:
 
 
 def _first_judged(values: np.ndarray, plan: _Plan) -> int:
-    """The first row with enough history for a first, non-seasonal fit (`MIN_FIT` values); the
-    calibration window (`MIN_CALIBRATION` one-step errors) follows, so judging starts after
-    about 60 values. Waiting for two seasonal cycles instead (576 values at 5 minutes) left short
-    files unjudged for days."""
-    needed = MIN_FIT + MIN_CALIBRATION
+    """The first row after `MIN_FIT` values, where a first, non-seasonal fit is possible; its
+    first `MIN_CALIBRATION` one-step errors calibrate the band, so scores start after about 90
+    values. (Waiting for two seasonal cycles instead, 576 values at 5 minutes, left short files
+    unjudged for days; a first fit on only 30 values scored lower on NAB dev: BENCHMARKS.md.)"""
     observed = np.cumsum(~np.isnan(values))
-    ready = np.nonzero(observed >= needed)[0]
-    if len(ready) == 0:
+    if len(values) == 0 or observed[-1] < MIN_FIT:
         raise BadInputError(
-            f"too little history to replay: needs at least {needed} values, got {int(observed[-1]) if len(values) else 0}"
+            f"too little history to replay: needs at least {MIN_FIT} values, got {int(observed[-1]) if len(values) else 0}"
         )
-    return int(ready[0]) + 1
+    return int(np.nonzero(observed >= MIN_FIT)[0][0]) + 1
 
 
 def _seasonal_ready(values: np.ndarray, plan: _Plan) -> int:

@@ -142,3 +142,95 @@ def test_backtest_cli_json_has_the_metrics(tmp_path: Path) -> None:
 def test_replay_config_level_is_checked() -> None:
     result = CliRunner().invoke(cli, ["replay", "--csv", "x.csv", "--output", "o.csv", "--level", "99"])
     assert result.exit_code == 2 and "`level` must be between 0 and 1" in result.stderr
+
+
+# --- warm-up, refit cadence, robust cleaning, change of behaviour -------------------------------
+
+from forecaster.replay import ReplayConfig, _BehaviourShift, _next_refit, _Plan  # noqa: E402
+
+PLAN_5MIN = _Plan(season=288, per_day=288.0, level=0.99, refit_every=2016, train_window=2016,
+                  accept_after=288, repeat_after=144)
+
+
+@pytest.mark.parametrize(
+    ("start", "seasonal_from", "end"),
+    [
+        (61, 586, 122),      # short history: refit when it has doubled
+        (122, 586, 244),
+        (488, 586, 586),     # the seasonal model takes over as soon as two cycles exist
+        (586, 586, 1172),
+        (1500, 586, 3000),
+        (2016, 586, 4032),   # long history: every refit_every periods
+        (5000, 586, 7016),
+        (10, 586, 40),       # never fewer than MIN_CALIBRATION periods per block early on
+    ],
+)
+def test_refits_come_as_the_history_doubles_then_every_refit_every(start: int, seasonal_from: int, end: int) -> None:
+    assert _next_refit(start, 61, seasonal_from, PLAN_5MIN) == end
+
+
+def test_a_short_file_is_judged_after_sixty_values_not_after_two_seasons() -> None:
+    index = pd.date_range("2025-01-01", periods=400, freq="5min", tz="UTC")
+    y = pd.Series(50 + np.random.default_rng(11).normal(0, 1, 400), index=index)
+    frame = replay(to_kpi_series("x", y))
+    judged = np.flatnonzero(frame["score"].notna().to_numpy())
+    assert judged[0] == 90  # 60 values for the first fit, 30 calibration errors, then judged
+    y.iloc[300] += 30  # a spike long before two daily cycles (576 periods) exist
+    assert replay(to_kpi_series("x", y))["anomaly"].iloc[300] == 1
+
+
+NORMAL_ERRORS = list(np.abs(np.random.default_rng(16).normal(0, 1, 400)))  # |N(0, 1)|: mean 0.8
+
+
+@pytest.mark.parametrize(
+    ("errors", "first_flag"),
+    [
+        # more of the same: nothing unusual
+        (NORMAL_ERRORS + NORMAL_ERRORS[:100], None),
+        # one huge error is capped at 4: one of ten in the short mean moves it too little
+        (NORMAL_ERRORS + [50.0] + NORMAL_ERRORS[:20], None),
+        # the errors triple and stay so: flagged a few periods after the change (at 400)
+        (NORMAL_ERRORS + [3 * e for e in NORMAL_ERRORS[:20]], range(401, 410)),
+        # a constant error size then a small rise: flat history has no spread, the floor holds it
+        ([1.0] * 400 + [1.2] * 20, None),
+        ([1.0] * 400 + [2.0] * 20, range(400, 410)),
+        # too little history (300 short means needed): silent whatever comes
+        (NORMAL_ERRORS[:200] + [4.0] * 20, None),
+    ],
+)
+def test_behaviour_shift_flags_a_lasting_rise_in_error_size(errors: list[float], first_flag: range | None) -> None:
+    shift = _BehaviourShift()
+    flagged = [i for i, e in enumerate(errors) if shift.update(e)]
+    if first_flag is None:
+        assert flagged == []
+    else:
+        assert flagged and flagged[0] in first_flag, flagged[:3]
+
+
+def test_a_lasting_shift_is_followed_even_before_it_is_accepted() -> None:
+    y = hourly(seed=12)
+    y.iloc[24 * 20:] += 40.0
+    frame = replay(to_kpi_series("x", y), ReplayConfig(accept_after=10**6))  # never taken as it is
+    later = frame.iloc[24 * 24: 24 * 25]
+    # Huber cleaning lets the level follow the clipped values: within days the forecast has
+    # caught up, where replacing anomalies by the forecast would stay 40 below for ever.
+    assert (later["expected"] - later["value"]).abs().median() < 5.0
+    assert frame["anomaly"].iloc[24 * 21:].sum() <= 1
+
+
+def test_spikes_that_keep_coming_become_normal_and_stop_alerting() -> None:
+    y = hourly(periods=24 * 60, seed=13)
+    y.iloc[::12] += 30.0  # every 12 hours: 8% of the periods, this series' normal
+    frame = replay(to_kpi_series("x", y))
+    second_month = frame["anomaly"].iloc[24 * 30:]
+    assert second_month.sum() <= 2
+
+
+def test_a_noisier_stretch_alerts_though_few_values_leave_the_band() -> None:
+    y = hourly(periods=24 * 40, seed=14, noise=1.0)
+    noisy = slice(24 * 30, 24 * 32)
+    y.iloc[noisy] += np.random.default_rng(15).normal(0, 2.5, 48)  # noise x2.7 for two days
+    frame = replay(to_kpi_series("x", y))
+    judged = frame.iloc[noisy]
+    assert judged["anomaly"].sum() >= 1
+    assert (judged["value"] > judged["upper"]).sum() + (judged["value"] < judged["lower"]).sum() <= 3
