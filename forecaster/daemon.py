@@ -16,6 +16,7 @@ import json
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import threading
 import time
@@ -121,45 +122,79 @@ def _check_in_worker(settings: Settings, at: pd.Timestamp, name: str) -> CheckRe
     return check(settings, at=at, kpis=[name], workers=1)
 
 
-def _run_with_timeout(function: Callable[..., Any], args: tuple[Any, ...], seconds: float) -> Any:
-    """Run `function(*args)` in a fresh process and return its result; kill it after `seconds`
-    (TimeoutError). Its exception, if any, is raised here."""
-    context = multiprocessing.get_context("forkserver")
-    # The fork server imports the pipeline once; each worker is a cheap fork of it, made from a
-    # single-threaded process (forking the daemon itself, with its threads, is not safe).
-    context.set_forkserver_preload(["forecaster.pipeline"])
-    receiver, sender = context.Pipe(duplex=False)
-    worker = context.Process(target=_worker_main, args=(sender, function, args), daemon=True)
-    worker.start()
-    sender.close()
-    try:
-        if not receiver.poll(seconds):
-            raise TimeoutError(f"stopped after {seconds:.0f} s (daemon.job_timeout_seconds)")
-        ok, value = receiver.recv()
-    except EOFError:
-        worker.join(5)
-        raise KPIWatchError(f"the worker process died (exit code {worker.exitcode}); see the log above") from None
-    finally:
-        if worker.is_alive():
-            worker.kill()
-        worker.join()
-        receiver.close()
-    if not ok:
-        raise value
-    return value
+class Worker:
+    """A worker process that runs one function call at a time, with a time limit.
+
+    A call that outlives its limit has its process killed (and a fresh one started on the
+    next call), so a hung fit never blocks the daemon. The process is also replaced after
+    `max_calls` calls, so memory stays flat over months. Workers are forked from a fork
+    server: forking the daemon itself, with its threads, is not safe.
+    """
+
+    def __init__(self, max_calls: int = 200) -> None:
+        self.max_calls = max_calls
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(["forecaster.pipeline"])  # imported once, in the server
+        self._process: Any = None
+        self._conn: Any = None
+        self._calls = 0
+
+    def call(self, function: Callable[..., Any], args: tuple[Any, ...], seconds: float) -> Any:
+        """`function(*args)` in the worker; its exception is raised here; TimeoutError after
+        `seconds`; KPIWatchError when the process dies."""
+        if self._process is None or not self._process.is_alive() or self._calls >= self.max_calls:
+            self._start()
+        self._calls += 1
+        self._conn.send((function, args))
+        try:
+            if not self._conn.poll(seconds):
+                self.close()
+                raise TimeoutError(f"stopped after {seconds:.0f} s (daemon.job_timeout_seconds)")
+            ok, value = self._conn.recv()
+        except (EOFError, OSError):
+            code = self._process.exitcode if self._process is not None else None
+            self.close()
+            raise KPIWatchError(f"the worker process died (exit code {code}); see the log above") from None
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        """Stop the process (kill: a hung fit does not listen)."""
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join()
+            self._conn.close()
+        self._process = self._conn = None
+
+    def _start(self) -> None:
+        self.close()
+        parent, child = self._context.Pipe()
+        self._process = self._context.Process(target=_worker_loop, args=(child,), daemon=True)
+        self._process.start()
+        child.close()
+        self._conn, self._calls = parent, 0
 
 
-def _worker_main(sender: Any, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    """The worker's side: send (True, result) or (False, exception) back, then exit."""
-    # Ctrl-C or a group SIGTERM is for the daemon, which lets this job finish (or kills it).
+def _worker_loop(conn: Any) -> None:
+    """The worker's side: run each (function, args) received and send back (ok, value)."""
+    # Ctrl-C or a group SIGTERM is for the daemon, which lets the call finish (or kills us).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        result: tuple[bool, Any] = (True, function(*args))
-    except Exception as exc:  # noqa: BLE001 - every failure goes back to the daemon's job
-        result = (False, exc if isinstance(exc, KPIWatchError) else KPIWatchError(f"{type(exc).__name__}: {exc}"))
-    sender.send(result)
-    sender.close()
+    while True:
+        try:
+            function, args = conn.recv()
+        except EOFError:
+            return  # the daemon is gone
+        try:
+            result: tuple[bool, Any] = (True, function(*args))
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to the daemon's job
+            result = (False, exc if isinstance(exc, KPIWatchError) else KPIWatchError(f"{type(exc).__name__}: {exc}"))
+        try:
+            conn.send(result)
+        except (BrokenPipeError, OSError):
+            return
 
 
 # -- observability -------------------------------------------------------------------------------
@@ -244,6 +279,11 @@ class Daemon:
         self.scheduler = BlockingScheduler(timezone="UTC")
         self.health: ThreadingHTTPServer | None = None
         self._shutdown: threading.Thread | None = None
+        self.running: set[str] = set()  # KPIs being judged right now (shown by /healthz)
+        # Worker processes shared by the KPI jobs: as many as cores, taken and given back.
+        self.workers: queue.Queue[Worker] = queue.Queue()
+        for _ in range(max(1, os.cpu_count() or 1)):
+            self.workers.put(Worker())
 
     # lifecycle
 
@@ -276,6 +316,8 @@ class Daemon:
             return 0
         finally:
             self._stop_health()
+            while not self.workers.empty():
+                self.workers.get().close()
             self.lock.release()
             self.store.close()
 
@@ -332,6 +374,7 @@ class Daemon:
         settings = self.settings
         kpi = settings.kpi(name)
         fields: dict[str, Any] = {"kpi": name}
+        self.running.add(name)
         try:
             fields.update(self._judge_due(name, kpi, settings))
             self._source_ok(name, settings)
@@ -352,6 +395,8 @@ class Daemon:
             fields.update(status="error", error=f"{type(exc).__name__}: {exc}")
             self.metrics.job_errors.labels(name).inc()
             log.exception("job failed")
+        finally:
+            self.running.discard(name)
         seconds = time.monotonic() - started
         self.metrics.duration.labels(name).observe(seconds)
         _event(level, "job", **fields, seconds=round(seconds, 2))
@@ -368,8 +413,12 @@ class Daemon:
         for period in periods:
             if self.stopping.is_set():
                 break
-            report = _run_with_timeout(_check_in_worker, (settings, moment_after(period, kpi.freq, settings.timezone), name),
-                                       settings.daemon.job_timeout_seconds)
+            at = moment_after(period, kpi.freq, settings.timezone)
+            worker = self.workers.get()
+            try:
+                report = worker.call(_check_in_worker, (settings, at, name), settings.daemon.job_timeout_seconds)
+            finally:
+                self.workers.put(worker)
             late = _late_note(period, latest, kpi.freq)
             outcome = record_and_send(report, settings, self.store, self.notifier, now.to_pydatetime(),
                                       judged={(name, ""): period.to_pydatetime()}, late_note=late, deliver_now=False)
@@ -475,7 +524,7 @@ class Daemon:
         age = None if self.last_good is None else round(time.time() - self.last_good, 1)
         body = {"status": "ok" if alive else "stopping", "scheduler_running": self.scheduler.running,
                 "last_good_cycle_age_seconds": age, "uptime_seconds": round(time.time() - self.started, 1),
-                "kpis": len(self.settings.kpis)}
+                "kpis": len(self.settings.kpis), "running": sorted(self.running)}
         return (200 if alive else 503), body
 
 

@@ -1,0 +1,241 @@
+"""`kpiwatch run` as a subprocess against the fake Slack, on simulated time (the demo source,
+one KPI with an ETS model, half a day per second), killed and restarted at chosen points."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fakeslack import FakeSlack
+
+from forecaster.pipeline import last_closed_period
+from forecaster.schedule import due_periods, moment_after
+
+pytestmark = pytest.mark.slow
+
+SIM_START = "2025-12-06T06:00:00Z"  # the demo's mobile conversion drop starts on 8 Dec
+SPEED = 8640.0  # simulated seconds per real second: a day every 10 s (a check takes 1-4 s)
+CONFIG = """
+timezone: Europe/Amsterdam
+state: sqlite:///{state}
+sources: {{default: {{type: demo}}}}
+alerting: {{routes: [{{channel: "#kpi-alerts"}}]}}
+daemon: {{health_port: {port}, log_format: json, catch_up_periods: 30}}
+kpis:
+  conversion_rate:
+    ratio: {{numerator: conversions, denominator: sessions}}
+    unit: "%"
+    segments: [device]
+    model: ets
+    schedule: every 1 seconds
+    min_volume: 200
+    min_abs_change: 0.001
+"""
+LAST_DAY = pd.Timestamp("2025-12-10", tz="UTC")  # the demo's data ends on 11 Dec
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Run:
+    """One daemon process; its log lines are collected from stderr."""
+
+    def __init__(self, config: Path, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        handle = log.open("a")
+        self.process = subprocess.Popen([sys.executable, "-m", "forecaster.cli", "run", "--config", str(config)],
+                                        env=env, stdout=handle, stderr=handle, cwd=config.parent)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+
+@pytest.fixture
+def world(tmp_path, request):
+    """A config, the fake Slack and an environment with a simulated clock anchored now
+    (`@pytest.mark.parametrize("speed", ...)` on a test changes the speed)."""
+    speed = getattr(request, "param", SPEED)
+    port = free_port()
+    config = tmp_path / "kpiwatch.yaml"
+    config.write_text(CONFIG.format(state=tmp_path / "state.db", port=port))
+    with FakeSlack() as slack:
+        env = {**os.environ, "SLACK_API_URL": slack.url, "SLACK_BOT_TOKEN": "xoxb-test",
+               "KPIWATCH_CLOCK": f"{SIM_START}*{speed}@{time.time()}", "PYTHONUNBUFFERED": "1"}
+        env.pop("SLACK_WEBHOOK_URL", None)
+        yield {"config": config, "slack": slack, "env": env, "port": port, "log": tmp_path / "daemon.log",
+               "tmp": tmp_path}
+
+
+def events(log: Path, message: str = "job") -> list[dict]:
+    if not log.exists():
+        return []
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("message") == message]
+
+
+def judged_days(log: Path) -> list[str]:
+    days = []
+    for job in events(log):
+        if job.get("status") == "ok" and job["periods"] != "none due":
+            days.extend(job["periods"].split(","))
+    return days
+
+
+def wait_until(predicate, timeout: float = 90, step: float = 0.5) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise AssertionError("timed out waiting")
+
+
+def posted_keys(slack: FakeSlack) -> list[str]:
+    return [m["metadata"]["event_payload"]["key"] for m in slack.messages("C0ALERTS")
+            if not m["thread_ts"] and m.get("metadata")]
+
+
+def test_killed_at_random_points_and_restarted_every_alert_once(world):
+    """SIGKILL at random moments, restart each time, until the demo's last day is judged."""
+    rng = random.Random(7)
+    kills = 0
+    while LAST_DAY.strftime("%Y-%m-%d") not in judged_days(world["log"]) and kills < 8:
+        run = Run(world["config"], world["env"], world["log"])
+        time.sleep(rng.uniform(4.0, 12.0))
+        run.process.kill()
+        run.process.wait(30)
+        kills += 1
+    final = Run(world["config"], world["env"], world["log"])
+    wait_until(lambda: LAST_DAY.strftime("%Y-%m-%d") in judged_days(world["log"]), timeout=150)
+    time.sleep(6)  # the delivery job runs every few seconds
+    assert final.stop() == 0
+    keys = posted_keys(world["slack"])
+    assert keys, "the demo's mobile conversion drop (8-10 Dec) must be alerted"
+    assert len(keys) == len(set(keys)), Counter(keys)  # none twice
+    texts = " ".join(m["text"] for m in world["slack"].messages("C0ALERTS"))
+    assert "conversion_rate on device=mobile fell" in texts
+    with sqlite3.connect(world["tmp"] / "state.db") as db:
+        ledger = db.execute("SELECT last_period FROM ledger WHERE kpi = 'conversion_rate'").fetchone()[0]
+        sent = [row[0] for row in db.execute("SELECT key FROM notifications WHERE kind = 'message'")]
+    assert ledger >= "2025-12-10"
+    assert sorted(sent) == sorted(keys)  # the notification log agrees with Slack: each once
+
+
+def test_down_for_three_days_then_each_missed_day_is_judged_once(world):
+    run = Run(world["config"], world["env"], world["log"])
+    wait_until(lambda: len(judged_days(world["log"])) >= 1)
+    assert run.stop() == 0
+    before = judged_days(world["log"])
+    time.sleep(16)  # three simulated days and a bit
+    run = Run(world["config"], world["env"], world["log"])
+    wait_until(lambda: len(judged_days(world["log"])) >= len(before) + 3)
+    assert run.stop() == 0
+    days = judged_days(world["log"])
+    assert len(days) == len(set(days)), Counter(days)  # each once
+    assert [pd.Timestamp(d) for d in days] == list(pd.date_range(days[0], days[-1], freq="D"))  # no gap
+
+
+def test_two_daemons_on_one_store_send_each_alert_once(world):
+    first = Run(world["config"], world["env"], world["log"])
+    second = Run(world["config"], world["env"], world["tmp"] / "second.log")
+    wait_until(lambda: LAST_DAY.strftime("%Y-%m-%d") in judged_days(world["log"]) + judged_days(world["tmp"] / "second.log"),
+               timeout=150)
+    time.sleep(6)
+    assert first.stop() == 0 and second.stop() == 0
+    keys = posted_keys(world["slack"])
+    assert keys and len(keys) == len(set(keys))
+    standby = [e for e in events(world["log"], "started") + events(world["tmp"] / "second.log", "started")]
+    assert len(standby) == 1  # one became active; the other stood by the whole time
+    logs = world["log"].read_text() + (world["tmp"] / "second.log").read_text()
+    assert "standing by until it stops" in logs
+
+
+@pytest.mark.parametrize("world", [43200.0], indirect=True)  # a day every 2 s: a job is nearly always busy
+def test_sigterm_during_a_job_finishes_it_and_exits_0_health_and_metrics_answer(world):
+    run = Run(world["config"], world["env"], world["log"])
+    base = f"http://127.0.0.1:{world['port']}"
+    wait_until(lambda: len(judged_days(world["log"])) >= 1)
+    health = json.loads(urllib.request.urlopen(f"{base}/healthz", timeout=5).read())
+    assert health["status"] == "ok" and health["scheduler_running"] is True
+    assert health["last_good_cycle_age_seconds"] is not None
+    metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+    assert 'kpiwatch_periods_judged_total{kpi="conversion_rate"}' in metrics
+    assert "kpiwatch_job_duration_seconds_bucket" in metrics
+    wait_until(lambda: _health(base)["running"] == ["conversion_rate"], step=0.1)  # a job is judging now
+    assert run.stop(signal.SIGTERM) == 0
+    lines = [json.loads(line) for line in world["log"].read_text().splitlines() if line.startswith("{")]
+    order = [line["message"] for line in lines]
+    after = lines[order.index("stopping: finishing the running job"):]
+    finished = [line for line in after if line["message"] == "job"]
+    assert finished and finished[0]["status"] == "ok" and finished[0]["periods"] != "none due"
+    assert order[-1] == "stopped"
+
+
+def _health(base: str) -> dict:
+    return json.loads(urllib.request.urlopen(f"{base}/healthz", timeout=5).read())
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_one(world):
+    run = Run(world["config"], world["env"], world["log"])
+    wait_until(lambda: len(judged_days(world["log"])) >= 1)
+    good = world["config"].read_text()
+    world["config"].write_text(good.replace("model: ets", "modle: ets"))
+    run.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: events(world["log"], "config reload refused, keeping the running config"))
+    count = len(events(world["log"]))
+    wait_until(lambda: len(events(world["log"])) > count)  # still judging on the old config
+    assert run.process.poll() is None
+    refused = events(world["log"], "config reload refused, keeping the running config")[0]
+    assert "modle" in refused["error"]
+    assert run.stop() == 0
+
+
+def test_a_config_typo_exits_2_before_any_slack_call(world):
+    world["config"].write_text(world["config"].read_text().replace("model: ets", "modle: ets"))
+    result = subprocess.run([sys.executable, "-m", "forecaster.cli", "run", "--config", str(world["config"])],
+                            env=world["env"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith("kpiwatch: error: ") and "modle" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert world["slack"].calls == []
+
+
+def test_days_are_judged_once_across_both_dst_changes_with_a_frozen_clock():
+    """Europe/Amsterdam: 29 Mar 2026 has 23 hours, 25 Oct 2026 has 25. Step a frozen clock every
+    hour across each change and judge what is due: every day exactly once, none skipped."""
+    zone = "Europe/Amsterdam"
+    for start, end in (("2026-03-27", "2026-04-01"), ("2026-10-23", "2026-10-28")):
+        judged: list[pd.Timestamp] = []
+        last = None
+        for now in pd.date_range(f"{start}T00:00Z", f"{end}T00:00Z", freq="h"):
+            for period in due_periods(last, last_closed_period(now, "D", zone), "D", cap=7):
+                assert last_closed_period(moment_after(period, "D", zone), "D", zone) == period
+                judged.append(period)
+                last = period
+        assert judged == list(pd.date_range(judged[0], judged[-1], freq="D"))
+        assert len(judged) == len(set(judged))
+
+
+def test_alerts_about_old_periods_say_they_are_late():
+    from forecaster.daemon import _late_note
+
+    latest = pd.Timestamp("2025-12-10", tz="UTC")
+    assert _late_note(latest, latest, "D") == ""
+    assert _late_note(latest - pd.Timedelta(days=3), latest, "D").startswith("Late: judged 3 days after it closed")
+    assert _late_note(latest - pd.Timedelta(hours=1), latest, "h").startswith("Late: judged 1 hour after it closed")
