@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,8 @@ from forecaster.units import format_period, format_value
 
 
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped into a file or CI log, rich would assume 80 columns and fold every table.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -335,6 +337,35 @@ def alerts_command(config_file: Path | None, limit: int, fmt: str) -> None:
 
 
 @cli.group()
+def sources() -> None:
+    """The data sources: check that every KPI's source answers."""
+
+
+@sources.command(name="test")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
+@click.option("--periods", default=3, show_default=True, type=click.IntRange(1, 366), help="Recent periods to fetch.")
+def sources_test(config_file: Path | None, periods: int) -> None:
+    """Fetch the last few periods of every KPI from its source: rows, last period, delay."""
+    from forecaster.sources.probe import probe_sources
+
+    settings = load_config(config_file)
+    with _spinner("asking every source", quiet=False):
+        probes = probe_sources(settings, periods=periods)
+    table = Table(title=f"Sources ({config_path(config_file)})")
+    for column in ("KPI", "source", "type", "rows", "last period", "delay", "data delay", "s", "status"):
+        table.add_column(column, justify="right" if column in ("rows", "s") else "left", overflow="fold")
+    for p in probes:
+        last = "-" if p.last_period is None else f"{pd.Timestamp(p.last_period):%Y-%m-%d %H:%M}"
+        status = "ok" + (f" ({'; '.join(p.notes)})" if p.notes else "") if p.ok else f"FAILED: {p.error}"
+        table.add_row(p.kpi, p.source, p.kind, str(p.rows), last, _hours(p.delay), _hours(p.data_delay),
+                      f"{p.seconds:.2f}", status)
+    out.print(table)
+    failed = [p for p in probes if not p.ok]
+    if failed:
+        raise SourcesFailed(f"{len(failed)} of {len(probes)} KPI source(s) failed; first: {failed[0].kpi}: {failed[0].error}")
+
+
+@cli.group()
 def outbox() -> None:
     """The queue of Slack messages: resend what Slack refused."""
 
@@ -470,6 +501,18 @@ def _freq_of(frame: pd.DataFrame) -> str:
     from forecaster.replay import _alias, _usual_spacing
 
     return _alias(_usual_spacing(pd.DatetimeIndex(frame["timestamp"]).sort_values()))
+
+
+class SourcesFailed(KPIWatchError):
+    """A source did not answer (exit code 3)."""
+
+    exit_code = 3
+
+
+def _hours(delta: object) -> str:
+    if delta is None:
+        return "-"
+    return f"{pd.Timedelta(delta).total_seconds() / 3600:.1f} h"
 
 
 class SlackFailed(KPIWatchError):

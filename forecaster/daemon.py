@@ -39,6 +39,7 @@ from forecaster.notify import record_and_send
 from forecaster.pipeline import CheckReport, check, last_closed_period
 from forecaster.schedule import Clock, default_schedule, due_periods, moment_after, parse_schedule
 from forecaster.settings import KPIConfig, Settings, load_config
+from forecaster.sources import make_source
 from forecaster.store import OutboxItem, Store, StoreError
 from forecaster.types import KPIWatchError, SourceError
 
@@ -405,7 +406,9 @@ class Daemon:
         """Judge the due periods oldest first, each in its own worker and transaction."""
         assert self.store is not None
         now = self.clock.now().floor("us")
-        latest = last_closed_period(now - pd.Timedelta(hours=kpi.data_delay_hours), kpi.freq, settings.timezone)
+        source_delay = make_source(settings.sources[kpi.source], settings.timezone, kpi.source).data_delay
+        delay = max(pd.Timedelta(hours=kpi.data_delay_hours), source_delay)  # e.g. GA4's 48 h
+        latest = last_closed_period(now - delay, kpi.freq, settings.timezone)
         last = self.store.last_judged(name, "")
         periods = due_periods(pd.Timestamp(last) if last else None, latest, kpi.freq,
                               settings.daemon.catch_up_periods)

@@ -165,3 +165,32 @@ def test_bad_csv_is_one_line_exit_2(tmp_path: Path, content: str, args: list[str
 )
 def test_bad_arguments_are_one_line_exit_2(args: list[str], fragments: list[str]) -> None:
     assert_one_line_error(run(*args), *fragments)
+
+
+def test_sources_test_lists_every_kpi_of_the_demo(tmp_path):
+    from click.testing import CliRunner
+
+    from forecaster.cli import cli
+
+    result = CliRunner().invoke(cli, ["sources", "test", "--config", str(Path(__file__).parent.parent / "config" / "kpiwatch.yaml")])
+    assert result.exit_code == 0, result.output
+    for kpi in ("sessions", "conversion_rate", "cpc"):
+        assert kpi in result.output
+    assert "2025-12-10 00:00" in result.output and "FAILED" not in result.output
+
+
+def test_sources_test_names_a_failing_source_and_exits_3(tmp_path):
+    from click.testing import CliRunner
+
+    from forecaster.cli import cli
+
+    config = tmp_path / "k.yaml"
+    config.write_text(
+        "sources:\n  files: {type: csv, path: '" + str(tmp_path / "missing-*.csv") + "'}\n  default: {type: demo}\n"
+        "kpis:\n  leads: {metric: leads, source: files}\n  sessions: {metric: sessions}\n"
+    )
+    result = CliRunner().invoke(cli, ["sources", "test", "--config", str(config)])
+    assert result.exit_code == 3
+    assert "FAILED" in result.output and "sessions" in result.output  # the others are still probed
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("kpiwatch: error: 1 of 2 KPI source(s) failed; first: leads:")

@@ -239,3 +239,48 @@ def test_alerts_about_old_periods_say_they_are_late():
     assert _late_note(latest, latest, "D") == ""
     assert _late_note(latest - pd.Timedelta(days=3), latest, "D").startswith("Late: judged 3 days after it closed")
     assert _late_note(latest - pd.Timedelta(hours=1), latest, "h").startswith("Late: judged 1 hour after it closed")
+
+
+FILE_CONFIG = """
+timezone: UTC
+state: sqlite:///{state}
+sources: {{files: {{type: csv, path: "{path}", timestamp: day}}}}
+alerting: {{routes: [{{channel: "#kpi-alerts"}}]}}
+daemon: {{health_port: 0, log_format: json, source_failures: 3}}
+kpis:
+  leads:
+    metric: leads
+    source: files
+    model: ets
+    schedule: every 1 seconds
+"""
+
+
+def write_leads(path: Path) -> None:
+    """Two years of daily leads with a weekly rhythm (no incident)."""
+    days = pd.date_range("2024-01-01", "2025-12-31", freq="D")
+    leads = [200 + 40 * (d.day_of_week < 5) + (d.day_of_year % 7) for d in days]
+    pd.DataFrame({"day": days.strftime("%Y-%m-%d"), "leads": leads}).to_csv(path, index=False)
+
+
+def test_a_failing_source_gives_one_alert_keeps_state_and_catches_up(world):
+    data = world["tmp"] / "leads.csv"
+    write_leads(data)
+    world["config"].write_text(FILE_CONFIG.format(state=world["tmp"] / "state.db", path=data))
+    run = Run(world["config"], world["env"], world["log"])
+    wait_until(lambda: len(judged_days(world["log"])) >= 1)
+    hidden = data.with_suffix(".gone")
+    data.rename(hidden)  # the export folder is empty: the source fails every cycle
+    wait_until(lambda: len([e for e in events(world["log"]) if e["status"] == "source_error"]) >= 5)
+    hidden.rename(data)
+    wait_until(lambda: len(judged_days(world["log"])) >= 3, timeout=120)
+    time.sleep(6)  # the delivery job
+    assert run.stop() == 0
+    messages = world["slack"].messages("C0ALERTS")
+    failing = [m for m in messages if "Source failing: leads" in m["text"]]
+    assert len(failing) == 1  # once, not once per failed cycle
+    back = [m for m in messages if m["thread_ts"] == failing[0]["ts"] and "Source back" in m["text"]]
+    assert len(back) == 1
+    assert not [m for m in messages if "Resolved" in m["text"]]  # no false "resolved"
+    days = judged_days(world["log"])
+    assert [pd.Timestamp(d) for d in days] == list(pd.date_range(days[0], days[-1], freq="D"))  # nothing skipped

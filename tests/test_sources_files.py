@@ -18,7 +18,7 @@ from forecaster.settings import parse_config
 from forecaster.sources import make_source
 from forecaster.sources.config import CsvSourceConfig, FileSourceConfig, ParquetSourceConfig
 from forecaster.sources.files import FileSource
-from forecaster.types import BadInputError
+from forecaster.types import BadInputError, SourceError
 
 TZ = "Europe/Amsterdam"
 UTC = "UTC"
@@ -198,11 +198,12 @@ def test_bad_csv_is_one_line_naming_file_line_and_column(tmp_path: Path, text: s
     assert info.value.exit_code == 2
 
 
-def test_missing_file_and_empty_glob(tmp_path: Path) -> None:
-    with pytest.raises(BadInputError) as info:
+def test_missing_file_and_empty_glob_are_source_failures(tmp_path: Path) -> None:
+    with pytest.raises(SourceError) as info:
         _source(tmp_path / "nope.csv").fetch(["sessions"], [], "D")
     assert str(info.value) == f"source 'exports' (csv): no such file '{tmp_path / 'nope.csv'}'; check `path:`"
-    with pytest.raises(BadInputError, match=r"no file matches '.*\*\.csv'; check `path:`"):
+    assert info.value.exit_code == 3
+    with pytest.raises(SourceError, match=r"no file matches '.*\*\.csv'; check `path:`"):
         _source(tmp_path / "*.csv").fetch(["sessions"], [], "D")
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from forecaster.sources import frames
 from forecaster.sources.config import FileSourceConfig
 from forecaster.sources.csv import _read_text, _split_rows
-from forecaster.types import BadInputError
+from forecaster.types import BadInputError, SourceError
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -66,17 +66,22 @@ class FileSource:
         return pd.Timestamp.now(tz="UTC")
 
     def paths(self) -> list[Path]:
-        """The files the configured path or glob matches now, sorted; none is an error."""
+        """The files the configured path or glob matches now, sorted.
+
+        None is a SourceError (exit 3), like a database that is down: an export folder is often
+        empty for a while (a late export, a moved share), and the daemon then keeps the KPI's
+        last state and judges the missed periods once the files are back.
+        """
         pattern = os.path.expanduser(self.config.path)
         if not _GLOB_CHARS & set(pattern):
             path = Path(pattern)
             if not path.is_file():
-                raise BadInputError(f"{self.where}: no such file {pattern!r}; check `path:`")
+                raise SourceError(f"{self.where}: no such file {pattern!r}; check `path:`")
             return [path]
         found = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
         if not found:
-            raise BadInputError(f"{self.where}: no file matches {pattern!r}; check `path:` (a glob like "
-                                "exports/*.csv)")
+            raise SourceError(f"{self.where}: no file matches {pattern!r}; check `path:` (a glob like "
+                              "exports/*.csv)")
         return found
 
     def fetch(
