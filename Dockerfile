@@ -1,4 +1,5 @@
-# kpiwatch in a container: `docker build -t kpiwatch .` then `docker run --rm kpiwatch demo`.
+# kpiwatch in a container: `docker build -t kpiwatch .`; `docker run kpiwatch` runs the daemon
+# (`kpiwatch run`) on /etc/kpiwatch/kpiwatch.yaml, `docker run --rm kpiwatch demo` the demo.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -13,7 +14,7 @@ COPY pyproject.toml README.md ./
 COPY forecaster ./forecaster
 COPY alerts ./alerts
 COPY config ./config
-RUN pip install . \
+RUN pip install ".[postgres]" \
  && mkdir -p /etc/kpiwatch /var/lib/kpiwatch \
  && cp config/kpiwatch.yaml /etc/kpiwatch/kpiwatch.yaml \
  && useradd --create-home --uid 10001 kpiwatch \
@@ -22,5 +23,11 @@ RUN pip install . \
 USER kpiwatch
 WORKDIR /var/lib/kpiwatch
 VOLUME ["/var/lib/kpiwatch"]
+EXPOSE 8321
+# The daemon's /healthz (daemon.health_port); the slim image has no curl, Python has urllib.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8321/healthz', timeout=4)" || exit 1
+# `docker stop` sends SIGTERM: the daemon finishes its job, flushes the outbox and exits 0.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["kpiwatch"]
-CMD ["demo"]
+CMD ["run"]
