@@ -188,10 +188,12 @@ class _State:
             self.clean[i] = forecast + max(-half, min(half, error))
         else:
             self.clean[i] = actual
-        # Every judged error sizes the band, anomalous ones too: the band reads the 99% quantile,
-        # which a few rare anomalies barely move, while spikes that come back often (more than
-        # 1% of periods) are this series' normal and must widen it, not alert every time.
-        self._remember(error)
+        # Every judged period sizes the band, anomalous ones with their cleaned error (at most
+        # the band's edge): the band reads the 99% quantile, which rare anomalies barely move,
+        # while spikes that come back often (more than 1% of periods) are this series' normal
+        # and widen it step by step instead of alerting every time; one huge spike cannot
+        # blow the band up for weeks.
+        self._remember(self.clean[i] - forecast)
 
     def _remember(self, error: float) -> None:
         """Keep a normal period's one-step error for the band: the last `train_window` of the
@@ -214,7 +216,7 @@ class _BehaviourShift:
 
     Like Numenta's anomaly likelihood: each judged period gives a raw score, its standardised
     |one-step error| capped at `cap` [4 sigma, about the band] so one spike counts as no more
-    than a band-sized error; the mean of the last `short` raw scores [5 periods] is compared
+    than a band-sized error; the mean of the last `short` raw scores [10 periods] is compared
     with the mean and spread of that short mean over the last `long` periods [8,000]. A short
     mean more than `threshold` [4] spreads above its long-run mean says the series has started
     behaving differently (denser spikes, more noise, a slow drift) even when no single period
