@@ -53,13 +53,29 @@ def free_port() -> int:
 
 
 class Run:
-    """One daemon process; its log lines are collected from stderr."""
+    """One daemon process (in its own process group, with its workers); its log lines are
+    collected from stderr. Every Run is killed at the end of its test, pass or fail."""
+
+    started: list[Run] = []
 
     def __init__(self, config: Path, env: dict[str, str], log: Path) -> None:
         self.log = log
         handle = log.open("a")
         self.process = subprocess.Popen([sys.executable, "-m", "forecaster.cli", "run", "--config", str(config)],
-                                        env=env, stdout=handle, stderr=handle, cwd=config.parent)
+                                        env=env, stdout=handle, stderr=handle, cwd=config.parent,
+                                        start_new_session=True)
+        Run.started.append(self)
+
+    @classmethod
+    def kill_all(cls) -> None:
+        """SIGKILL every daemon still running and its process group (fork server, workers)."""
+        for run in cls.started:
+            try:
+                os.killpg(run.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            run.process.wait(30)
+        cls.started.clear()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         self.process.send_signal(sig)
@@ -80,6 +96,7 @@ def world(tmp_path, request):
         env.pop("SLACK_WEBHOOK_URL", None)
         yield {"config": config, "slack": slack, "env": env, "port": port, "log": tmp_path / "daemon.log",
                "tmp": tmp_path}
+        Run.kill_all()
 
 
 def events(log: Path, message: str = "job") -> list[dict]:
@@ -118,7 +135,7 @@ def test_killed_at_random_points_and_restarted_every_alert_once(world):
     while LAST_DAY.strftime("%Y-%m-%d") not in judged_days(world["log"]) and kills < 8:
         run = Run(world["config"], world["env"], world["log"])
         time.sleep(rng.uniform(4.0, 12.0))
-        run.process.kill()
+        os.killpg(run.process.pid, signal.SIGKILL)  # the daemon and its workers, mid-whatever
         run.process.wait(30)
         kills += 1
     final = Run(world["config"], world["env"], world["log"])
