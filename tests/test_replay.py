@@ -234,3 +234,19 @@ def test_a_noisier_stretch_alerts_though_few_values_leave_the_band() -> None:
     judged = frame.iloc[noisy]
     assert judged["anomaly"].sum() >= 1
     assert (judged["value"] > judged["upper"]).sum() + (judged["value"] < judged["lower"]).sum() <= 3
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([3.0], 0.99, 3.0),
+        ([1.0, 2.0], 0.5, 1.5),
+        ([5.0, 1.0, 4.0, 2.0, 3.0], 0.99, 4.96),  # between the two largest, 0.96 of the way
+        ([0.0] * 99 + [100.0], 0.99, 1.0),  # one spike in a hundred barely moves the 99% point
+    ],
+)
+def test_quantile_matches_numpy_linear(values: list[float], q: float, expected: float) -> None:
+    from forecaster.replay import _quantile
+
+    assert _quantile(np.array(values), q) == pytest.approx(expected)
+    assert _quantile(np.array(values), q) == pytest.approx(float(np.quantile(values, q)))
