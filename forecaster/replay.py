@@ -10,9 +10,9 @@ How a period is judged (defaults in brackets):
   updated period by period with those parameters, so a forecast never uses the value it judges;
   until two seasonal cycles exist a non-seasonal ETS judges (after 60 values and 30 calibration
   errors), so a short file is judged from its first hours, not after two days;
-- band: calibrated on the one-step errors of the last `train_window` judged periods (conformal):
-  their 99% quantile sets a normal-equivalent scale, the band is that scale at the per-period
-  level (`_ErrorTail`);
+- band: calibrated on the one-step errors of the last `train_window` judged periods (conformal;
+  an anomalous period counts with its cleaned error, at most the band's edge): their 99% quantile
+  sets a normal-equivalent scale, the band is that scale at the per-period level (`_ErrorTail`);
 - per-period level: the KPI level [0.99] for daily data; for finer data it is tightened so the
   expected false alarms *per day* stay the same (a 5-minute series has 288 chances a day);
 - change of behaviour: beside the band, the mean size of the last 10 standardised errors is
@@ -94,7 +94,7 @@ def replay(series: KPISeries, config: ReplayConfig = ReplayConfig(), progress: P
     seasonal_from = _seasonal_ready(values, plan)
     start = first
     while start < n:
-        end = min(_next_refit(start, first, seasonal_from, plan), n)
+        end = min(_next_refit(start, seasonal_from, plan), n)
         state.judge_block(start, end, expected, lower, upper, score, anomaly)
         if progress:
             progress(end - first, n - first)
@@ -128,13 +128,13 @@ def summary(frame: pd.DataFrame, freq: str) -> str:
 
 
 class _State:
-    """The cleaned history (anomalies replaced by forecasts) and the alert bookkeeping."""
+    """The cleaned history (anomalies pulled back to the band's edge) and the alert bookkeeping."""
 
     def __init__(self, values: np.ndarray, plan: _Plan) -> None:
         self.raw = values
         self.clean = values.copy()
         self.plan = plan
-        self.errors: list[float] = []  # one-step errors of normal periods, oldest first
+        self.errors: list[float] = []  # one-step errors of judged periods (cleaned), oldest first
         self.run = 0  # anomalous periods in a row
         self.since_alert = math.inf
         self.seasonal: bool | None = None  # the form of the current model
@@ -144,7 +144,7 @@ class _State:
     def judge_block(self, start: int, end: int, expected: np.ndarray, lower: np.ndarray, upper: np.ndarray,
                     score: np.ndarray, anomaly: np.ndarray) -> None:
         """Refit on the clean history before `start`, then judge periods start..end-1 one by one."""
-        if self.seasonal is False and start >= _seasonal_history(self.plan.season) > 0 and self.plan.season > 1:
+        if self.seasonal is False and self.plan.season > 1 and start >= _seasonal_history(self.plan.season):
             # The warm-up model could not see the season, so it masked seasonal swings as
             # anomalies: the first seasonal fit reads the history as it was.
             self.clean[:start] = self.raw[:start]
@@ -197,8 +197,8 @@ class _State:
         self._remember(self.clean[i] - forecast)
 
     def _remember(self, error: float) -> None:
-        """Keep a normal period's one-step error for the band: the last `train_window` of the
-        current model's form (older forms' errors once it has MIN_CALIBRATION of its own)."""
+        """Keep a judged period's one-step error for the band: the last `train_window` of the
+        current model's form (older forms' errors only until it has MIN_CALIBRATION of its own)."""
         self.errors.append(error)
         drop = len(self.errors) - self.plan.train_window
         if self.stale and len(self.errors) - self.stale >= MIN_CALIBRATION:
@@ -330,11 +330,11 @@ def _seasonal_ready(values: np.ndarray, plan: _Plan) -> int:
     return _seasonal_history(plan.season) if plan.season > 1 else len(values)
 
 
-def _next_refit(start: int, first: int, seasonal_from: int, plan: _Plan) -> int:
+def _next_refit(start: int, seasonal_from: int, plan: _Plan) -> int:
     """The row where the block starting at `start` ends and the model is refitted.
 
     Every `refit_every` periods once the history is long; while it is short, whenever the history
-    has doubled (parameters from 30 values are rough), and at the row where two seasonal cycles
+    has doubled (parameters from 60 values are rough), and at the row where two seasonal cycles
     exist, so the seasonal model takes over as soon as it can.
     """
     end = start + plan.refit_every

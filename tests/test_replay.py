@@ -166,7 +166,7 @@ PLAN_5MIN = _Plan(season=288, per_day=288.0, level=0.99, refit_every=2016, train
     ],
 )
 def test_refits_come_as_the_history_doubles_then_every_refit_every(start: int, seasonal_from: int, end: int) -> None:
-    assert _next_refit(start, 61, seasonal_from, PLAN_5MIN) == end
+    assert _next_refit(start, seasonal_from, PLAN_5MIN) == end
 
 
 def test_a_short_file_is_judged_after_sixty_values_not_after_two_seasons() -> None:
