@@ -1,6 +1,10 @@
 """The outbox worker: sends queued messages to Slack exactly once, in order, and never gives up
 silently.
 
+Kinds: `message` (a top-level post), `chart` and `resolve` (into the thread of their parent
+message; a resolve also marks the original), `update` (a revised value: the parent message is
+edited with chat.update, nothing new is posted; a webhook, which cannot edit, posts the line).
+
 Stages per row (after Alertmanager's notify pipeline): wait for its parent (a chart or a resolve
 goes into the thread of the message it belongs to) → settle an unknown outcome by looking for
 the row's key in the channel → mark the attempt → send → record (the notification log is
@@ -24,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from alerts.message import resolved_blocks
+from alerts.message import resolved_blocks, revised_blocks
 from alerts.slack import Notifier, Posted, SlackError
 
 log = logging.getLogger("kpiwatch.delivery")
@@ -150,6 +154,8 @@ def _settled(outbox: Outbox, notifier: Notifier, row: Any, channel: str) -> bool
         return True
     if not notifier.can_look_up:
         return False  # a webhook cannot look: send again (at least once)
+    if row.kind == "update":
+        return False  # chat.update posts nothing to look for, and doing it again is harmless
     thread = None
     if row.kind == "resolve" and notifier.supports_threads:
         parent = outbox.get(row.parent_key)
@@ -180,12 +186,21 @@ def _send(outbox: Outbox, notifier: Notifier, row: Any, channel: str) -> tuple[P
             return notifier.post(channel, row.text, None, row.key), "no thread: posted on its own"
         _update_original(outbox, notifier, parent, row)
         return notifier.post(parent.slack_channel, row.text, None, row.key, thread_ts=parent.slack_ts), ""
+    if row.kind == "update":
+        if not notifier.supports_threads:
+            return notifier.post(channel, row.text, None, row.key), "no updates: posted on its own"
+        _update_original(outbox, notifier, parent, row)
+        return Posted(parent.slack_channel, parent.slack_ts), ""
     raise ValueError(f"outbox row {row.key} has unknown kind {row.kind!r}")
 
 
 def _update_original(outbox: Outbox, notifier: Notifier, parent: Any, row: Any) -> None:
-    """Mark the resolved incidents on the original message (chat.update is idempotent)."""
-    lines = [r.payload.get("line", r.text) for r in outbox.children(parent.key, "resolve")
-             if r.state == "sent" or r.id == row.id]
-    blocks = resolved_blocks(parent.payload.get("blocks", []), lines)
+    """Show the resolved incidents and revised values on the original message, each edit
+    rendered from the original blocks with every line sent so far plus this row's
+    (chat.update is idempotent)."""
+    def lines(kind: str) -> list[str]:
+        return [r.payload.get("line", r.text) for r in outbox.children(parent.key, kind)
+                if r.state == "sent" or r.id == row.id]
+
+    blocks = revised_blocks(resolved_blocks(parent.payload.get("blocks", []), lines("resolve")), lines("update"))
     notifier.update(parent.slack_channel, parent.slack_ts, parent.text, blocks)

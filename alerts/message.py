@@ -171,6 +171,19 @@ def resolved_blocks(blocks: Sequence[dict[str, Any]], lines: Sequence[str]) -> l
     return kept[:1] + [resolved] + kept[1:]
 
 
+def revised_blocks(blocks: Sequence[dict[str, Any]], lines: Sequence[str]) -> list[dict[str, Any]]:
+    """The message's blocks with the revised-value lines under its header, below the resolved
+    lines if there are any (for chat.update); both survive every later edit because each edit
+    renders both from the original blocks."""
+    kept = [dict(b) for b in blocks if b.get("block_id") != "kpiwatch-revised"][: MAX_BLOCKS - 1]
+    if not lines:
+        return kept
+    revised = _context("\n".join(f":pencil2: {line}" for line in lines))
+    revised["block_id"] = "kpiwatch-revised"
+    at = 2 if len(kept) > 1 and kept[1].get("block_id") == "kpiwatch-resolved" else 1
+    return kept[:at] + [revised] + kept[at:]
+
+
 def dashboard_link(template: str, alert: Alert) -> str:
     """The dashboard URL for an alert: `{kpi}`, `{segment}` (`channel=email`) and `{period}`
     (ISO date or time) filled in, URL-quoted; "" when no template is configured."""

@@ -2,6 +2,10 @@
 in the state store (not the scheduler) says which periods are due, so every closed period is
 judged once through restarts, downtime and clock changes.
 
+A period is judged only when its data are complete: the source's raw rows for it reach
+`completeness` of the usual count (`forecaster.completeness`); until then the KPI waits, and a
+period still incomplete after `no_data_after_hours` gets a "no data" message instead of a verdict.
+
 A job judges each due period in a fresh worker process with a time limit (a hung fit is
 killed, Prophet's temp files go with the process, memory stays flat), then stores the result and
 queues its alerts in one transaction. A separate delivery job sends the outbox; one lock per
@@ -35,13 +39,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from alerts.delivery import DeliveryPolicy, deliver
 from alerts.slack import Notifier, SlackError, make_notifier
+from forecaster.completeness import BASELINE_PERIODS, completeness, is_complete, rows_per_period
 from forecaster.notify import record_and_send
 from forecaster.pipeline import CheckReport, check, last_closed_period
 from forecaster.schedule import Clock, default_schedule, due_periods, moment_after, parse_schedule
 from forecaster.settings import KPIConfig, Settings, load_config
-from forecaster.sources import make_source
-from forecaster.store import OutboxItem, Store, StoreError
+from forecaster.sources import Source, make_source
+from forecaster.store import CyclePlan, OutboxItem, Store, StoreError
 from forecaster.types import KPIWatchError, SourceError
+from forecaster.units import format_period
 
 log = logging.getLogger("kpiwatch.daemon")
 DELIVERY_SECONDS = 5  # how often the outbox is sent (retries wait for their own time)
@@ -403,19 +409,39 @@ class Daemon:
         _event(level, "job", **fields, seconds=round(seconds, 2))
 
     def _judge_due(self, name: str, kpi: KPIConfig, settings: Settings) -> dict[str, Any]:
-        """Judge the due periods oldest first, each in its own worker and transaction."""
+        """Judge the due periods oldest first, each in its own worker and transaction.
+
+        A period whose rows are not all there yet (`kpi.completeness`) stops the KPI's round:
+        neither it nor a later period is judged, and the next round asks again. Once it has
+        been incomplete for `kpi.no_data_after_hours` it gets a "no data" message and is
+        skipped (the ledger moves past it), never judged as a drop.
+        """
         assert self.store is not None
         now = self.clock.now().floor("us")
-        source_delay = make_source(settings.sources[kpi.source], settings.timezone, kpi.source).data_delay
-        delay = max(pd.Timedelta(hours=kpi.data_delay_hours), source_delay)  # e.g. GA4's 48 h
+        source = make_source(settings.sources[kpi.source], settings.timezone, kpi.source)
+        delay = max(pd.Timedelta(hours=kpi.data_delay_hours), source.data_delay)  # e.g. GA4's 48 h
         latest = last_closed_period(now - delay, kpi.freq, settings.timezone)
         last = self.store.last_judged(name, "")
         periods = due_periods(pd.Timestamp(last) if last else None, latest, kpi.freq,
                               settings.daemon.catch_up_periods)
+        shares = _completeness_of(source, kpi, periods)
         anomalies = queued = 0
+        judged: list[pd.Timestamp] = []
+        fields: dict[str, Any] = {}
+        no_data: list[str] = []
         for period in periods:
             if self.stopping.is_set():
                 break
+            share = shares.get(period)
+            if share is not None and not is_complete(share, kpi.completeness):
+                ended = moment_after(period, kpi.freq, settings.timezone)
+                limit = ended + delay + pd.Timedelta(hours=kpi.no_data_after_hours)
+                if now < limit:
+                    fields.update(waiting=_label(period, kpi.freq), completeness=f"{share:.2f}")
+                    break
+                queued += self._no_data(name, kpi, settings, period, share, now - ended, now)
+                no_data.append(_label(period, kpi.freq))
+                continue
             at = moment_after(period, kpi.freq, settings.timezone)
             worker = self.workers.get()
             try:
@@ -427,12 +453,31 @@ class Daemon:
                                       judged={(name, ""): period.to_pydatetime()}, late_note=late, deliver_now=False)
             anomalies += len(report.alerts)
             queued += outcome.queued
+            judged.append(period)
             self.metrics.periods.labels(name).inc()
             self.metrics.anomalies.labels(name).inc(len(report.alerts))
         if queued:
             self.deliver_outbox()
-        judged = ",".join(p.strftime("%Y-%m-%d" if kpi.freq == "D" else "%Y-%m-%dT%H:%M") for p in periods)
-        return {"status": "ok", "periods": judged or "none due", "anomalies": anomalies, "queued": queued}
+        if no_data:
+            fields["no_data"] = ",".join(no_data)
+        shown = ",".join(_label(p, kpi.freq) for p in judged)
+        return {"status": "ok", "periods": shown or "none due", "anomalies": anomalies, "queued": queued, **fields}
+
+    def _no_data(self, name: str, kpi: KPIConfig, settings: Settings, period: pd.Timestamp, share: float,
+                 since_end: pd.Timedelta, now: pd.Timestamp) -> int:
+        """Skip a period that stayed incomplete past its limit: one "no data" message per route
+        (its own key, so a restart queues nothing twice) and the ledger past it, in one
+        transaction; returns the new outbox rows. Without Slack only the ledger moves."""
+        assert self.store is not None
+        hours = since_end / pd.Timedelta(hours=1)
+        text = (f":grey_question: No data: {name} for {format_period(period, kpi.freq)} has {share:.0%} of its "
+                f"usual rows {hours:.0f} h after it ended; it is not judged (a gap is not a drop). Check the "
+                "export or the source.")
+        items = [OutboxItem(f"no-data|{name}|{period.isoformat()}|{route.channel}", "message", route.channel, text,
+                            {"blocks": []})
+                 for route in settings.alerting.routes if route.takes(name, kpi.tags, "warning")]
+        plan = CyclePlan(items=items if self.notifier is not None else [], judged={(name, ""): period.to_pydatetime()})
+        return self.store.record_cycle([], plan, now.to_pydatetime())
 
     def deliver_outbox(self, max_wait: float = 0.0) -> None:
         """Send what is due in the outbox (the delivery job; also right after a check)."""
@@ -529,6 +574,26 @@ class Daemon:
                 "last_good_cycle_age_seconds": age, "uptime_seconds": round(time.time() - self.started, 1),
                 "kpis": len(self.settings.kpis), "running": sorted(self.running)}
         return (200 if alive else 503), body
+
+
+def _completeness_of(source: Source, kpi: KPIConfig, periods: list[pd.Timestamp]) -> dict[pd.Timestamp, float | None]:
+    """Each due period's share of its usual rows (None: unknown, judged as complete), from one
+    cheap fetch: the KPI's first metric, no dimensions, the due periods and the 28 before them.
+    Empty when the check is off or the source cannot count rows."""
+    if kpi.completeness <= 0 or not periods:
+        return {}
+    step = pd.Timedelta(days=1) if kpi.freq == "D" else pd.Timedelta(hours=1)
+    frame = source.fetch(kpi.metrics[:1], [], kpi.freq, start=periods[0] - BASELINE_PERIODS * step,
+                         end=periods[-1], rows=True)
+    rows = rows_per_period(frame)
+    if rows is None:
+        return {}
+    return {period: completeness(rows, period, step) for period in periods}
+
+
+def _label(period: pd.Timestamp, freq: str) -> str:
+    """A period as the log shows it: `2025-12-09`, or `2025-12-09T14:00` for hours."""
+    return period.strftime("%Y-%m-%d" if freq == "D" else "%Y-%m-%dT%H:%M")
 
 
 def _late_note(period: pd.Timestamp, latest: pd.Timestamp, freq: str) -> str:

@@ -8,12 +8,16 @@ and sends nothing twice.
 Keys (unique in the store): an incident's alert key is `kpi|segment|first period|direction`; a
 message's key names its channel and the alert keys (and, for a repeat, the period) it carries, so
 the same check run twice queues nothing new.
+
+A value revised after its alert was sent (the source corrected the alerted period) queues an
+`update` of the alert's message, never a second message (`revisions`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,7 +43,7 @@ from forecaster.store import (
     utcnow,
 )
 from forecaster.types import Alert
-from forecaster.units import format_period
+from forecaster.units import format_period, format_value
 
 
 CHARTS_ELSEWHERE = ("Charts are not sent over a webhook: `kpiwatch check --dry-run --out DIR` draws them "
@@ -82,11 +86,15 @@ def plan_cycle(
     now: datetime,
     charts: bool = True,
     late_note: str = "",
+    previous_actuals: Mapping[tuple[str, str, pd.Timestamp], float] | None = None,
 ) -> CyclePlan:
     """What this check changes: incidents to open, keep, repeat or resolve, and the messages.
 
     charts: queue one chart per alert for the message's thread (bot mode; default True).
     late_note: said under each new alert when the period is judged late (after downtime).
+    previous_actuals: (kpi, segment, period) -> the actual stored before this check, for the
+        alerted period of each open incident (`previous_actuals_of`); a value revised since
+        its alert edits the alert's message (default None: no revisions looked for).
     """
     repeat_after = timedelta(hours=settings.alerting.repeat_hours)
     outgoing: list[Outgoing] = []
@@ -116,7 +124,65 @@ def plan_cycle(
                            a.text)
               for key, a in opened_keys.items()]
     resolved, resolve_items = _resolves(report, open_incidents, now, settings.timezone)
-    return CyclePlan(opened, still_open, renotified, [i.id for i in resolved], items + resolve_items)
+    revised = revisions(report, settings, open_incidents, previous_actuals or {})
+    return CyclePlan(opened, still_open, renotified, [i.id for i in resolved], items + resolve_items + revised)
+
+
+REVISION_SHARE = 0.01
+"""A stored actual that moved by more than this share of itself (1%) is a revision; less is
+rounding in the source, not news."""
+
+
+def previous_actuals_of(
+    store: Store, open_incidents: Mapping[tuple[str, str], Incident]
+) -> dict[tuple[str, str, pd.Timestamp], float]:
+    """The stored actual of each open incident's alerted period (read before the check is
+    stored, which overwrites it); incidents without a stored value are left out."""
+    found: dict[tuple[str, str, pd.Timestamp], float] = {}
+    for incident in open_incidents.values():
+        record = store.evaluation(incident.kpi, incident.segment, incident.first_period)
+        if record is not None and record.actual is not None:
+            found[(incident.kpi, incident.segment, pd.Timestamp(incident.first_period))] = float(record.actual)
+    return found
+
+
+def revisions(
+    report: CheckReport,
+    settings: Settings,
+    open_incidents: Mapping[tuple[str, str], Incident],
+    previous_actuals: Mapping[tuple[str, str, pd.Timestamp], float],
+) -> list[OutboxItem]:
+    """An `update` row per message of each open incident whose alerted period, judged again
+    in this check's window, now has an actual that differs from the stored one by more than
+    `REVISION_SHARE`: delivery edits the message (chat.update) instead of posting again.
+
+    The key carries the new value (rounded), so the same revision is queued once and a second,
+    different one edits again.
+    """
+    judged = {(r.series.name, segment_key(r.series.segment)): r for r in report.results}
+    items: list[OutboxItem] = []
+    for where, incident in open_incidents.items():
+        result = judged.get(where)
+        period = pd.Timestamp(incident.first_period)
+        before = previous_actuals.get((incident.kpi, incident.segment, period))
+        if result is None or before is None or math.isnan(before):
+            continue
+        again = next((j for j in result.judgements if j.period == period), None)
+        if again is None or math.isnan(again.actual):
+            continue  # outside the window, or gone: a gap is not a revision
+        if abs(again.actual - before) <= REVISION_SHARE * abs(before):
+            continue
+        kpi = settings.kpis.get(incident.kpi)
+        unit = kpi.unit if kpi is not None else ""
+        where_text = f" on {incident.segment}" if incident.segment else ""
+        line = (f"Revised: {incident.kpi}{where_text} for {format_period(period, result.series.freq)} is now "
+                f"{format_value(again.actual, unit)} (was {format_value(before, unit)}; expected "
+                f"{format_value(again.expected, unit)})")
+        for message_key in filter(None, (incident.message_key or "").split("\n")):
+            channel = message_key.split("|")[1]
+            items.append(OutboxItem(f"revise|{incident.alert_key}|{message_key}|{again.actual:.6g}", "update",
+                                    channel, line, {"line": line}, parent_key=message_key))
+    return items
 
 
 def alert_key(alert: Alert) -> str:
@@ -255,8 +321,10 @@ def record_and_send(
         store.record_cycle(evaluation_records(report), CyclePlan(judged=judged or {}), now)
         return CycleOutcome(0, None)
     snoozes = config_snoozes(settings) + store.snoozes(now)
-    plan = plan_cycle(report, settings, store.open_incidents(), snoozes, now,
-                      charts=settings.alerting.charts and notifier.supports_files, late_note=late_note)
+    incidents = store.open_incidents()
+    plan = plan_cycle(report, settings, incidents, snoozes, now,
+                      charts=settings.alerting.charts and notifier.supports_files, late_note=late_note,
+                      previous_actuals=previous_actuals_of(store, incidents))
     plan = dataclasses.replace(plan, judged=judged or {})
     queued = store.record_cycle(evaluation_records(report), plan, now)
     if not deliver_now:

@@ -172,6 +172,13 @@ class KPIConfig(_Strict):
         hourly ones every hour at :10).
     data_delay_hours: a period is judged only this long after it ends, when its data is complete
         (default 0; GA4 needs about 24-48).
+    completeness: the daemon judges a period only when its raw rows reach this share of the
+        median of the 28 periods before it (default 0.9; 0 = off). Meant for exports with a
+        steady number of rows per period (a row per segment and hour); for event tables (a row
+        per order) lower it or set 0. Sources that cannot count rows (query, ga4, demo) skip it.
+    no_data_after_hours: a period still incomplete this many hours after it ended (plus the
+        data delay) gets a "no data" message of its own and is skipped, never judged as a drop
+        (default 24).
     """
 
     metric: str | None = None
@@ -200,6 +207,8 @@ class KPIConfig(_Strict):
     tags: list[str] = Field(default_factory=list)
     schedule: str | None = None
     data_delay_hours: float = Field(default=0.0, ge=0.0, le=24 * 14)
+    completeness: float = Field(default=0.9, ge=0, le=1)
+    no_data_after_hours: float = Field(default=24.0, gt=0)
 
     @field_validator("schedule")
     @classmethod

@@ -110,7 +110,7 @@ outbox = sa.Table(
     "outbox", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("key", sa.String(700), nullable=False, unique=True),
-    sa.Column("kind", sa.String(16), nullable=False),  # message | chart | resolve
+    sa.Column("kind", sa.String(16), nullable=False),  # message | chart | resolve | update
     sa.Column("channel", sa.String(128), nullable=False),
     sa.Column("parent_key", sa.String(700)),  # must be sent first (thread, update)
     sa.Column("text", sa.Text, nullable=False),
@@ -380,6 +380,14 @@ class Store:
         with self.transaction() as conn:
             rows = conn.execute(query).mappings().all()
         return [EvaluationRecord(**{k: r[k] for k in EvaluationRecord.__dataclass_fields__}) for r in rows]
+
+    def evaluation(self, kpi: str, segment: str, period: datetime) -> EvaluationRecord | None:
+        """The stored evaluation of one period of a KPI segment (None: never judged)."""
+        query = sa.select(evaluations).where(evaluations.c.kpi == kpi, evaluations.c.segment == segment,
+                                             evaluations.c.period == period)
+        with self.transaction() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else EvaluationRecord(**{k: row[k] for k in EvaluationRecord.__dataclass_fields__})
 
     # -- outbox -------------------------------------------------------------------------------
 

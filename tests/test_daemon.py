@@ -301,3 +301,116 @@ def test_a_failing_source_gives_one_alert_keeps_state_and_catches_up(world):
     assert not [m for m in messages if "Resolved" in m["text"]]  # no false "resolved"
     days = judged_days(world["log"])
     assert [pd.Timestamp(d) for d in days] == list(pd.date_range(days[0], days[-1], freq="D"))  # nothing skipped
+
+
+PARTIAL_CONFIG = """
+timezone: UTC
+state: sqlite:///{state}
+sources:
+  late_export: {{type: csv, path: "{late}", timestamp: hour}}
+  lost_export: {{type: csv, path: "{lost}", timestamp: hour}}
+alerting: {{routes: [{{channel: "#kpi-alerts"}}], charts: false}}
+daemon: {{health_port: 0, log_format: json}}
+kpis:
+  leads:
+    metric: leads
+    source: late_export
+    model: ets
+    schedule: every 1 seconds
+    no_data_after_hours: 240
+  signups:
+    metric: leads
+    source: lost_export
+    model: ets
+    schedule: every 1 seconds
+    no_data_after_hours: 1
+"""
+PARTIAL_DAY = pd.Timestamp("2025-12-05", tz="UTC")  # the latest closed day when the simulated clock starts
+CHANNELS, HOURS = ("email", "search"), (8, 10, 12, 14, 16)  # 10 export rows a day
+
+
+def write_hourly_leads(path: Path, partial: dict[pd.Timestamp, float] | None = None) -> None:
+    """A long export, one row per channel and hour, from August to the end of the year; a day in
+    `partial` keeps only that share of its rows (an export still being written)."""
+    rows = []
+    for day in pd.date_range("2025-08-01", "2025-12-31", freq="D", tz="UTC"):
+        day_rows = [(f"{day:%Y-%m-%d}T{hour:02d}:00:00", channel, 12 + 3 * (day.day_of_week < 5) + (hour % 3))
+                    for hour in HOURS for channel in CHANNELS]
+        share = (partial or {}).get(day, 1.0)
+        rows.extend(day_rows[: round(len(day_rows) * share)])
+    pd.DataFrame(rows, columns=["hour", "channel", "leads"]).to_csv(path, index=False)
+
+
+def kpi_jobs(log: Path, kpi: str) -> list[dict]:
+    return [e for e in events(log) if e.get("kpi") == kpi and e.get("status") == "ok"]
+
+
+def kpi_days(log: Path, kpi: str) -> list[str]:
+    return [d for e in kpi_jobs(log, kpi) if e["periods"] != "none due" for d in e["periods"].split(",")]
+
+
+def test_a_partial_day_waits_until_complete_and_one_left_incomplete_gets_one_no_data_message(world):
+    late, lost = world["tmp"] / "late.csv", world["tmp"] / "lost.csv"
+    write_hourly_leads(late, {PARTIAL_DAY: 0.4})
+    write_hourly_leads(lost, {PARTIAL_DAY: 0.4})
+    world["config"].write_text(PARTIAL_CONFIG.format(state=world["tmp"] / "state.db", late=late, lost=lost))
+    run = Run(world["config"], world["env"], world["log"])
+    # leads: 4 of its usual 10 rows, well inside its 240 h: waits, cycle after cycle, judges nothing
+    wait_until(lambda: len([e for e in kpi_jobs(world["log"], "leads") if e.get("waiting") == "2025-12-05"]) >= 3)
+    waiting = [e for e in kpi_jobs(world["log"], "leads") if "waiting" in e]
+    assert waiting[0]["completeness"] == "0.40" and waiting[0]["periods"] == "none due"
+    assert kpi_days(world["log"], "leads") == []
+    write_hourly_leads(late)  # the export is complete now
+    wait_until(lambda: "2025-12-06" in kpi_days(world["log"], "leads") and "2025-12-06" in kpi_days(world["log"], "signups"))
+    time.sleep(6)  # the delivery job
+    assert run.stop() == 0
+    leads = kpi_days(world["log"], "leads")
+    assert leads[:2] == ["2025-12-05", "2025-12-06"] and len(leads) == len(set(leads))  # judged once, complete
+    with sqlite3.connect(world["tmp"] / "state.db") as db:
+        actual = db.execute("SELECT actual FROM evaluations WHERE kpi = 'leads' AND period LIKE '2025-12-05%'").fetchone()[0]
+    full = pd.read_csv(late).query("hour.str.startswith('2025-12-05')")["leads"].sum()
+    assert actual == full  # the day was judged on all its rows, never on the 40%
+    # signups: 4 of 10 rows more than 1 h after the day ended: one "no data" message, skipped, not judged
+    signups = kpi_days(world["log"], "signups")
+    assert "2025-12-05" not in signups and signups[0] == "2025-12-06"
+    assert [e["no_data"] for e in kpi_jobs(world["log"], "signups") if "no_data" in e] == ["2025-12-05"]
+    messages = world["slack"].messages("C0ALERTS")
+    no_data = [m for m in messages if "No data" in m["text"]]
+    assert len(no_data) == 1
+    assert no_data[0]["text"].startswith(":grey_question: No data: signups for Fri 05 Dec 2025 has 40% of its usual "
+                                         "rows ")
+    assert "it is not judged (a gap is not a drop)" in no_data[0]["text"]
+    assert not [m for m in messages if "fell" in m["text"]]  # the gap was never read as a drop
+
+
+REVISED_CONFIG = FILE_CONFIG.replace('alerting: {{routes: [{{channel: "#kpi-alerts"}}]}}',
+                                     'alerting: {{routes: [{{channel: "#kpi-alerts"}}], repeat_hours: 1000, charts: false}}')
+
+
+def write_dropped_leads(path: Path, first_day: float) -> None:
+    """`write_leads` with a drop to 30% from 5 Dec on; 5 Dec itself at `first_day` of normal."""
+    write_leads(path)
+    frame = pd.read_csv(path)
+    share = frame["day"].map(lambda day: first_day if day == "2025-12-05" else 0.3 if day > "2025-12-05" else 1.0)
+    frame["leads"] = (frame["leads"] * share).round().astype(int)
+    frame.to_csv(path, index=False)
+
+
+def test_a_value_revised_after_its_alert_edits_the_message(world):
+    data = world["tmp"] / "leads.csv"
+    write_dropped_leads(data, 0.3)
+    assert REVISED_CONFIG != FILE_CONFIG
+    world["config"].write_text(REVISED_CONFIG.format(state=world["tmp"] / "state.db", path=data))
+    run = Run(world["config"], world["env"], world["log"])
+    wait_until(lambda: posted_keys(world["slack"]))  # the drop on 5 Dec is alerted
+    before = world["slack"].messages("C0ALERTS")[0]["text"]
+    write_dropped_leads(data, 0.4)  # the source corrects 5 Dec (still low, but another number)
+    wait_until(lambda: any(m["edited"] for m in world["slack"].messages("C0ALERTS")), timeout=60)
+    time.sleep(2)
+    assert run.stop() == 0
+    [message] = world["slack"].messages("C0ALERTS")  # edited in place: no second message, no reply
+    assert len(posted_keys(world["slack"])) == 1 and message["text"] == before
+    assert world["slack"].methods().count("chat.postMessage") == 1
+    revised = [b for b in message["blocks"] if b.get("block_id") == "kpiwatch-revised"]
+    assert len(revised) == 1
+    assert "Revised: leads for Fri 05 Dec 2025 is now 97 (was 73; expected" in revised[0]["elements"][0]["text"]

@@ -16,7 +16,7 @@ from storage import BACKENDS, store_url
 
 from alerts.delivery import DeliveryPolicy, deliver
 from alerts.slack import SlackBot, SlackWebhook
-from forecaster.notify import evaluation_records, plan_cycle
+from forecaster.notify import evaluation_records, plan_cycle, previous_actuals_of
 from forecaster.settings import parse_config
 from forecaster.store import Store
 
@@ -209,6 +209,61 @@ def test_without_charts_the_message_says_where_they_are(store, settings, slack):
     deliver(store, SlackWebhook(slack.webhook_url), {}, DeliveryPolicy(), clock=Clock(NOW))
     [posted] = slack.messages("webhook")
     assert "kpiwatch check --dry-run --out DIR" in posted["blocks"][-1]["elements"][0]["text"]
+
+
+def queue_revision(store, settings, actual, now=NOW + timedelta(hours=1)) -> int:
+    """The conversion_rate alert's period judged again with a corrected actual (the source was revised)."""
+    checked = report([alert()])
+    result = checked.results[0]
+    judgements = tuple(j if j.period != result.judgements[-1].period else type(j)(**{**j.__dict__, "actual": actual})
+                       for j in result.judgements)
+    checked = type(checked)(checked.period, checked.alerts, (type(result)(**{**result.__dict__, "judgements": judgements}),))
+    incidents = store.open_incidents()
+    plan = plan_cycle(checked, settings, incidents, [], now, charts=False,
+                      previous_actuals=previous_actuals_of(store, incidents))
+    return store.record_cycle(evaluation_records(checked), plan, now)
+
+
+def test_a_revised_value_edits_the_message_and_posts_nothing_new(store, settings, slack):
+    queue(store, settings, [alert()])
+    send(store, slack)
+    assert queue_revision(store, settings, 45.0) == 1
+    result = send(store, slack, Clock(NOW + timedelta(hours=1)))
+    [message] = slack.messages("C0ALERTS")  # no reply, no second message
+    assert result.sent == 1 and slack.methods().count("chat.postMessage") == 1
+    assert message["edited"] and slack.methods().count("chat.update") == 1
+    revised = [b for b in message["blocks"] if b.get("block_id") == "kpiwatch-revised"]
+    assert revised and "Revised: conversion_rate on device=mobile for Wed 10 Dec 2025 is now 45 (was 60; expected 100)" \
+        in revised[0]["elements"][0]["text"]
+    assert message["blocks"][0]["type"] == "header" and message["blocks"][1] == revised[0]  # under the header
+    [update] = [r for r in store.rows(states=["sent"]) if r.kind == "update"]
+    assert (update.slack_channel, update.slack_ts) == ("C0ALERTS", message["ts"])  # the parent's place
+
+
+def test_revised_and_resolved_lines_both_stay_on_the_message(store, settings, slack):
+    queue(store, settings, [alert()])
+    send(store, slack)
+    queue_revision(store, settings, 45.0)
+    send(store, slack, Clock(NOW + timedelta(hours=1)))
+    queue(store, settings, [], now=NOW + timedelta(days=1), normal=[("conversion_rate", {"device": "mobile"})])
+    send(store, slack, Clock(NOW + timedelta(days=1)))
+    [message] = posts(slack)
+    ids = [b.get("block_id") for b in message["blocks"]]
+    assert ids[1:3] == ["kpiwatch-resolved", "kpiwatch-revised"]  # under the header, resolved first
+    texts = [str(b) for b in message["blocks"][1:3]]
+    assert "Resolved: conversion_rate" in texts[0] and "Revised: conversion_rate" in texts[1]
+
+
+def test_webhook_posts_a_revision_on_its_own(store, settings, slack):
+    queue(store, settings, [alert()])
+    hook = SlackWebhook(slack.webhook_url)
+    deliver(store, hook, {}, DeliveryPolicy(), clock=Clock(NOW))
+    queue_revision(store, settings, 45.0)
+    clock = Clock(NOW + timedelta(hours=1))
+    result = deliver(store, hook, {}, DeliveryPolicy(), clock=clock, sleep=clock.sleep)
+    texts = [m["text"] for m in slack.messages("webhook")]
+    assert result.sent == 1 and len(texts) == 2 and texts[1].startswith("Revised: conversion_rate")
+    assert {n["kind"]: n["note"] for n in store.notification_log()}["update"] == "no updates: posted on its own"
 
 
 CRASH = """

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from alerting import alert, report
+from alerting import DAY, alert, report
 
-from forecaster.notify import alert_key, plan_cycle, record_and_send
+from forecaster.notify import alert_key, plan_cycle, previous_actuals_of, record_and_send
 from forecaster.settings import parse_config
 from forecaster.store import Snooze, Store
 from forecaster.types import Severity
@@ -120,6 +121,59 @@ def test_without_slack_only_the_evaluations_are_stored(settings, store):
     assert outcome.queued == 0 and outcome.delivery is None
     assert store.counts()["pending"] == 0
     assert len(store.evaluations_of("conversion_rate", "device=mobile")) == 7
+
+
+def revised(checked, actual: float, period=DAY):
+    """The report with the first series' actual at `period` replaced (the source corrected it)."""
+    result = checked.results[0]
+    judgements = tuple(dataclasses.replace(j, actual=actual) if j.period == period else j for j in result.judgements)
+    return dataclasses.replace(checked, results=(dataclasses.replace(result, judgements=judgements),))
+
+
+def _updates(plan):
+    return [i for i in plan.items if i.kind == "update"]
+
+
+def test_a_revised_alerted_value_queues_an_update_of_each_message_not_a_new_message(settings, store):
+    record_cycle(store, report([alert("cpa", {})]), settings, NOW)  # cpa went to two channels, actual 60
+    incidents = store.open_incidents()
+    before = previous_actuals_of(store, incidents)
+    assert before == {("cpa", "", DAY): 60.0}
+    later = NOW + timedelta(hours=1)  # within the repeat interval: a message now would be a re-post
+
+    def plan(checked, previous=before):
+        return plan_cycle(checked, settings, incidents, [], later, charts=False, previous_actuals=previous)
+
+    assert _updates(plan(report([alert("cpa", {})]))) == []  # judged again, unchanged
+    assert _updates(plan(revised(report([alert("cpa", {})]), 60.5))) == []  # 0.8%: rounding, not news
+    assert _updates(plan(revised(report([alert("cpa", {})]), 66.0), previous={})) == []  # nothing stored
+    updates = _updates(plan(revised(report([alert("cpa", {})]), 66.0)))
+    assert sorted(u.parent_key for u in updates) == sorted(incidents[("cpa", "")].message_key.split("\n"))
+    assert [u.channel for u in updates] == [u.parent_key.split("|")[1] for u in updates]
+    line = "Revised: cpa for Wed 10 Dec 2025 is now 66 (was 60; expected 100)"
+    assert all(u.payload == {"line": line} and u.text == line for u in updates)
+    assert updates[0].key == f"revise|{incidents[('cpa', '')].alert_key}|{updates[0].parent_key}|66"
+    assert _messages(plan(revised(report([alert("cpa", {})]), 66.0))) == []  # no second message
+    # the alerted period no longer in the window (judged 7+ periods later): nothing to compare
+    moved = revised(report([alert("cpa", {})]), 66.0)
+    shifted = tuple(dataclasses.replace(j, period=j.period + timedelta(days=7)) for j in moved.results[0].judgements)
+    gone = dataclasses.replace(moved, results=(dataclasses.replace(moved.results[0], judgements=shifted),))
+    assert _updates(plan(gone)) == []
+
+
+def test_record_and_send_compares_with_the_value_stored_before_the_check(settings, store):
+    class Bot:  # what planning asks of a notifier (delivery is not run here)
+        supports_files = False
+
+    record_and_send(report([alert("conversion_rate")]), settings, store, Bot(), NOW, deliver_now=False)
+    checked = revised(report([alert("conversion_rate")]), 50.0)
+    assert record_and_send(checked, settings, store, Bot(), NOW + timedelta(hours=1), deliver_now=False).queued == 1
+    [update] = [r for r in store.rows(states=["pending"]) if r.kind == "update"]
+    assert update.payload["line"].startswith("Revised: conversion_rate on device=mobile for Wed 10 Dec 2025 is now 50 "
+                                             "(was 60;")
+    # the check stored the new value: the same revision seen again queues nothing
+    assert record_and_send(checked, settings, store, Bot(), NOW + timedelta(hours=2), deliver_now=False).queued == 0
+    assert store.evaluation("conversion_rate", "device=mobile", DAY.to_pydatetime()).actual == 50.0
 
 
 def record_cycle(store, checked, settings, now) -> int:

@@ -228,3 +228,27 @@ def test_random_cells_give_a_frame_or_one_bad_input_line(tmp_path: Path, cells: 
         assert "\n" not in str(exc) and str(exc).startswith(f"source 'exports' (csv): {path}")
     else:
         assert list(got.columns) == ["timestamp", "sessions"] and got["timestamp"].is_monotonic_increasing
+
+
+# --------------------------------------------------------------------------- rows (completeness)
+
+
+def test_rows_counts_the_file_rows_behind_each_sum(tmp_path: Path) -> None:
+    source = _source(_csv(tmp_path, LONG))
+    by_channel = source.fetch(["orders"], ["channel"], "D", rows=True)
+    assert list(by_channel.columns) == ["timestamp", "channel", "orders", "_rows"]
+    # 2025-03-01 has two email rows (one with an empty orders cell: the row is still there)
+    assert by_channel["_rows"].tolist() == [2.0, 1.0, 1.0, 1.0]
+    total = source.fetch(["orders"], [], "D", rows=True)
+    assert total["_rows"].tolist() == [3.0, 2.0]
+    assert "_rows" not in source.fetch(["orders"], [], "D").columns  # only when asked
+
+
+def test_rows_are_summed_over_files_and_bounded_like_the_metrics(tmp_path: Path) -> None:
+    _csv(tmp_path, "timestamp,leads\n2025-03-01T08:00:00,1\n2025-03-01T09:00:00,2\n", "exports/a.csv")
+    _csv(tmp_path, "timestamp,leads\n2025-03-01T10:00:00,3\n2025-03-02T08:00:00,4\n", "exports/b.csv")
+    source = _source(tmp_path / "exports" / "*.csv")
+    got = source.fetch(["leads"], [], "D", start=_day("2025-03-01"), end=_day("2025-03-01"), rows=True)
+    assert got.to_dict("list") == {"timestamp": [_day("2025-03-01")], "leads": [6.0], "_rows": [3.0]}
+    none = source.fetch(["leads"], [], "D", start=_day("2025-04-01"), rows=True)
+    assert list(none.columns) == ["timestamp", "leads", "_rows"] and none.empty

@@ -296,6 +296,39 @@ def test_query_bounds_are_bound_parameters(url: str) -> None:
     assert got["sessions"].tolist() == hours.groupby("ts")["sessions"].sum().astype(float).tolist()
 
 
+# --------------------------------------------------------------------------- rows (completeness)
+
+
+def test_table_rows_are_a_count_in_the_same_group_by(url: str) -> None:
+    source = _source(url, table="web_sessions", timestamp="ts")
+    got = source.fetch(["sessions"], ["device"], "D", rows=True)
+    assert list(got.columns) == ["timestamp", "device", "sessions", "_rows"]
+    _same(got.drop(columns="_rows"), _expected(SESSIONS, "ts", ["device"], {"sessions": "sessions"}, "D"))
+    want = SESSIONS.assign(timestamp=_labels(SESSIONS["ts"], "D", TZ).to_numpy()).groupby(
+        ["timestamp", "device"]).size()
+    assert got["_rows"].tolist() == want.astype(float).tolist()
+    # the 25-hour local day holds 25 hours of rows (3 channels each), on SQLite summed from hours
+    day = got[got["timestamp"] == pd.Timestamp("2025-10-26", tz="UTC")]
+    assert day["_rows"].tolist() == [75.0, 75.0]
+    hour = pd.Timestamp("2025-10-22 13:00", tz="UTC")
+    one = source.fetch(["sessions"], [], "h", start=hour, end=hour, rows=True)
+    assert one["_rows"].tolist() == [6.0]
+    assert "_rows" not in source.fetch(["sessions"], [], "h", start=hour, end=hour).columns
+    empty = source.fetch(["sessions"], [], "D", start=pd.Timestamp("2026-01-01", tz="UTC"), rows=True)
+    assert list(empty.columns) == ["timestamp", "sessions", "_rows"] and empty.empty
+
+
+def test_query_mode_cannot_count_rows_and_says_so_by_leaving_them_out(url: str, backend: str) -> None:
+    source = _source(url, "UTC", query=QUERY.format(day=_day_sql(backend)), timestamp="day")
+    got = source.fetch(["sessions"], [], "D", end=pd.Timestamp("2025-10-28"), rows=True)
+    assert list(got.columns) == ["timestamp", "sessions"]  # the daemon then treats periods as complete
+
+
+def test_the_demo_cannot_count_rows() -> None:
+    got = DemoSource().fetch(["sessions"], [], "D", end=DEMO_NOW, rows=True)
+    assert list(got.columns) == ["timestamp", "sessions"]
+
+
 # --------------------------------------------------------------------------- errors
 
 

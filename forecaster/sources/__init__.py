@@ -1,7 +1,9 @@
 """Where KPI metrics come from. Every source answers one question the same way:
 
 `fetch(metrics, dimensions, freq, start, end)` -> rows `timestamp, *dimensions, *metrics`, the
-metrics summed per period and dimension value (the database or file does the summing), and
+metrics summed per period and dimension value (the database or file does the summing); with
+`rows=True` a source that can count them adds `_rows`, the raw rows summed into each row (files,
+SQL tables; a query, GA4 and the demo cannot, and return no `_rows`: see forecaster.completeness);
 `now()` -> the current time as the source sees it (the demo's fixed clock, else the wall clock).
 """
 
@@ -28,6 +30,8 @@ class Source(Protocol):
         freq: str,
         start: pd.Timestamp | None = None,
         end: pd.Timestamp | None = None,
+        *,
+        rows: bool = False,
     ) -> pd.DataFrame: ...
 
     def now(self) -> pd.Timestamp: ...

@@ -821,6 +821,8 @@ class DemoSource:
         freq: str,
         start: pd.Timestamp | None = None,
         end: pd.Timestamp | None = None,
+        *,
+        rows: bool = False,
     ) -> pd.DataFrame:
         """Metrics summed over every dimension not requested, for start <= timestamp <= end.
 
@@ -829,6 +831,8 @@ class DemoSource:
         freq: "D" or "h" (see `demo_frame`).
         start, end: inclusive bounds on the row label (UTC; tz-naive values are read as UTC);
             None = unbounded. Daily labels are midnight UTC of the local date.
+        rows: accepted for the contract; the demo has no raw rows to count, so no `_rows`
+            column is returned (its periods are always complete).
 
         Returns columns `timestamp, *dimensions, *metrics` sorted by timestamp then dimension
         values, with a fresh RangeIndex. Raises BadInputError for an unknown metric, dimension

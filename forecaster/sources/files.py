@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from forecaster.completeness import ROWS_COLUMN
 from forecaster.sources import frames
 from forecaster.sources.config import FileSourceConfig
 from forecaster.sources.csv import _read_text, _split_rows
@@ -91,9 +92,14 @@ class FileSource:
         freq: str,
         start: pd.Timestamp | None = None,
         end: pd.Timestamp | None = None,
+        *,
+        rows: bool = False,
     ) -> pd.DataFrame:
         """Metrics summed per period label and dimension values, start <= label <= end (labels,
-        inclusive; None = unbounded), read fresh from every matching file."""
+        inclusive; None = unbounded), read fresh from every matching file.
+
+        rows: also return `_rows`, how many file rows went into each output row (default False).
+        """
         frames.check_freq(freq, self.where)
         metrics, dimensions = list(dict.fromkeys(metrics)), list(dict.fromkeys(dimensions))
         if not metrics:
@@ -101,11 +107,16 @@ class FileSource:
         lo = frames.as_label(start, self.where, "start")
         hi = frames.as_label(end, self.where, "end")
         parts = [self._read(path, metrics, dimensions, freq) for path in self.paths()]
+        counted = [*metrics, ROWS_COLUMN] if rows else metrics
         if not parts:
-            return frames.empty_frame(dimensions, metrics)
+            return frames.empty_frame(dimensions, counted)
         labels = pd.DatetimeIndex(np.concatenate([p[0].to_numpy() for p in parts]))
         dims = {d: np.concatenate([p[1][d] for p in parts]) for d in dimensions}
         mets = {m: np.concatenate([p[2][m] for p in parts]) for m in metrics}
+        if rows:
+            # One per file row, summed like a metric: a row with an empty metric cell still counts
+            # (the export wrote it), a row that is not there yet does not.
+            mets[ROWS_COLUMN] = np.ones(len(labels), dtype="float64")
         return frames.summed(labels, dims, mets, lo, hi)
 
     def _column(self, kind: str, name: str) -> str:

@@ -89,9 +89,14 @@ class GA4Source:
         freq: str,
         start: pd.Timestamp | None = None,
         end: pd.Timestamp | None = None,
+        *,
+        rows: bool = False,
     ) -> pd.DataFrame:
         """Metrics summed per period label and dimension values, start <= label <= end (labels,
-        inclusive; None = from GA4's first date / up to today)."""
+        inclusive; None = from GA4's first date / up to today).
+
+        rows: accepted for the contract; a GA4 report has no raw rows to count, so no `_rows`
+        column is returned (its lateness is `delay_hours`)."""
         frames.check_freq(freq, self.where)
         metrics, dimensions = list(dict.fromkeys(metrics)), list(dict.fromkeys(dimensions))
         if not metrics:

@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, NoSuchTableError, SQLAlchemyError
 
+from forecaster.completeness import ROWS_COLUMN
 from forecaster.sources import frames
 from forecaster.sources.config import SQLSourceConfig
 from forecaster.types import BadInputError, SourceError
@@ -153,9 +154,15 @@ class SQLSource:
         freq: str,
         start: pd.Timestamp | None = None,
         end: pd.Timestamp | None = None,
+        *,
+        rows: bool = False,
     ) -> pd.DataFrame:
         """Metrics summed per period label and dimension values, start <= label <= end (labels,
-        inclusive; None = unbounded). See the module docstring for the SQL that runs."""
+        inclusive; None = unbounded). See the module docstring for the SQL that runs.
+
+        rows: in table mode also return `_rows`, the COUNT(*) of table rows in each output row
+        (default False); a `query:` returns rows already summed, so it cannot, and adds none.
+        """
         frames.check_freq(freq, self.where)
         metrics, dimensions = list(dict.fromkeys(metrics)), list(dict.fromkeys(dimensions))
         if not metrics:
@@ -170,7 +177,7 @@ class SQLSource:
         with conn:
             try:
                 if self.config.table is not None:
-                    return self._fetch_table(conn, metrics, dimensions, freq, lo, hi)
+                    return self._fetch_table(conn, metrics, dimensions, freq, lo, hi, rows)
                 return self._fetch_query(conn, metrics, dimensions, freq, lo, hi)
             except NoSuchTableError:
                 raise BadInputError(f"{self.where}: table {self.config.table!r} does not exist in "
@@ -204,7 +211,7 @@ class SQLSource:
 
     def _fetch_table(
         self, conn: Connection, metrics: list[str], dimensions: list[str], freq: str,
-        lo: pd.Timestamp | None, hi: pd.Timestamp | None,
+        lo: pd.Timestamp | None, hi: pd.Timestamp | None, rows: bool = False,
     ) -> pd.DataFrame:
         schema, _, table_name = (self.config.table or "").rpartition(".")
         types = {col["name"]: col["type"] for col in sa.inspect(conn).get_columns(table_name, schema=schema or None)}
@@ -232,28 +239,30 @@ class SQLSource:
             *(table.c[self._column("metric", m)].label(f"km_{i}") for i, m in enumerate(metrics)),
         ).where(*where).subquery("kp_rows")
         dims = [inner.c[f"kd_{i}"] for i in range(len(dimensions))]
+        # COUNT(*) in the same GROUP BY: the rows behind each sum, for the completeness check.
+        counts = [sa.cast(sa.func.count(), sa.Float)] if rows else []
         query = sa.select(
             # Sums as double precision: a NUMERIC sum would arrive as Decimal objects, ~5x slower.
             inner.c.kp_period, *dims, *(sa.cast(sa.func.sum(inner.c[f"km_{i}"]), sa.Float)
-                                        for i in range(len(metrics)))
+                                        for i in range(len(metrics))), *counts
         ).group_by(inner.c.kp_period, *dims)
         result = conn.execute(query)
         # The driver's plain tuples: every value is parsed below anyway, and going through
         # SQLAlchemy's Row objects costs more than the query itself for 36,500 rows.
-        rows = result.cursor.fetchall() if result.cursor is not None else [tuple(r) for r in result.all()]
+        found = result.cursor.fetchall() if result.cursor is not None else [tuple(r) for r in result.all()]
         result.close()
-        if not rows:
-            return frames.empty_frame(dimensions, metrics)
-        table_rows = pd.DataFrame.from_records(rows, columns=range(1 + len(dimensions) + len(metrics)))
+        if not found:
+            return frames.empty_frame(dimensions, [*metrics, ROWS_COLUMN] if rows else metrics)
+        width = 1 + len(dimensions) + len(metrics)
+        table_rows = pd.DataFrame.from_records(found, columns=range(width + len(counts)))
         labels = self._labels(table_rows[0], kind, freq)
-        numbers = range(1, len(rows) + 1)
+        numbers = range(1, len(found) + 1)
+        sums = {m: frames.to_numbers(table_rows[1 + len(dimensions) + i], numbers, self._column("metric", m),
+                                     self.where) for i, m in enumerate(metrics)}
+        if rows:
+            sums[ROWS_COLUMN] = table_rows[width].to_numpy(dtype="float64")
         return frames.summed(
-            labels,
-            {d: table_rows[1 + i].to_numpy(dtype=object) for i, d in enumerate(dimensions)},
-            {m: frames.to_numbers(table_rows[1 + len(dimensions) + i], numbers, self._column("metric", m),
-                                  self.where) for i, m in enumerate(metrics)},
-            lo, hi,
-        )
+            labels, {d: table_rows[1 + i].to_numpy(dtype=object) for i, d in enumerate(dimensions)}, sums, lo, hi)
 
     def _stored_kind(self, column_type: Any) -> str:
         """"date" (calendar dates), "aware" (instants) or "naive" (wall-clock in `timezone`)."""
