@@ -39,7 +39,7 @@ class Outbox(Protocol):
 
     def waiting(self) -> list[Any]: ...
     def get(self, key: str) -> Any: ...
-    def mark_sending(self, row_id: int) -> None: ...
+    def mark_sending(self, row_id: int, seen_state: str, seen_attempts: int, lease_until: datetime) -> bool: ...
     def mark_sent(self, row_id: int, slack_channel: str, slack_ts: str, note: str = "") -> None: ...
     def mark_retry(self, row_id: int, next_attempt_at: datetime, error: str, unknown: bool) -> None: ...
     def mark_dead(self, row_id: int, error: str) -> None: ...
@@ -53,12 +53,14 @@ class DeliveryPolicy:
     backoff: first wait after a 5xx or timeout (default 2), doubled per attempt up to
     max_backoff (default 300), with full jitter. max_wait: how long one `deliver` call keeps
     waiting for retries before it returns and leaves the rest queued (default 60; the daemon
-    calls it again next cycle).
+    calls it again next cycle). lease: how long a row being sent is left alone by other
+    senders (default 120; after a crash mid-send the row is settled once this has passed).
     """
 
     backoff: float = 2.0
     max_backoff: float = 300.0
     max_wait: float = 60.0
+    lease: float = 120.0
 
     def delay(self, attempts: int, retry_after: float | None) -> float:
         """Seconds before the next attempt: Slack's Retry-After when given, else backoff."""
@@ -123,11 +125,12 @@ def _send_row(
     clock: Callable[[], datetime], report: DeliveryReport,
 ) -> None:
     channel = ids.get(row.channel, row.channel)
+    if not outbox.mark_sending(row.id, row.state, row.attempts, clock() + timedelta(seconds=policy.lease)):
+        return  # another sender (a `kpiwatch check` beside the daemon) has this row now
     try:
         if row.state == "sending" and _settled(outbox, notifier, row, channel):
             report.sent += 1
             return
-        outbox.mark_sending(row.id)
         posted, note = _send(outbox, notifier, row, channel)
         outbox.mark_sent(row.id, posted.channel, posted.ts, note)
         report.sent += 1
@@ -139,7 +142,8 @@ def _send_row(
             log.error(line)
             return
         # A 5xx or a dropped connection may have posted anyway: look before the next post.
-        unknown = exc.unknown_outcome or exc.code.startswith("http_5")
+        # A row already unsettled stays so even when only the look-up failed (never re-post blind).
+        unknown = exc.unknown_outcome or exc.code.startswith("http_5") or row.state == "sending"
         wait = policy.delay(row.attempts + 1, exc.retry_after)
         outbox.mark_retry(row.id, clock() + timedelta(seconds=wait), str(exc), unknown)
         report.retries += 1
@@ -203,4 +207,10 @@ def _update_original(outbox: Outbox, notifier: Notifier, parent: Any, row: Any) 
                 if r.state == "sent" or r.id == row.id]
 
     blocks = revised_blocks(resolved_blocks(parent.payload.get("blocks", []), lines("resolve")), lines("update"))
-    notifier.update(parent.slack_channel, parent.slack_ts, parent.text, blocks)
+    try:
+        notifier.update(parent.slack_channel, parent.slack_ts, parent.text, blocks)
+    except SlackError as exc:
+        if not exc.permanent or row.kind != "resolve":
+            raise
+        # The original was deleted or can no longer be edited: the "Resolved" reply still goes out.
+        log.warning("could not edit %s for %s: %s", parent.key, row.key, exc)

@@ -547,7 +547,10 @@ def _parse_at(text: str | None, settings: Settings) -> pd.Timestamp | None:
         raise BadInputError(f"--at {text!r}: not a timestamp; use ISO 8601 such as 2025-12-11T08:00") from None
     if pd.isna(stamp):
         raise BadInputError(f"--at {text!r}: not a timestamp; use ISO 8601 such as 2025-12-11T08:00")
-    return stamp.tz_localize(settings.timezone) if stamp.tzinfo is None else stamp
+    if stamp.tzinfo is not None:
+        return stamp
+    # a local time skipped by DST moves forward; one that happens twice is read as the first
+    return stamp.tz_localize(settings.timezone, nonexistent="shift_forward", ambiguous=True)
 
 
 if __name__ == "__main__":  # `python -m forecaster.cli` (the tests run the daemon this way)

@@ -154,14 +154,15 @@ class Worker:
         self._calls += 1
         self._conn.send((function, args))
         try:
-            if not self._conn.poll(seconds):
-                self.close()
-                raise TimeoutError(f"stopped after {seconds:.0f} s (daemon.job_timeout_seconds)")
-            ok, value = self._conn.recv()
+            answered = self._conn.poll(seconds)
+            ok, value = self._conn.recv() if answered else (False, None)
         except (EOFError, OSError):
             code = self._process.exitcode if self._process is not None else None
             self.close()
             raise KPIWatchError(f"the worker process died (exit code {code}); see the log above") from None
+        if not answered:  # (raised out here: TimeoutError is an OSError and must not read as a death)
+            self.close()
+            raise TimeoutError(f"stopped after {seconds:.0f} s (daemon.job_timeout_seconds)")
         if not ok:
             raise value
         return value
@@ -283,6 +284,7 @@ class Daemon:
         self.lock: StoreLock | None = None
         self.notifier: Notifier | None = None
         self.channel_ids: dict[str, str] = {}
+        self.channels_checked = False
         self.scheduler = BlockingScheduler(timezone="UTC")
         self.health: ThreadingHTTPServer | None = None
         self._shutdown: threading.Thread | None = None
@@ -300,7 +302,7 @@ class Daemon:
         self.store = Store(self.settings.state_url)
         self.notifier = make_notifier()
         if self.notifier is not None:
-            self.channel_ids = self.notifier.check(self._channels())  # bad token/channel: exit 3 now
+            self._check_slack(at_start=True)  # a refused token or channel: exit 3 now
         self._install_signals()
         self.lock = StoreLock(self.store)
         try:
@@ -315,7 +317,8 @@ class Daemon:
                     self.judge_kpi(name)
             else:
                 self._schedule_jobs()
-                self.scheduler.start()  # blocks until shutdown
+                if not self.stopping.is_set():  # a SIGTERM during start-up: do not block in start()
+                    self.scheduler.start()  # blocks until shutdown
                 if self._shutdown is not None:
                     self._shutdown.join()  # the running job has finished
             self.deliver_outbox(max_wait=10.0)
@@ -392,7 +395,10 @@ class Daemon:
             level = logging.WARNING
             fields.update(status="source_error", error=str(exc))
             self.metrics.source_errors.labels(name).inc()
-            self._source_failed(name, str(exc), settings)
+            try:
+                self._source_failed(name, str(exc), settings)
+            except KPIWatchError as failed:  # the store is down too: the log line is all we can do
+                fields.update(alert_error=str(failed))
         except (KPIWatchError, TimeoutError) as exc:
             level = logging.ERROR
             fields.update(status="error", error=str(exc))
@@ -483,12 +489,17 @@ class Daemon:
         """Send what is due in the outbox (the delivery job; also right after a check)."""
         if self.notifier is None or self.store is None:
             return
-        with self.deliver_lock:
-            try:
-                report = deliver(self.store, self.notifier, self.channel_ids, DeliveryPolicy(max_wait=max_wait))
-            except (SlackError, StoreError) as exc:
-                _event(logging.ERROR, "delivery failed", error=str(exc))
-                return
+        if not self.channels_checked and not self._check_slack(at_start=False):
+            return  # Slack still unreachable: the outbox keeps everything
+        if not self.deliver_lock.acquire(blocking=False):
+            return  # another thread is sending; it (or the next delivery tick) takes these rows too
+        try:
+            report = deliver(self.store, self.notifier, self.channel_ids, DeliveryPolicy(max_wait=max_wait))
+        except (SlackError, StoreError) as exc:
+            _event(logging.ERROR, "delivery failed", error=str(exc))
+            return
+        finally:
+            self.deliver_lock.release()
         self.metrics.sent.inc(report.sent)
         self.metrics.failed.inc(report.retries)
         self.metrics.dead.inc(len(report.dead))
@@ -497,6 +508,21 @@ class Daemon:
                    waiting=report.waiting)
 
     # source failures
+
+    def _check_slack(self, at_start: bool) -> bool:
+        """Check the token and the routed channels once. A refusal at start stops the daemon
+        (exit 3: a person must fix it); Slack unreachable only delays delivery (the outbox keeps
+        the alerts) and is checked again before the next delivery."""
+        assert self.notifier is not None
+        try:
+            self.channel_ids = self.notifier.check(self._channels())
+        except SlackError as exc:
+            if exc.permanent and at_start:
+                raise
+            _event(logging.WARNING, "Slack not checked yet; alerts wait in the outbox", error=str(exc))
+            return False
+        self.channels_checked = True
+        return True
 
     def _source_failed(self, name: str, error: str, settings: Settings) -> None:
         """After `daemon.source_failures` failed cycles in a row: one "source failing" alert."""

@@ -43,6 +43,7 @@ from forecaster.store import (
     utcnow,
 )
 from forecaster.types import Alert
+from forecaster.sources.frames import local_midnight
 from forecaster.units import format_period, format_value
 
 
@@ -236,6 +237,8 @@ def _resolves(
         judgement = latest.get(where)
         if where in alerted or judgement is None or judgement.is_anomaly:
             continue  # still anomalous, or not judged this time: no false "resolved"
+        if judgement.period <= pd.Timestamp(incident.last_period):
+            continue  # an older period (catch-up, `check --at` in the past) says nothing about now
         resolved.append(incident)
         day = format_period(judgement.period, "D" if judgement.period == judgement.period.normalize() else "h")
         text = resolved_text(incident.kpi, incident.segment, incident.summary, day)
@@ -284,7 +287,7 @@ def _title(alerts: Sequence[Alert]) -> str:
 
 
 def _day_start(day: object, timezone: str) -> datetime:
-    return pd.Timestamp(str(day)).tz_localize(timezone).tz_convert("UTC").to_pydatetime()
+    return local_midnight(pd.Timestamp(str(day)).date(), timezone).to_pydatetime()
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,8 @@ def check(
 ) -> CheckReport:
     """Judge the latest closed period of each KPI (all, or those named) and build the alerts.
 
-    at: "now" (default: the source's clock, the wall clock for real sources).
+    at: judge the period closed at this time (default: now by the source's clock, minus the
+        KPI's `data_delay_hours` or the source's own delay, whichever is longer).
     progress: called with (series finished, series in all) as they finish.
     workers: processes for the model fits (default: the CPU count; 1 = in this process).
     """
@@ -150,8 +151,11 @@ def check(
     for name in names:
         kpi = settings.kpi(name)
         source = make_source(settings.sources[kpi.source], settings.timezone, kpi.source)
-        now = at if at is not None else source.now()
-        until = last_closed_period(now, kpi.freq, settings.timezone)
+        if at is not None:  # "as if it were then": the period closed at `at` (the daemon's catch-up uses this)
+            until = last_closed_period(at, kpi.freq, settings.timezone)
+        else:  # now: only a period whose data is complete (the KPI's or the source's data delay)
+            delay = max(pd.Timedelta(hours=kpi.data_delay_hours), getattr(source, "data_delay", pd.Timedelta(0)))
+            until = last_closed_period(source.now() - delay, kpi.freq, settings.timezone)
         periods[name] = until
         frame = source.fetch(kpi.metrics, kpi.dimensions, kpi.freq, end=until)
         jobs.extend(

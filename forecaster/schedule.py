@@ -18,6 +18,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from forecaster.sources.frames import local_midnight
 from forecaster.types import BadInputError
 
 _DAILY = re.compile(r"^every day at (\d{1,2}):(\d{2})$")
@@ -83,7 +84,7 @@ def moment_after(period: pd.Timestamp, freq: str, timezone: str) -> pd.Timestamp
     local midnight after a day, the next hour after an hour."""
     if freq == "D":
         next_day = (period + pd.Timedelta(days=1)).date()
-        return pd.Timestamp(next_day).tz_localize(timezone).tz_convert("UTC")
+        return local_midnight(next_day, timezone)  # a midnight skipped by DST moves forward
     return period + pd.Timedelta(hours=1)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from datetime import date
 from pathlib import Path
 from collections.abc import Sequence
@@ -118,6 +119,20 @@ class AlertingConfig(_Strict):
     routes: list[RouteConfig] = Field(default_factory=lambda: [RouteConfig(channel="#kpi-alerts")], min_length=1)
     repeat_hours: float = Field(default=24.0, gt=0)
     dashboard_url: str = ""
+
+    @field_validator("dashboard_url")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        """Only {kpi}, {segment} and {period} are filled in; anything else would fail at alert time."""
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"dashboard_url {value!r}: {exc}; write a literal brace as {{{{ or }}}}") from None
+        unknown = sorted(names - {"kpi", "segment", "period"})
+        if unknown:
+            raise ValueError(f"dashboard_url has placeholder(s) {', '.join('{' + n + '}' for n in unknown)}; "
+                             "allowed: {kpi}, {segment}, {period} (a literal brace is {{ or }})")
+        return value
     max_hints: int = Field(default=3, ge=0, le=10)
     charts: bool = True
     snoozes: list[SnoozeConfig] = Field(default_factory=list)

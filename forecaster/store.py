@@ -327,9 +327,7 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 yield conn
-        except IntegrityError:
-            raise
-        except SQLAlchemyError as exc:
+        except SQLAlchemyError as exc:  # IntegrityError too: e.g. two writers on one incident
             raise StoreError(f"state store {self.safe_url} failed: {_first_line(exc)}") from None
 
     # -- evaluations and incidents ------------------------------------------------------------
@@ -357,13 +355,11 @@ class Store:
             for record in records:
                 _upsert_evaluation(conn, record, now)
             for opened in plan.opened:
-                conn.execute(incidents.insert().values(
-                    kpi=opened.kpi, segment=opened.segment, alert_key=opened.alert_key, state="open",
-                    direction=opened.direction, severity=opened.severity, first_period=opened.period,
-                    last_period=opened.period, opened_at=now, notified_at=now, message_key=opened.message_key,
-                    summary=opened.summary))
+                _open_incident(conn, opened, now)
             for incident_id, period in plan.still_open.items():
-                conn.execute(incidents.update().where(incidents.c.id == incident_id).values(last_period=period))
+                conn.execute(incidents.update()  # never backwards: a catch-up may judge older periods
+                             .where(incidents.c.id == incident_id, incidents.c.last_period < period)
+                             .values(last_period=period))
             if plan.renotified:
                 conn.execute(incidents.update().where(incidents.c.id.in_(plan.renotified)).values(notified_at=now))
             if plan.resolved:
@@ -437,11 +433,17 @@ class Store:
         found.update({state: count for state, count in rows})
         return found
 
-    def mark_sending(self, row_id: int, now: datetime | None = None) -> None:
-        """Record an attempt before it is made: a crash from here on leaves the outcome unknown."""
+    def mark_sending(self, row_id: int, seen_state: str, seen_attempts: int, lease_until: datetime) -> bool:
+        """Claim a row for one attempt, recorded before it is made (a crash from here on leaves
+        the outcome unknown). Only the sender that saw the row as it still is wins (False: another
+        process or thread has it); the row is not due again before `lease_until`, so nobody else
+        touches it while this attempt is in flight."""
         with self.transaction() as conn:
-            conn.execute(outbox.update().where(outbox.c.id == row_id)
-                         .values(state="sending", attempts=outbox.c.attempts + 1))
+            claimed = conn.execute(
+                outbox.update()
+                .where(outbox.c.id == row_id, outbox.c.state == seen_state, outbox.c.attempts == seen_attempts)
+                .values(state="sending", attempts=outbox.c.attempts + 1, next_attempt_at=lease_until))
+            return claimed.rowcount == 1
 
     def mark_sent(self, row_id: int, slack_channel: str, slack_ts: str, note: str = "",
                   now: datetime | None = None) -> None:
@@ -586,6 +588,18 @@ def _upsert_evaluation(conn: Connection, record: EvaluationRecord, now: datetime
     updated = conn.execute(evaluations.update().where(*where).values(**values, judged_at=now))
     if updated.rowcount == 0:
         conn.execute(evaluations.insert().values(**values, judged_at=now))
+
+
+def _open_incident(conn: Connection, opened: IncidentOpen, now: datetime) -> None:
+    """Insert the incident, or reopen it when its alert key exists already (it was resolved and
+    the same period alerts again, e.g. after a revision): the key stays unique."""
+    values = dict(kpi=opened.kpi, segment=opened.segment, state="open", direction=opened.direction,
+                  severity=opened.severity, first_period=opened.period, last_period=opened.period,
+                  opened_at=now, notified_at=now, resolved_at=None, message_key=opened.message_key,
+                  summary=opened.summary)
+    found = conn.execute(incidents.update().where(incidents.c.alert_key == opened.alert_key).values(**values))
+    if found.rowcount == 0:
+        conn.execute(incidents.insert().values(alert_key=opened.alert_key, **values))
 
 
 def _queue(conn: Connection, item: OutboxItem, now: datetime) -> int:

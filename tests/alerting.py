@@ -13,9 +13,11 @@ from forecaster.types import Alert, Anomaly, Direction, Forecast, Hint, Judgemen
 DAY = pd.Timestamp("2025-12-10", tz="UTC")
 
 
-def series_result(kpi: str, segment: Mapping[str, str], anomalous_last: bool, days: int = 40) -> SeriesResult:
-    """A daily series around 100 whose last 7 days are judged; the last one anomalous or not."""
-    index = pd.date_range(end=DAY, periods=days, freq="D", tz="UTC")
+def series_result(kpi: str, segment: Mapping[str, str], anomalous_last: bool, days: int = 40,
+                  last: pd.Timestamp = DAY) -> SeriesResult:
+    """A daily series around 100 whose last 7 days (up to `last`) are judged; the last one
+    anomalous or not."""
+    index = pd.date_range(end=last, periods=days, freq="D", tz="UTC")
     values = pd.Series(100.0 + np.sin(np.arange(days)), index=index)
     if anomalous_last:
         values.iloc[-1] = 60.0
@@ -23,8 +25,8 @@ def series_result(kpi: str, segment: Mapping[str, str], anomalous_last: bool, da
     forecast = Forecast(pd.Series(100.0, index=window), pd.Series(95.0, index=window), pd.Series(105.0, index=window),
                         0.99, "ets")
     judgements = tuple(
-        Judgement(t, float(values[t]), 100.0, 95.0, 105.0, 1.0 if (anomalous_last and t == DAY) else 0.3,
-                  bool(anomalous_last and t == DAY))
+        Judgement(t, float(values[t]), 100.0, 95.0, 105.0, 1.0 if (anomalous_last and t == last) else 0.3,
+                  bool(anomalous_last and t == last))
         for t in window
     )
     return SeriesResult(KPISeries(kpi, values, "D", dict(segment)), forecast, judgements, None)
@@ -42,8 +44,9 @@ def alert(kpi: str = "conversion_rate", segment: Mapping[str, str] | None = None
 
 
 def report(alerts: Sequence[Alert], normal: Sequence[tuple[str, Mapping[str, str]]] = ()) -> CheckReport:
-    """A check report with a result per alert (anomalous last day) and per `normal` series."""
+    """A check report with a result per alert (anomalous on DAY) and per `normal` series (normal
+    up to the day after: back to normal after the alerts' day)."""
     results = [series_result(a.anomaly.kpi, a.anomaly.segment, True) for a in alerts]
-    results += [series_result(kpi, segment, False) for kpi, segment in normal]
-    periods = {a.anomaly.kpi: DAY for a in alerts} | {kpi: DAY for kpi, _ in normal}
+    results += [series_result(kpi, segment, False, last=DAY + pd.Timedelta(days=1)) for kpi, segment in normal]
+    periods = {a.anomaly.kpi: DAY for a in alerts} | {kpi: DAY + pd.Timedelta(days=1) for kpi, _ in normal}
     return CheckReport(periods, tuple(alerts), tuple(results))

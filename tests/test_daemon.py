@@ -414,3 +414,45 @@ def test_a_value_revised_after_its_alert_edits_the_message(world):
     revised = [b for b in message["blocks"] if b.get("block_id") == "kpiwatch-revised"]
     assert len(revised) == 1
     assert "Revised: leads for Fri 05 Dec 2025 is now 97 (was 73; expected" in revised[0]["elements"][0]["text"]
+
+
+def write_daily(path: Path, start: str, end: str) -> None:
+    """Daily leads from `start` to `end` with a weekly rhythm (no incident)."""
+    days = pd.date_range(start, end, freq="D")
+    leads = [200 + 40 * (d.day_of_week < 5) + (d.day_of_year % 7) for d in days]
+    pd.DataFrame({"day": days.strftime("%Y-%m-%d"), "leads": leads}).to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("change_day", ["2026-03-29", "2026-10-25"])
+def test_the_daemon_judges_every_day_once_across_a_dst_change(world, change_day):
+    """The daemon as a subprocess, days cut in Europe/Amsterdam, its clock running through a day of
+    23 (March) or 25 (October) hours: each local day is judged once, the short or long one too."""
+    data = world["tmp"] / "leads.csv"
+    write_daily(data, "2024-09-01", "2026-12-31")
+    config = FILE_CONFIG.format(state=world["tmp"] / "state.db", path=data).replace("timezone: UTC",
+                                                                                   "timezone: Europe/Amsterdam")
+    world["config"].write_text(config)
+    start = pd.Timestamp(change_day, tz="UTC") - pd.Timedelta(days=2) + pd.Timedelta(hours=12)
+    world["env"]["KPIWATCH_CLOCK"] = f"{start.isoformat()}*21600@{time.time()}"  # a day every 4 s
+    run = Run(world["config"], world["env"], world["log"])
+    after = (pd.Timestamp(change_day) + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    wait_until(lambda: after in judged_days(world["log"]), timeout=120)
+    assert run.stop() == 0
+    days = judged_days(world["log"])
+    assert change_day in days
+    assert len(days) == len(set(days)), Counter(days)
+    assert [pd.Timestamp(d) for d in days] == list(pd.date_range(days[0], days[-1], freq="D"))
+
+
+def test_a_hung_call_is_killed_after_its_time_limit_and_the_worker_comes_back():
+    from forecaster.daemon import Worker
+
+    worker = Worker()
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"stopped after 1 s \(daemon.job_timeout_seconds\)"):
+            worker.call(time.sleep, (60,), 1.0)
+        assert time.monotonic() - started < 30
+        assert worker.call(pow, (2, 10), 30.0) == 1024  # a fresh process took over
+    finally:
+        worker.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
 import pytest
 from alerting import DAY, alert, report
 
@@ -92,7 +93,7 @@ def test_back_to_normal_resolves_in_the_thread_of_each_message(settings, store):
     resolves = [r for r in resolves if r.kind == "resolve"]
     assert sorted(r.channel for r in resolves) == ["#kpi-alerts", "#paid-media"]
     assert all(r.parent_key.startswith(f"message|{r.channel}|") for r in resolves)
-    assert resolves[0].text.startswith(":white_check_mark: Resolved: cpa is back inside its band (Wed 10 Dec 2025)")
+    assert resolves[0].text.startswith(":white_check_mark: Resolved: cpa is back inside its band (Thu 11 Dec 2025)")
     assert store.open_incidents() == {}
     assert record_cycle(store, normal, settings, NOW + timedelta(days=2)) == 0
 
@@ -182,3 +183,16 @@ def record_cycle(store, checked, settings, now) -> int:
 
     plan = plan_cycle(checked, settings, store.open_incidents(), store.snoozes(now), now, charts=False)
     return store.record_cycle(evaluation_records(checked), plan, now)
+
+
+def test_an_older_period_never_resolves_a_newer_incident(settings, store):
+    """A catch-up (or `check --at` in the past) judging the day before an incident as normal says
+    nothing about now: no false "resolved"."""
+    record_cycle(store, report([alert("cpa", {})]), settings, NOW)
+    from alerting import DAY, series_result
+
+    older = report([])
+    older = type(older)({"cpa": DAY - pd.Timedelta(days=1)}, (),
+                        (series_result("cpa", {}, False, last=DAY - pd.Timedelta(days=1)),))
+    assert record_cycle(store, older, settings, NOW + timedelta(hours=1)) == 0
+    assert len(store.open_incidents()) == 1

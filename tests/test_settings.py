@@ -309,3 +309,27 @@ def test_random_text_raises_only_config_error(text: str) -> None:
 def test_shuffled_config_lines_raise_only_config_error(lines: list[str]) -> None:
     _only_config_errors("\n".join(lines) + "\n")
 
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://bi/{dashboard_id}?k={kpi}", "placeholder(s) {dashboard_id}; allowed: {kpi}, {segment}, {period}"),
+        ("https://bi/?p={\"df1\":1}", "placeholder(s)"),
+        ("https://bi/{kpi", "write a literal brace as"),
+    ],
+)
+def test_dashboard_url_placeholders_are_checked_when_the_config_loads(url, message):
+    from forecaster.settings import ConfigError, parse_config
+
+    text = "sources: {default: {type: demo}}\nalerting: {dashboard_url: '" + url.replace("'", "''") + "'}\nkpis: {sessions: {metric: sessions}}\n"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(text)
+
+
+def test_a_good_dashboard_url_loads():
+    from forecaster.settings import parse_config
+
+    settings = parse_config("sources: {default: {type: demo}}\nalerting: {dashboard_url: 'https://bi/{kpi}?s={segment}&d={period}&x={{y}}'}\n"
+                            "kpis: {sessions: {metric: sessions}}\n")
+    assert settings.alerting.dashboard_url.endswith("{{y}}")

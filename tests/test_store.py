@@ -94,8 +94,11 @@ def test_a_queued_key_is_not_queued_twice(store):
 def test_outbox_lifecycle_and_notification_log(store):
     store.queue([message()])
     row = store.due()[0]
-    store.mark_sending(row.id)
+    lease = datetime.now(timezone.utc) + timedelta(seconds=120)
+    assert store.mark_sending(row.id, "pending", 0, lease)
+    assert not store.mark_sending(row.id, "pending", 0, lease)  # a second sender loses the claim
     assert store.get(row.key).state == "sending" and store.get(row.key).attempts == 1
+    assert store.due() == []  # leased: nobody else touches it while it is in flight
     later = datetime.now(timezone.utc) + timedelta(seconds=30)
     store.mark_retry(row.id, later, "http_500", unknown=True)
     assert store.due() == []  # not due before its next attempt
@@ -143,7 +146,7 @@ def test_two_open_incidents_for_one_segment_are_refused(store):
     first = IncidentOpen("cpa", "", "k1", "up", "warning", T0, None, "")
     second = IncidentOpen("cpa", "", "k2", "up", "warning", T0 + timedelta(days=1), None, "")
     store.record_cycle([], CyclePlan(opened=[first]))
-    with pytest.raises(sa.exc.IntegrityError):
+    with pytest.raises(StoreError, match="state store .* failed: "):
         store.record_cycle([], CyclePlan(opened=[second]))
 
 
