@@ -13,7 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: the daemon and CI have no display
 
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
@@ -42,32 +42,32 @@ def render_chart(
     path.parent.mkdir(parents=True, exist_ok=True)
     start = forecast.mean.index[0] if forecast is not None else history.index[-1]
     shown = history[history.index >= start - HISTORY_PERIODS * _step(history)]
-    figure, axes = plt.subplots(figsize=SIZE_INCHES, dpi=DPI)
-    try:
-        axes.plot(shown.index, shown.to_numpy(), color="#2b2b2b", linewidth=1.3, label="actual")
-        if forecast is not None:
-            lower, upper = _band(forecast, judgements)
-            axes.fill_between(
-                forecast.mean.index,
-                lower,
-                upper,
-                color="#7aa6d8",
-                alpha=0.35,
-                label=f"{forecast.level:.0%} band",
-            )
-            axes.plot(forecast.mean.index, forecast.mean.to_numpy(), color="#1f5fa8", linestyle="--", linewidth=1.1, label="expected")
-        flagged = [j for j in judgements if j.is_anomaly]
-        if flagged:
-            axes.scatter([j.period for j in flagged], [j.actual for j in flagged], color="#d62728", zorder=5, s=28, label="anomaly")
-        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _tick(value, unit)))
-        axes.set_title(title, fontsize=11, loc="left")
-        axes.grid(alpha=0.25)
-        axes.legend(loc="upper left", fontsize=8, frameon=False)
-        figure.autofmt_xdate()
-        figure.tight_layout()
-        figure.savefig(path, format="png")
-    finally:
-        plt.close(figure)  # a long-running daemon must not keep figures alive
+    # A Figure of its own, not pyplot's global state: the daemon draws charts in several job
+    # threads at once, and a figure nobody registered needs no closing (memory stays flat).
+    figure = Figure(figsize=SIZE_INCHES, dpi=DPI)
+    axes = figure.subplots()
+    axes.plot(shown.index, shown.to_numpy(), color="#2b2b2b", linewidth=1.3, label="actual")
+    if forecast is not None:
+        lower, upper = _band(forecast, judgements)
+        axes.fill_between(
+            forecast.mean.index,
+            lower,
+            upper,
+            color="#7aa6d8",
+            alpha=0.35,
+            label=f"{forecast.level:.0%} band",
+        )
+        axes.plot(forecast.mean.index, forecast.mean.to_numpy(), color="#1f5fa8", linestyle="--", linewidth=1.1, label="expected")
+    flagged = [j for j in judgements if j.is_anomaly]
+    if flagged:
+        axes.scatter([j.period for j in flagged], [j.actual for j in flagged], color="#d62728", zorder=5, s=28, label="anomaly")
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _tick(value, unit)))
+    axes.set_title(title, fontsize=11, loc="left")
+    axes.grid(alpha=0.25)
+    axes.legend(loc="upper left", fontsize=8, frameon=False)
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    figure.savefig(path, format="png")
     return path
 
 

@@ -182,7 +182,7 @@ def _send(outbox: Outbox, notifier: Notifier, row: Any, channel: str) -> tuple[P
             return Posted(channel, ""), "not sent: a webhook cannot upload files (the chart is in the CLI)"
         with tempfile.TemporaryDirectory(prefix="kpiwatch-upload-") as folder:
             png = Path(folder) / row.payload.get("filename", "chart.png")
-            png.write_bytes(row.file or b"")
+            png.write_bytes(row.file if row.file is not None else (outbox.get(row.key).file or b""))
             notifier.upload_chart(parent.slack_channel, parent.slack_ts, png, row.payload.get("title", row.text))
         return Posted(parent.slack_channel, parent.slack_ts), ""
     if row.kind == "resolve":

@@ -3,9 +3,11 @@
 An export that is still being written (or a load that failed halfway) has fewer rows than
 usual for its latest period; judged as it is, its sums read as a drop. The daemon asks the
 source how many raw rows went into each period (`fetch(..., rows=True)` -> column `_rows`) and
-judges a period only when its rows reach a share of the usual count: the median of the
-`BASELINE_PERIODS` periods before it (the median, so one earlier partial or doubled period does
-not move the bar).
+judges a period only when its rows reach a share of the usual count: the median of the rows of
+the same phase before it (`usual_phase`: the same weekday of the 4 weeks before a day, the same
+hour of the 7 days before an hour), so a table of events (one row per order) is not "incomplete"
+every Sunday or every night; the median, so one earlier partial or doubled period does not move
+the bar.
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ ROWS_COLUMN = "_rows"
 
 BASELINE_PERIODS = 28
 """How many periods before the judged one make its usual row count (4 weeks of days)."""
+
+
+def usual_phase(freq: str) -> tuple[pd.Timedelta, int]:
+    """(step, how many) of the earlier periods a period's rows are compared with: for days the
+    same weekday of the 4 weeks before, for hours the same hour of the 7 days before."""
+    if freq == "D":
+        return pd.Timedelta(days=7), 4
+    return pd.Timedelta(hours=24), 7
 
 
 def rows_per_period(frame: pd.DataFrame) -> pd.Series | None:

@@ -39,7 +39,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from alerts.delivery import DeliveryPolicy, deliver
 from alerts.slack import Notifier, SlackError, make_notifier
-from forecaster.completeness import BASELINE_PERIODS, completeness, is_complete, rows_per_period
+from forecaster.completeness import completeness, is_complete, rows_per_period, usual_phase
 from forecaster.notify import record_and_send
 from forecaster.pipeline import CheckReport, check, last_closed_period
 from forecaster.schedule import Clock, default_schedule, due_periods, moment_after, parse_schedule
@@ -278,6 +278,7 @@ class Daemon:
         self.deliver_lock = threading.Lock()  # one sender at a time: no two threads post one row
         self.failures: dict[str, int] = {}
         self.failing_since: dict[str, pd.Timestamp] = {}
+        self.failing_kind: dict[str, str] = {}  # "source" or "job", from the first failure of a run
         self.last_good: float | None = None
         self.started = time.time()
         self.store: Store | None = None
@@ -352,6 +353,7 @@ class Daemon:
         if fresh.state_url != self.settings.state_url:
             _event(logging.WARNING, "config reload: `state` changed; restart the daemon to use the new store")
         self.settings = fresh
+        self.channels_checked = False  # new routes: their channels are checked before the next delivery
         if self.scheduler.running:
             self.scheduler.remove_all_jobs()
             self._schedule_jobs()
@@ -395,19 +397,18 @@ class Daemon:
             level = logging.WARNING
             fields.update(status="source_error", error=str(exc))
             self.metrics.source_errors.labels(name).inc()
-            try:
-                self._source_failed(name, str(exc), settings)
-            except KPIWatchError as failed:  # the store is down too: the log line is all we can do
-                fields.update(alert_error=str(failed))
+            self._failed_safely(name, str(exc), settings, "source", fields)
         except (KPIWatchError, TimeoutError) as exc:
             level = logging.ERROR
             fields.update(status="error", error=str(exc))
             self.metrics.job_errors.labels(name).inc()
+            self._failed_safely(name, str(exc), settings, "job", fields)
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the other KPIs' jobs
             level = logging.ERROR
             fields.update(status="error", error=f"{type(exc).__name__}: {exc}")
             self.metrics.job_errors.labels(name).inc()
             log.exception("job failed")
+            self._failed_safely(name, fields["error"], settings, "job", fields)
         finally:
             self.running.discard(name)
         seconds = time.monotonic() - started
@@ -524,16 +525,30 @@ class Daemon:
         self.channels_checked = True
         return True
 
-    def _source_failed(self, name: str, error: str, settings: Settings) -> None:
-        """After `daemon.source_failures` failed cycles in a row: one "source failing" alert."""
+    def _failed_safely(self, name: str, error: str, settings: Settings, kind: str, fields: dict[str, Any]) -> None:
+        """Count the failure (and alert after enough); a store that is down too only adds to the log line."""
+        try:
+            self._source_failed(name, error, settings, kind)
+        except KPIWatchError as failed:
+            fields.update(alert_error=str(failed))
+
+    def _source_failed(self, name: str, error: str, settings: Settings, kind: str = "source") -> None:
+        """After `daemon.source_failures` failed cycles in a row: one alert, "source failing" (the
+        source is down) or "cannot judge" (the data or a fit fails every time, e.g. a time-out):
+        otherwise a KPI stuck on one period would only show in the logs."""
         count = self.failures.get(name, 0) + 1
         self.failures[name] = count
         since = self.failing_since.setdefault(name, self.clock.now())
+        self.failing_kind.setdefault(name, kind)
         if count != settings.daemon.source_failures or self.store is None or self.notifier is None:
             return
         kpi = settings.kpi(name)
-        text = (f":warning: Source failing: {name} could not be read for {count} cycles in a row (since "
-                f"{since:%Y-%m-%d %H:%M} UTC): {error}. Its last state is kept; missed periods are judged when it is back.")
+        if kind == "source":
+            text = (f":warning: Source failing: {name} could not be read for {count} cycles in a row (since "
+                    f"{since:%Y-%m-%d %H:%M} UTC): {error}. Its last state is kept; missed periods are judged when it is back.")
+        else:
+            text = (f":warning: Cannot judge: {name} failed {count} cycles in a row (since {since:%Y-%m-%d %H:%M} "
+                    f"UTC): {error}. Its last state is kept; the period is tried again every cycle.")
         items = [OutboxItem(_failing_key(name, since, route.channel), "message", route.channel, text, {"blocks": []})
                  for route in settings.alerting.routes if route.takes(name, kpi.tags, "critical")]
         self.store.queue(items)
@@ -543,9 +558,11 @@ class Daemon:
         """A source back after an alert: a reply in the failing alert's thread."""
         count = self.failures.pop(name, 0)
         since = self.failing_since.pop(name, None)
+        kind = self.failing_kind.pop(name, "source")
         if since is None or count < settings.daemon.source_failures or self.store is None:
             return
-        text = f":white_check_mark: Source back: {name} is read again; the missed periods were judged."
+        text = (f":white_check_mark: Source back: {name} is read again; the missed periods were judged." if kind == "source"
+                else f":white_check_mark: Judged again: {name}; the missed periods were judged.")
         items = [OutboxItem(f"resolve|{_failing_key(name, since, route.channel)}", "resolve", route.channel, text,
                             {"line": text}, parent_key=_failing_key(name, since, route.channel))
                  for route in settings.alerting.routes if self.store.get(_failing_key(name, since, route.channel))]
@@ -604,17 +621,18 @@ class Daemon:
 
 def _completeness_of(source: Source, kpi: KPIConfig, periods: list[pd.Timestamp]) -> dict[pd.Timestamp, float | None]:
     """Each due period's share of its usual rows (None: unknown, judged as complete), from one
-    cheap fetch: the KPI's first metric, no dimensions, the due periods and the 28 before them.
+    cheap fetch: the KPI's first metric, no dimensions, the due periods and the same-phase ones
+    before them (`usual_phase`).
     Empty when the check is off or the source cannot count rows."""
     if kpi.completeness <= 0 or not periods:
         return {}
-    step = pd.Timedelta(days=1) if kpi.freq == "D" else pd.Timedelta(hours=1)
-    frame = source.fetch(kpi.metrics[:1], [], kpi.freq, start=periods[0] - BASELINE_PERIODS * step,
+    step, baseline = usual_phase(kpi.freq)  # same weekday / same hour: row counts follow the week and day
+    frame = source.fetch(kpi.metrics[:1], [], kpi.freq, start=periods[0] - baseline * step,
                          end=periods[-1], rows=True)
     rows = rows_per_period(frame)
     if rows is None:
         return {}
-    return {period: completeness(rows, period, step) for period in periods}
+    return {period: completeness(rows, period, step, baseline) for period in periods}
 
 
 def _label(period: pd.Timestamp, freq: str) -> str:

@@ -401,8 +401,10 @@ class Store:
         return self._rows(query)
 
     def waiting(self) -> list[OutboxRow]:
-        """Every row not yet in Slack and not dead (due or not), oldest first."""
-        return self._rows(sa.select(outbox).where(outbox.c.state.in_(("pending", "sending"))).order_by(outbox.c.id))
+        """Every row not yet in Slack and not dead (due or not), oldest first; without the charts'
+        PNG bytes (`file` is None: `get(key)` has them), since delivery reads this every few seconds."""
+        light = [column for column in outbox.c if column.name != "file"]
+        return self._rows(sa.select(*light).where(outbox.c.state.in_(("pending", "sending"))).order_by(outbox.c.id))
 
     def next_attempt(self) -> datetime | None:
         """When the earliest waiting row is due (None: nothing waits)."""
@@ -616,6 +618,7 @@ def _queue(conn: Connection, item: OutboxItem, now: datetime) -> int:
 def _outbox_row(row: Mapping[str, Any]) -> OutboxRow:
     fields = dict(row)
     fields["payload"] = json.loads(fields["payload"] or "{}")
+    fields.setdefault("file", None)
     return OutboxRow(**fields)
 
 

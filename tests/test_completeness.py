@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from forecaster.completeness import completeness, is_complete, rows_per_period
+from forecaster.completeness import completeness, is_complete, rows_per_period, usual_phase
 
 DAY = pd.Timedelta(days=1)
 HOUR = pd.Timedelta(hours=1)
@@ -84,3 +84,18 @@ def test_rows_per_period_sums_over_dimension_values() -> None:
     assert got is not None
     assert got.to_dict() == {pd.Timestamp("2025-12-08", tz="UTC"): 7.0, pd.Timestamp("2025-12-09", tz="UTC"): 2.0}
     assert rows_per_period(frame.drop(columns="_rows")) is None  # a query, GA4, the demo
+
+
+def test_days_compare_with_the_same_weekday_and_hours_with_the_same_hour() -> None:
+    """An event table has far fewer rows on Sundays: a normal Sunday is complete, a half one is not."""
+    step, baseline = usual_phase("D")
+    assert (step, baseline) == (pd.Timedelta(days=7), 4)
+    days = pd.date_range(end=LAST, periods=29, freq="D")  # LAST is a Tuesday
+    weekday_rows = [40.0 if d.day_of_week == 6 else 100.0 for d in days]
+    rows = pd.Series(weekday_rows, index=days)
+    sunday = LAST - pd.Timedelta(days=2)
+    assert completeness(rows, sunday, step, baseline) == pytest.approx(1.0)  # 40 of the usual Sunday 40
+    half = rows.copy()
+    half[sunday] = 20.0
+    assert completeness(half, sunday, step, baseline) == pytest.approx(0.5)
+    assert usual_phase("h") == (pd.Timedelta(hours=24), 7)

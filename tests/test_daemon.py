@@ -456,3 +456,36 @@ def test_a_hung_call_is_killed_after_its_time_limit_and_the_worker_comes_back():
         assert worker.call(pow, (2, 10), 30.0) == 1024  # a fresh process took over
     finally:
         worker.close()
+
+
+def test_a_kpi_that_fails_every_cycle_gets_one_cannot_judge_alert(tmp_path, monkeypatch):
+    """A time-out (or bad data) on every cycle would leave the KPI stuck with only log lines:
+    after `daemon.source_failures` cycles one alert, and a reply when it is judged again."""
+    from alerts.slack import SlackBot
+    from forecaster.daemon import Daemon
+    from forecaster.store import Store
+
+    data = tmp_path / "leads.csv"
+    write_leads(data)
+    config = tmp_path / "kpiwatch.yaml"
+    config.write_text(FILE_CONFIG.format(state=tmp_path / "state.db", path=data))
+    with FakeSlack() as slack:
+        daemon = Daemon(config)
+        daemon.store = Store(daemon.settings.state_url)
+        daemon.notifier = SlackBot("xoxb-test", base_url=slack.url)
+        daemon.channel_ids, daemon.channels_checked = daemon.notifier.check(["#kpi-alerts"]), True
+
+        def hangs(*_):
+            raise TimeoutError("stopped after 900 s (daemon.job_timeout_seconds)")
+
+        monkeypatch.setattr(daemon, "_judge_due", hangs)
+        for _ in range(5):
+            daemon.judge_kpi("leads")
+        monkeypatch.setattr(daemon, "_judge_due", lambda *_: {"status": "ok", "periods": "2025-12-05"})
+        daemon.judge_kpi("leads")
+        daemon.deliver_outbox()
+        daemon.store.close()
+        messages = slack.messages("C0ALERTS")
+    alerts = [m for m in messages if "Cannot judge: leads failed 3 cycles in a row" in m["text"]]
+    assert len(alerts) == 1 and "stopped after 900 s" in alerts[0]["text"]
+    assert [m["text"].split(":")[2].strip() for m in messages if m["thread_ts"] == alerts[0]["ts"]] == ["Judged again"]
