@@ -111,6 +111,18 @@ class StoreLock:
                 log.info("store lock taken: this daemon is now active")
                 return
 
+    def held(self) -> bool:
+        """False when the lock may be gone: the PostgreSQL connection that holds it broke (a
+        server restart or failover ends the session and with it the advisory lock)."""
+        if self._conn is None:
+            return self._file is not None
+        try:
+            self._conn.execute(sa.text("SELECT 1"))
+            self._conn.commit()
+            return True
+        except sa.exc.SQLAlchemyError:
+            return False
+
     def release(self) -> None:
         if self._file is not None:
             fcntl.flock(self._file, fcntl.LOCK_UN)
@@ -283,6 +295,7 @@ class Daemon:
         self.started = time.time()
         self.store: Store | None = None
         self.lock: StoreLock | None = None
+        self.exit_code = 0  # 3 when the daemon stops because it lost the store lock
         self.notifier: Notifier | None = None
         self.channel_ids: dict[str, str] = {}
         self.channels_checked = False
@@ -323,8 +336,8 @@ class Daemon:
                 if self._shutdown is not None:
                     self._shutdown.join()  # the running job has finished
             self.deliver_outbox(max_wait=10.0)
-            _event(logging.INFO, "stopped")
-            return 0
+            _event(logging.INFO, "stopped", exit_code=self.exit_code)
+            return self.exit_code
         finally:
             self._stop_health()
             while not self.workers.empty():
@@ -488,6 +501,12 @@ class Daemon:
 
     def deliver_outbox(self, max_wait: float = 0.0) -> None:
         """Send what is due in the outbox (the delivery job; also right after a check)."""
+        if self.lock is not None and not self.stopping.is_set() and not self.lock.held():
+            # Another daemon may be active now: stop (a supervisor restarts us, on standby).
+            _event(logging.ERROR, "store lock lost (database connection broken): stopping this daemon")
+            self.exit_code = 3
+            self.stop()
+            return
         if self.notifier is None or self.store is None:
             return
         if not self.channels_checked and not self._check_slack(at_start=False):

@@ -489,3 +489,37 @@ def test_a_kpi_that_fails_every_cycle_gets_one_cannot_judge_alert(tmp_path, monk
     alerts = [m for m in messages if "Cannot judge: leads failed 3 cycles in a row" in m["text"]]
     assert len(alerts) == 1 and "stopped after 900 s" in alerts[0]["text"]
     assert [m["text"].split(":")[2].strip() for m in messages if m["thread_ts"] == alerts[0]["ts"]] == ["Judged again"]
+
+
+def test_a_daemon_that_loses_its_postgresql_lock_stops_with_exit_3(tmp_path):
+    """A PostgreSQL restart or failover ends the session that held the advisory lock; a standby
+    may take over, so this daemon must notice and stop (a supervisor restarts it on standby)."""
+    import sqlalchemy as sa
+    from storage import store_url
+
+    from forecaster.daemon import Daemon, StoreLock
+    from forecaster.store import Store
+
+    urls = store_url("postgresql", tmp_path)
+    url = next(urls)
+    try:
+        config = tmp_path / "kpiwatch.yaml"
+        config.write_text(FILE_CONFIG.format(state="x", path=tmp_path / "leads.csv").replace(
+            "state: sqlite:///x", f"state: '{url}'"))
+        daemon = Daemon(config)
+        daemon.store = Store(url)
+        daemon.lock = StoreLock(daemon.store)
+        assert daemon.lock.try_acquire() and daemon.lock.held()
+        daemon.deliver_outbox()
+        assert not daemon.stopping.is_set()  # still held: nothing happens
+        backend = daemon.lock._conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        killer = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with killer.begin() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        killer.dispose()
+        daemon.deliver_outbox()
+        assert daemon.stopping.is_set() and daemon.exit_code == 3
+        daemon.lock.release()
+        daemon.store.close()
+    finally:
+        next(urls, None)
