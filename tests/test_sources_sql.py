@@ -488,8 +488,8 @@ def test_statement_timeout_is_a_source_error() -> None:
 
 @pytest.mark.parametrize(("entry", "message"), [
     ("{type: sql, url: 'sqlite://', tabel: x}",
-     "sources.w.tabel: unknown key; allowed here: type, delay_hours, url, table, query, timestamp, timezone, metrics, "
-     "dimensions, connect_timeout, statement_timeout"),
+     "sources.w.tabel: unknown key; allowed here: type, delay_hours, timestamp, timezone, metrics, dimensions, url, "
+     "table, query, connect_timeout, statement_timeout"),
     ("{type: sql, table: x}", "sources.w.url: required key is missing"),
     ("{type: sql, url: 'sqlite://', table: x, timezone: Mars/Olympus}",
      "sources.w.timezone: unknown timezone 'Mars/Olympus'; use an IANA name such as Europe/Amsterdam"),

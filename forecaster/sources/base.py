@@ -31,6 +31,15 @@ _MINUTE = pd.Timedelta(minutes=1)
 _SECOND = pd.Timedelta(seconds=1)
 
 
+class WallClock:
+    """`now()` for the real sources (files, SQL, GA4): the wall clock, tz-aware UTC. (The demo
+    keeps its own fixed clock.)"""
+
+    def now(self) -> pd.Timestamp:
+        """The wall clock, tz-aware UTC."""
+        return pd.Timestamp.now(tz="UTC")
+
+
 # --------------------------------------------------------------------------- frequency
 
 

@@ -72,23 +72,14 @@ class _RealSourceConfig(_Strict):
     delay_hours: float | None = Field(default=None, ge=0, le=24 * 14)
 
 
-class FileSourceConfig(_RealSourceConfig):
-    """`type: csv` or `type: parquet`: exported files, re-read on every fetch.
+class _ColumnsConfig(_RealSourceConfig):
+    """Where the numbers are in a file or table (files and SQL share these keys).
 
-    path: one file or a glob (`exports/sessions_*.csv`); every matching file is read and the rows
-        are summed together, so a team can drop one export per day into a folder.
-    timestamp: the column of timestamps (default "timestamp"). Values with an offset (`Z`,
-        `+01:00`) are instants; naive ones are in `timezone`. Dates without a time of day (all
-        rows at midnight, no offset) are calendar dates, taken as they are for daily KPIs.
+    timestamp: the column of timestamps or dates (default "timestamp").
     timezone: the zone of naive timestamps (default UTC).
-    metrics: {kpiwatch metric: column} when the file's names differ (default: same name).
-    dimensions: {kpiwatch dimension: column} likewise (default: same name).
-    Long format: timestamp, dimension columns, metric columns; a wide file (one column per metric,
-    no dimension columns) is the same thing.
+    metrics, dimensions: {kpiwatch name: column} where the names differ (default: same names).
     """
 
-    type: Literal["csv", "parquet"]
-    path: str = Field(min_length=1)
     timestamp: str = Field(default="timestamp", min_length=1)
     timezone: str | None = None
     metrics: dict[str, str] = Field(default_factory=dict)
@@ -105,6 +96,25 @@ class FileSourceConfig(_RealSourceConfig):
         return _check_names(value, "kpiwatch")
 
 
+class FileSourceConfig(_ColumnsConfig):
+    """`type: csv` or `type: parquet`: exported files, re-read on every fetch.
+
+    path: one file or a glob (`exports/sessions_*.csv`); every matching file is read and the rows
+        are summed together, so a team can drop one export per day into a folder.
+    timestamp: the column of timestamps (default "timestamp"). Values with an offset (`Z`,
+        `+01:00`) are instants; naive ones are in `timezone`. Dates without a time of day (all
+        rows at midnight, no offset) are calendar dates, taken as they are for daily KPIs.
+    timezone: the zone of naive timestamps (default UTC).
+    metrics: {kpiwatch metric: column} when the file's names differ (default: same name).
+    dimensions: {kpiwatch dimension: column} likewise (default: same name).
+    Long format: timestamp, dimension columns, metric columns; a wide file (one column per metric,
+    no dimension columns) is the same thing.
+    """
+
+    type: Literal["csv", "parquet"]
+    path: str = Field(min_length=1)
+
+
 class CsvSourceConfig(FileSourceConfig):
     """`type: csv` (see FileSourceConfig)."""
 
@@ -117,7 +127,7 @@ class ParquetSourceConfig(FileSourceConfig):
     type: Literal["parquet"]
 
 
-class SQLSourceConfig(_RealSourceConfig):
+class SQLSourceConfig(_ColumnsConfig):
     """`type: sql`: any database with a SQLAlchemy dialect.
 
     url: SQLAlchemy URL, usually `${WAREHOUSE_URL}`; a bare `postgresql://` uses psycopg 3.
@@ -145,22 +155,8 @@ class SQLSourceConfig(_RealSourceConfig):
     url: str = Field(min_length=1)
     table: str | None = Field(default=None, min_length=1)
     query: str | None = Field(default=None, min_length=1)
-    timestamp: str = Field(default="timestamp", min_length=1)
-    timezone: str | None = None
-    metrics: dict[str, str] = Field(default_factory=dict)
-    dimensions: dict[str, str] = Field(default_factory=dict)
     connect_timeout: float = Field(default=10.0, gt=0, le=600)
     statement_timeout: float = Field(default=120.0, gt=0, le=3600)
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        return _check_zone(value)
-
-    @field_validator("metrics", "dimensions")
-    @classmethod
-    def _plain_names(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_names(value, "kpiwatch")
 
     @model_validator(mode="after")
     def _table_or_query(self) -> SQLSourceConfig:

@@ -24,6 +24,7 @@ from forecaster.completeness import ROWS_COLUMN
 from forecaster.sources import frames
 from forecaster.sources.config import FileSourceConfig
 from forecaster.sources.csv import _read_text, _split_rows
+from forecaster.sources.base import WallClock
 from forecaster.types import BadInputError, SourceError
 
 _GLOB_CHARS = frozenset("*?[")
@@ -39,7 +40,7 @@ class _Table:
     row_word: str  # "line" or "row"
 
 
-class FileSource:
+class FileSource(WallClock):
     """Rows of CSV or Parquet files, summed per period (see the module docstring).
 
     config: the `sources:` entry. timezone: where days are cut (the config's `timezone`).
@@ -61,10 +62,6 @@ class FileSource:
 
     def __repr__(self) -> str:
         return f"FileSource(name={self.name!r}, path={self.config.path!r})"
-
-    def now(self) -> pd.Timestamp:
-        """The wall clock, tz-aware UTC."""
-        return pd.Timestamp.now(tz="UTC")
 
     def paths(self) -> list[Path]:
         """The files the configured path or glob matches now, sorted.

@@ -28,6 +28,7 @@ import pandas as pd
 
 from forecaster.sources import frames
 from forecaster.sources.config import GA4SourceConfig
+from forecaster.sources.base import WallClock
 from forecaster.types import BadInputError, SourceError
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def parse_expression(expression: str) -> list[tuple[float, str]]:
     return [(-1.0 if sign == "-" else 1.0, name) for sign, name in _TERM.findall(expression)]
 
 
-class GA4Source:
+class GA4Source(WallClock):
     """Metrics of a GA4 property, summed per period and dimension values.
 
     config: the `sources:` entry (see `forecaster.sources.config.GA4SourceConfig`).
@@ -75,10 +76,6 @@ class GA4Source:
 
     def __repr__(self) -> str:
         return f"GA4Source(name={self.name!r}, property={self.property!r})"
-
-    def now(self) -> pd.Timestamp:
-        """The wall clock, tz-aware UTC."""
-        return pd.Timestamp.now(tz="UTC")
 
     # ----------------------------------------------------------------------- fetch
 

@@ -37,6 +37,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, NoSuchT
 from forecaster.completeness import ROWS_COLUMN
 from forecaster.sources import frames
 from forecaster.sources.config import SQLSourceConfig
+from forecaster.sources.base import WallClock
 from forecaster.types import BadInputError, SourceError
 
 # Bounds of a `query:` when the caller gives none (the whole history).
@@ -114,7 +115,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0].strip()
 
 
-class SQLSource:
+class SQLSource(WallClock):
     """Metrics from a SQL table/view or query, summed per period in the database.
 
     config: the `sources:` entry (see `forecaster.sources.config.SQLSourceConfig`).
@@ -142,10 +143,6 @@ class SQLSource:
 
     def __repr__(self) -> str:
         return f"SQLSource(name={self.name!r}, url={self.shown_url!r})"
-
-    def now(self) -> pd.Timestamp:
-        """The wall clock, tz-aware UTC."""
-        return pd.Timestamp.now(tz="UTC")
 
     def fetch(
         self,
