@@ -163,14 +163,36 @@ def _send(report: CheckReport, settings: Settings) -> None:
 @click.option("--timestamp-col", default="timestamp", show_default=True)
 @click.option("--value-col", default="value", show_default=True)
 @click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the judged rows (CSV).")
-@click.option("--level", default=0.99, show_default=True, type=float, help="Band probability per day of data.")
-def replay(csv_file: Path, timestamp_col: str, value_col: str, output: Path, level: float) -> None:
+@click.option("--level", default=0.99, show_default=True, type=float,
+              help="Band probability per day of data (given, it overrides the KPI's level).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Judge with a KPI's level and alerting guardrails from this config (default: none, "
+                   "the default detector; $KPIWATCH_CONFIG is not read).")
+@click.option("--kpi", "kpi", help="The KPI of --config whose settings apply (needed when it has several).")
+@click.pass_context
+def replay(ctx: click.Context, csv_file: Path, timestamp_col: str, value_col: str, output: Path, level: float,
+           config_file: Path | None, kpi: str | None) -> None:
     """Walk forward over a CSV as the daemon would, each row judged only from earlier rows."""
     from forecaster.models.base import check_level
     from forecaster.replay import ReplayConfig, replay_rows, summary
     from forecaster.sources.csv import read_csv_columns
 
-    config = ReplayConfig(level=check_level(level))
+    level_given = ctx.get_parameter_source("level") is click.core.ParameterSource.COMMANDLINE
+    if config_file is None:
+        # Only an explicit --config: benchmarks and scripts replay with the default detector.
+        if kpi is not None:
+            raise BadInputError(f"--kpi {kpi} needs --config FILE (the config that defines it)")
+        config = ReplayConfig(level=check_level(level))
+    else:
+        settings = load_config(config_file)
+        name = _replay_kpi(settings, kpi)
+        config = ReplayConfig.from_settings(settings, name)
+        if level_given:
+            config = dataclasses.replace(config, level=check_level(level))
+        out.print(f"settings of KPI {name} ({config_file}): {config.describe()}"
+                  f"{' (--level given)' if level_given else ''}", markup=False)
+        if settings.kpi(name).ratio is not None and settings.kpi(name).min_volume:
+            err.print(f"note: min_volume of ratio KPI {name} not applied: the file has no denominator", markup=False)
     raw = read_csv_columns(csv_file, timestamp_col, value_col)
     with _bar("replaying") as advance:
         frame, notes = replay_rows(raw, f"{csv_file.name}:{value_col}", config, progress=advance)
@@ -181,6 +203,17 @@ def replay(csv_file: Path, timestamp_col: str, value_col: str, output: Path, lev
         output, index=False, float_format="%.10g"
     )
     out.print(f"{csv_file}: {summary(frame, _freq_of(frame))}. Written to {output}")
+
+
+def _replay_kpi(settings: Settings, name: str | None) -> str:
+    """The KPI whose settings `replay --config` applies: --kpi, else the config's only KPI."""
+    if name is not None:
+        settings.kpi(name)  # an unknown name lists the configured ones
+        return name
+    if len(settings.kpis) == 1:
+        return next(iter(settings.kpis))
+    raise BadInputError(f"the config defines {len(settings.kpis)} KPIs ({', '.join(sorted(settings.kpis))}); "
+                        "pick one with --kpi NAME")
 
 
 @cli.command(name="backtest")

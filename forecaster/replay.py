@@ -24,7 +24,10 @@ How a period is judged (defaults in brackets):
   periods; after `accept_after` anomalous periods in a row [one day, at least 3] the values are
   taken as they are (the new normal);
 - alerts: the first anomalous period of an episode alerts; the same episode does not alert again
-  until `repeat_after` periods [half a day, at least 3] without an alert have passed.
+  until `repeat_after` periods [half a day, at least 3] without an alert have passed;
+- a KPI's alerting guardrails (`ReplayConfig.from_settings`, the rules of `forecaster.detect`):
+  direction, minimum change and volume, "for N periods", a wider band on calendar event days.
+  They only decide which anomalies alert; forecast, band, score and cleaning stay as above.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -44,7 +49,11 @@ from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
 from forecaster.models.base import season_length
 from forecaster.sources.base import to_kpi_series
-from forecaster.types import BadInputError, KPISeries
+from forecaster.types import BadInputError, Direction, KPISeries
+
+if TYPE_CHECKING:
+    from forecaster.calendar import Calendar
+    from forecaster.settings import Settings
 
 COLUMNS = ["timestamp", "value", "expected", "lower", "upper", "score", "anomaly"]
 CALIBRATION_LEVEL = 0.99  # the quantile of past errors the band's scale is read from
@@ -59,13 +68,80 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    """Replay settings; None = derived from the frequency as the module docstring says."""
+    """Replay settings; None = derived from the frequency as the module docstring says.
+
+    The fields after `repeat_after` are one KPI's alerting guardrails (`forecaster.detect.Rules`,
+    see `KPIConfig`; `from_settings` reads them from a config). They decide which judged anomalies
+    alert (`anomaly` = 1) and never change the forecast, the band, the score or the cleaning.
+    Their defaults alert on every judged anomaly, either way, as replay did before they existed.
+
+    good: the KPI's good direction; None = neither way is good news, both alert [None].
+    good_news: with `good` set, moves the good way alert too [False].
+    min_abs_change: |value - expected| below this (the series' units) never alerts [0].
+    min_volume: a period whose max(value, expected) is below this never alerts [0] (a count
+        KPI's volume is its value; a ratio's denominator is not in the file).
+    for_periods: alert only from the Nth alertable period in a row the same way [1].
+    event_margin: on a calendar event day (daily data only, as in `kpiwatch check`) a value
+        alerts only outside the band widened by this fraction of |expected| on each side [0].
+    calendar: the event days: public holidays, retail peaks, the team's events [None = none].
+    timezone: IANA name whose dates daily timestamps other than midnight UTC fall on ["UTC"].
+    """
 
     level: float = 0.99
     refit_every: int | None = None
     train_window: int | None = None
     accept_after: int | None = None
     repeat_after: int | None = None
+    good: Direction | None = None
+    good_news: bool = False
+    min_abs_change: float = 0.0
+    min_volume: float = 0.0
+    for_periods: int = 1
+    event_margin: float = 0.0
+    calendar: Calendar | None = None
+    timezone: str = "UTC"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, kpi: str) -> ReplayConfig:
+        """The replay `kpiwatch check` would do for KPI `kpi` of a config: its level and guardrails,
+        the config's calendar (`country` holidays, retail peaks, `events:`) and `timezone`.
+        BadInputError (exit 2) for an unknown KPI, naming the configured ones."""
+        rules = settings.kpi(kpi)
+        return cls(
+            level=rules.level,
+            good=rules.good,
+            good_news=rules.good_news,
+            min_abs_change=rules.min_abs_change,
+            # The service measures a ratio's volume by its denominator, which a replayed file
+            # lacks: applying the threshold to the ratio itself would silence every period.
+            min_volume=rules.min_volume if rules.ratio is None else 0.0,
+            for_periods=rules.for_periods,
+            event_margin=rules.event_margin,
+            calendar=settings.calendar,
+            timezone=settings.timezone,
+        )
+
+    def describe(self) -> str:
+        """The alerting settings in one short line, e.g. "level 0.99, alerts when down
+        (good: up), min_abs_change 5, for_periods 3, event_margin 0.15 (holidays of NL, ...)"."""
+        if self.good is None:
+            parts = [f"level {self.level:g}", "alerts either way"]
+        elif self.good_news:
+            parts = [f"level {self.level:g}", f"alerts either way (good news when {self.good.value})"]
+        else:
+            parts = [f"level {self.level:g}", f"alerts when {self.good.opposite().value} (good: {self.good.value})"]
+        if self.min_abs_change:
+            parts.append(f"min_abs_change {self.min_abs_change:g}")
+        if self.min_volume:
+            parts.append(f"min_volume {self.min_volume:g}")
+        parts.append(f"for_periods {self.for_periods}")
+        if self.calendar is not None and self.event_margin:
+            days = [f"holidays of {self.calendar.country}"] if self.calendar.country else []
+            days += ["retail peaks"] if self.calendar.retail else []
+            days += [f"{len(self.calendar.events)} own event(s)"] if self.calendar.events else []
+            parts.append(f"event_margin {self.event_margin:g} ({', '.join(days) or 'no event days'}; "
+                         f"days in {self.timezone})")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -90,7 +166,7 @@ def replay(series: KPISeries, config: ReplayConfig = ReplayConfig(), progress: P
     first = _first_judged(values, plan)
     expected, lower, upper, score = (np.full(n, np.nan) for _ in range(4))
     anomaly = np.zeros(n, dtype=int)
-    state = _State(values.copy(), plan)
+    state = _State(values.copy(), plan, _AlertRules(config, _event_rows(series.values.index, series.freq, config)))
     seasonal_from = _seasonal_ready(values, plan)
     start = first
     while start < n:
@@ -130,10 +206,11 @@ def summary(frame: pd.DataFrame, freq: str) -> str:
 class _State:
     """The cleaned history (anomalies pulled back to the band's edge) and the alert bookkeeping."""
 
-    def __init__(self, values: np.ndarray, plan: _Plan) -> None:
+    def __init__(self, values: np.ndarray, plan: _Plan, rules: _AlertRules | None = None) -> None:
         self.raw = values
         self.clean = values.copy()
         self.plan = plan
+        self.rules = rules or _AlertRules(ReplayConfig(), np.zeros(len(values), dtype=bool))
         self.errors: list[float] = []  # one-step errors of judged periods (cleaned), oldest first
         self.run = 0  # anomalous periods in a row
         self.since_alert = math.inf
@@ -178,7 +255,7 @@ class _State:
         shifted = self.behaviour.update(abs(error) / tail.sigma)
         # Outside either way counts: a forecast that swings around the data must also be let go.
         self.run = self.run + 1 if outside else 0
-        if (outside or shifted) and self.since_alert > self.plan.repeat_after:
+        if self.rules.allow(i, actual, forecast, half, outside, shifted) and self.since_alert > self.plan.repeat_after:
             anomaly[i] = 1
             self.since_alert = 0
         if outside and self.run < self.plan.accept_after:
@@ -210,6 +287,68 @@ class _State:
     def _tail(self, forecast: float) -> _ErrorTail:
         floor = MIN_RELATIVE_SCALE * max(abs(forecast), 1e-9)
         return _ErrorTail.from_errors(np.abs(self.errors[-self.plan.train_window:]), floor)
+
+
+class _AlertRules:
+    """ReplayConfig's guardrails where a judged period may become an alert (`_State._judge`).
+
+    The same order as `kpiwatch check` (`forecaster.detect.judge` then `anomaly_at`): outside the
+    band (widened on event days) or a change of behaviour; then |change| and volume guardrails;
+    then the direction; then "for N periods", counted over consecutive alertable periods the
+    same way (a gap, an unjudged row or a quiet period ends the run).
+    """
+
+    def __init__(self, config: ReplayConfig, on_event: np.ndarray) -> None:
+        self.config = config
+        self.on_event = on_event  # per row: True on a calendar event day
+        # Default settings: every judged anomaly alerts, exactly as before the rules existed.
+        self.plain = (config.good is None and config.min_abs_change == 0 and config.min_volume == 0
+                      and config.for_periods == 1 and not on_event.any())
+        self.run = 0  # alertable periods in a row, ending at row `last`
+        self.run_up = False
+        self.last = -2
+
+    def allow(self, i: int, actual: float, expected: float, half: float, outside: bool, shifted: bool) -> bool:
+        """Whether judged row `i` (value `actual`, band expected +- half) may alert."""
+        if self.plain:
+            return outside or shifted
+        config, error = self.config, actual - expected
+        if self.on_event[i]:
+            # The service widens an event day's band by event_margin of the expected value:
+            # such days were learned from one or two earlier years.
+            outside = abs(error) > half + config.event_margin * abs(expected)
+        up = error > 0
+        way = Direction.UP if up else Direction.DOWN
+        alertable = (
+            (outside or shifted)
+            and abs(error) >= config.min_abs_change
+            and max(actual, expected) >= config.min_volume
+            and (config.good is None or way is not config.good or config.good_news)
+        )
+        if not alertable:
+            self.run = 0
+        elif i == self.last + 1 and self.run and up == self.run_up:
+            self.run += 1
+        else:
+            self.run, self.run_up = 1, up
+        self.last = i
+        return alertable and self.run >= config.for_periods
+
+
+def _event_rows(index: pd.DatetimeIndex, freq: str, config: ReplayConfig) -> np.ndarray:
+    """Per row, True on a calendar event day, as `kpiwatch check` decides: daily data only.
+
+    A day's date: a midnight-UTC stamp is read as the date itself (the service labels a local
+    day by midnight UTC of its date, and a file of plain dates reads that way); any other stamp
+    by its date in `config.timezone` (a day exported as 2025-12-25T00:00+01:00).
+    """
+    if config.calendar is None or config.event_margin == 0 or freq != "D" or not len(index):
+        return np.zeros(len(index), dtype=bool)
+    calendar = config.calendar
+    labels = index == index.normalize()
+    local = index.tz_convert(config.timezone).date
+    days: list[date] = [utc if label else day for utc, day, label in zip(index.date, local, labels, strict=True)]
+    return np.array([bool(calendar.events_on(day)) for day in days], dtype=bool)
 
 
 class _BehaviourShift:
