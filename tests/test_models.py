@@ -373,3 +373,71 @@ def test_prophet_fit_writes_nothing_to_stderr(capfd: pytest.CaptureFixture[str],
     captured = capfd.readouterr()
     assert "fitted True" in captured.out
     assert captured.err == ""
+
+
+# --------------------------------------------------------------------------- Prophet, the fast paths
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        pd.date_range("2022-11-01", "2024-01-10", freq="D"),  # every event window, some cut at the ends
+        pd.date_range("2023-12-20", periods=24 * 10, freq="h"),  # hourly: all hours of a holiday get the 1
+        pd.date_range("2024-03-01", periods=28, freq="D"),  # no event at all: zero columns, same names
+    ],
+    ids=["daily", "hourly", "quiet"],
+)
+def test_vectorised_holiday_features_equal_prophets_own(dates: pd.DatetimeIndex) -> None:
+    from forecaster.calendar import Calendar, UserEvent
+    from forecaster.models.prophet import _prophet_class
+
+    launch = UserEvent("launch", pd.Timestamp("2023-06-01").date(), pd.Timestamp("2023-06-04").date())
+    holidays = Calendar("NL", events=(launch,)).frame(range(2022, 2025))
+    fast_class = _prophet_class()
+    prophet_class = fast_class.__mro__[1]
+    mine, theirs = fast_class(holidays=holidays), prophet_class(holidays=holidays)
+    ours = mine.make_holiday_features(pd.Series(dates), holidays)
+    own = prophet_class.make_holiday_features(theirs, pd.Series(dates), holidays)
+    pd.testing.assert_frame_equal(ours[0], own[0])
+    assert ours[1:] == own[1:]
+    assert list(mine.train_holiday_names) == list(theirs.train_holiday_names)
+
+
+@pytest.mark.parametrize(
+    "data,fast",
+    [
+        ({"T": 3, "tau": 0.05, "y": [0.1, 0.2, 0.3], "X": [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]}, True),
+        ({"T": 0, "y": [], "X": []}, True),
+        ({"flag": True}, False),  # Stan wants 1, json.dumps would write true
+        ({"y": [0.1, float("nan")]}, False),  # NaN: stanio's spelling, not Python's
+        ({"k": np.float64(0.5), "y": np.array([1.0, 2.0])}, False),  # numpy: stanio converts
+        ({"X": [[1.0], 2.0]}, False),  # ragged
+    ],
+)
+def test_stan_json_writer_is_stanios_output_or_stanio_itself(tmp_path: Path, data: dict, fast: bool) -> None:
+    import json
+
+    import stanio
+
+    from forecaster.models.prophet import _json_writer
+
+    fell_back: list[str] = []
+    _json_writer(lambda path, d: fell_back.append(path) or stanio.write_stan_json(path, d))(str(tmp_path / "d.json"), data)
+    assert fell_back == ([] if fast else [str(tmp_path / "d.json")])
+    text = (tmp_path / "d.json").read_text()
+    assert json.loads(text) == json.loads(stanio.dump_stan_json(data)) or not fast
+
+
+@pytest.mark.slow
+def test_prophet_without_samples_gives_the_analytic_band_of_its_simulation() -> None:
+    y = make_series(periods=500, seed=7)
+    sampled = make_model("prophet").fit(y).predict(28, 0.9)
+    analytic = make_model("prophet", uncertainty_samples=0).fit(y)
+    first, again = analytic.predict(28, 0.9), analytic.predict(28, 0.9)
+    pd.testing.assert_series_equal(first.upper, again.upper)  # nothing random
+    pd.testing.assert_series_equal(first.mean, sampled.mean)
+    np.testing.assert_allclose((first.upper - first.mean).to_numpy(), (first.mean - first.lower).to_numpy())
+    half, simulated = (first.upper - first.lower).mean(), (sampled.upper - sampled.lower).mean()
+    assert abs(half / simulated - 1) < 0.1  # the same spread as 1,000 simulated paths, to ~10%
+    additive = make_model("prophet", uncertainty_samples=0, seasonality_mode="additive").fit(y).predict(28, 0.9)
+    assert (additive.upper - additive.mean).is_monotonic_increasing  # trend uncertainty grows with the horizon

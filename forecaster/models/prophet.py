@@ -8,19 +8,21 @@ width explicitly (Prophet's default is 0.80).
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any, Self
 
 import numpy as np
 import pandas as pd
 
 from forecaster.calendar import Calendar
-from forecaster.models.base import check_horizon, check_level, future_index, register, require_fitted
+from forecaster.models.base import check_horizon, check_level, future_index, register, require_fitted, z_value
 from forecaster.types import Forecast
 
 
@@ -48,6 +50,9 @@ class ProphetModel:
         positive history, where a peak is a percentage of the level (Black Friday doubles traffic
         whatever its size), additive once zeros or negatives occur.
     uncertainty_samples: simulations behind the interval (default 1000; fewer is faster, noisier).
+        0 = no simulation: the band is the analytic one Prophet's simulation approximates (see
+        `analytic_sigma`), about 20 ms less per predict on 1,095 days; `auto` uses it, since it
+        calibrates the width from backtest errors and needs only the band's shape.
     changepoint_prior_scale: trend flexibility (Prophet's default 0.05).
     calendar: holidays, retail peaks and user events (default: from `country`, `retail_events`).
     """
@@ -73,11 +78,7 @@ class ProphetModel:
         self.y_: pd.Series | None = None
 
     def fit(self, y: pd.Series) -> Self:
-        quiet_prophet()
-        from prophet import Prophet  # imported late: ~1 s, only when Prophet is really used
-
-        quiet_prophet()  # again: importing prophet resets its logger to INFO
-
+        Prophet = _prophet_class()  # imported late: ~1 s, only when Prophet is really used
         ds = y.index.tz_convert("UTC").tz_localize(None)
         span = ds[-1] - ds[0]
         step = ds[1] - ds[0] if len(ds) > 1 else pd.Timedelta(days=1)
@@ -105,6 +106,8 @@ class ProphetModel:
         assert self.y_ is not None
         horizon, level = check_horizon(horizon), check_level(level)
         index = future_index(self.y_, horizon)
+        if self.uncertainty_samples == 0:
+            return self._predict_analytic(index, level)
         # Prophet draws its interval at predict time from `interval_width`, so one fit serves any level.
         self.prophet_.interval_width = level
         # Seeded so the same fit gives the same band (Prophet samples trend changes at random).
@@ -124,6 +127,22 @@ class ProphetModel:
             model=self.name,
         )
 
+    def _predict_analytic(self, index: pd.DatetimeIndex, level: float) -> Forecast:
+        """Mean from Prophet, band mean +- z * `analytic_sigma` (no simulation, deterministic)."""
+        ds = index.tz_convert("UTC").tz_localize(None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            out = self.prophet_.predict(pd.DataFrame({"ds": ds}))
+        mean = out["yhat"].to_numpy(dtype="float64")
+        half = z_value(level) * analytic_sigma(self.prophet_, out)
+        return Forecast(
+            mean=pd.Series(mean, index=index),
+            lower=pd.Series(mean - half, index=index),
+            upper=pd.Series(mean + half, index=index),
+            level=level,
+            model=self.name,
+        )
+
     def _mode(self, y: pd.Series) -> str:
         if self.seasonality_mode != "auto":
             return self.seasonality_mode
@@ -133,6 +152,87 @@ class ProphetModel:
         years = range(ds[0].year, ds[-1].year + 2)  # +1 so forecasts into next year see its events
         frame = self.calendar.frame(years)
         return frame if len(frame) else None
+
+
+def analytic_sigma(prophet: Any, out: pd.DataFrame) -> np.ndarray:
+    """Standard deviation of Prophet's predictive distribution at each row of `out` (data units).
+
+    Prophet simulates yhat = trend * (1 + multiplicative terms) + additive terms + noise, where
+    the noise is N(0, sigma_obs) and the future trend gains changepoints as a Poisson process of
+    rate S per unit of scaled time (S = the history's changepoints) with Laplace(0, lambda)
+    slope changes (lambda = mean |delta| of the fit). A slope change at c moves the trend at t by
+    delta * (t - c), so at h = t - 1 (scaled time past the history's end) the trend's variance is
+    S * h * 2 lambda^2 * h^2 / 3 (compound Poisson, c uniform on (1, t)). The two variances add;
+    this is the Gaussian with the simulation's variance, without drawing 1,000 paths.
+
+    out: Prophet's `predict` frame for future dates (columns ds, multiplicative_terms).
+    """
+    params = prophet.params
+    y_scale = float(prophet.y_scale)
+    sigma_obs = float(np.asarray(params["sigma_obs"]).ravel()[0]) * y_scale
+    deltas = np.asarray(params["delta"], dtype="float64").ravel()
+    rate = len(prophet.changepoints_t) if prophet.changepoints_t is not None else 0
+    spread = float(np.mean(np.abs(deltas))) if len(deltas) else 0.0
+    t = ((out["ds"] - prophet.start) / prophet.t_scale).to_numpy(dtype="float64")
+    h = np.clip(t - 1.0, 0.0, None)
+    trend_var = rate * 2.0 * spread**2 * h**3 / 3.0
+    factor = 1.0 + out["multiplicative_terms"].to_numpy(dtype="float64")
+    return np.sqrt(sigma_obs**2 + trend_var * (factor * y_scale) ** 2)
+
+
+@lru_cache(maxsize=1)
+def _prophet_class() -> Any:
+    """Prophet with a vectorised `make_holiday_features` (same features, ~20 ms less per fit).
+
+    Prophet builds each holiday column day by day in Python (a Timestamp and an index lookup per
+    day of every event window: ~10 ms for the retail calendar over three years, and again at
+    every predict). This builds the same frame (same column names, order, values, prior scales)
+    with one merge. Frames with per-holiday `prior_scale` go to Prophet's own code.
+    """
+    quiet_prophet()
+    from prophet import Prophet
+
+    quiet_prophet()  # again: importing prophet resets its logger to INFO
+
+    class FastHolidayProphet(Prophet):  # type: ignore[misc]
+        def make_holiday_features(self, dates: pd.Series, holidays: pd.DataFrame) -> tuple[pd.DataFrame, list[float], list[str]]:
+            if "prior_scale" in holidays.columns or self.holidays_prior_scale <= 0:
+                return super().make_holiday_features(dates, holidays)
+            features, names = holiday_features(dates, holidays)
+            if self.train_holiday_names is None:
+                self.train_holiday_names = pd.Series(names)
+            return features, [float(self.holidays_prior_scale)] * features.shape[1], names
+
+    return FastHolidayProphet
+
+
+def holiday_features(dates: pd.Series, holidays: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Prophet's holiday indicator columns for `dates`, and the holiday names in frame order.
+
+    One column per (holiday, day offset in its window), named like Prophet's
+    ("christmas_delim_-11", "black_friday_delim_+0"), sorted by name; 1.0 on the rows whose
+    calendar date is that day, else 0.0. Rows are matched by date, so hourly rows of a holiday
+    all get the 1, as in Prophet.
+    holidays: columns holiday, ds and optional lower_window / upper_window (whole days).
+    """
+    lower = holidays["lower_window"] if "lower_window" in holidays.columns else pd.Series(0, index=holidays.index)
+    upper = holidays["upper_window"] if "upper_window" in holidays.columns else pd.Series(0, index=holidays.index)
+    lower = lower.fillna(0).astype("int64").to_numpy()
+    upper = upper.fillna(0).astype("int64").to_numpy()
+    widths = np.maximum(upper - lower + 1, 0)
+    rows = np.repeat(np.arange(len(holidays)), widths)
+    offsets = np.concatenate([np.arange(lo, hi + 1) for lo, hi in zip(lower, upper, strict=True)] or [np.array([], "int64")])
+    names = holidays["holiday"].astype(str).to_numpy()[rows]
+    keys = [f"{name}_delim_{'+' if off >= 0 else '-'}{abs(off)}" for name, off in zip(names, offsets, strict=True)]
+    days = pd.to_datetime(holidays["ds"]).dt.normalize().to_numpy()[rows] + offsets.astype("timedelta64[D]")
+    columns = sorted(set(keys))
+    position = {key: i for i, key in enumerate(columns)}
+    occurrences = pd.DataFrame({"day": days, "col": [position[key] for key in keys]})
+    present = pd.DataFrame({"day": pd.to_datetime(dates).dt.normalize().to_numpy(), "row": np.arange(len(dates))})
+    hits = present.merge(occurrences, on="day")
+    matrix = np.zeros((len(dates), len(columns)))
+    matrix[hits["row"].to_numpy(), hits["col"].to_numpy()] = 1.0
+    return pd.DataFrame(matrix, columns=columns), list(dict.fromkeys(holidays["holiday"].astype(str)))
 
 
 # cmdstanpy modules that copied the package's temp folder name at import time.
@@ -156,10 +256,49 @@ def _private_cmdstan_folder() -> Iterator[None]:
     for module in modules:
         if hasattr(module, "_TMPDIR"):
             module._TMPDIR = folder
+    filesystem = importlib.import_module("cmdstanpy.utils.filesystem")
+    writer = filesystem.write_stan_json
+    filesystem.write_stan_json = _json_writer(writer)
     try:
         yield
     finally:
+        filesystem.write_stan_json = writer
         for module, old in zip(modules, previous, strict=True):
             if old is not None:
                 module._TMPDIR = old
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _json_writer(fallback: Callable[[str, Mapping[str, Any]], None]) -> Callable[[str, Mapping[str, Any]], None]:
+    """cmdstanpy's Stan-input writer, made ~3x faster for the plain data Prophet passes.
+
+    stanio (behind cmdstanpy) walks every number of Prophet's lists in Python and streams the JSON
+    through the pure-Python encoder: ~45 ms of a ~170 ms fit on 1,095 days. Prophet's data and
+    inits are ints, floats and (nested) lists of floats, which `json.dumps` (C encoder) writes
+    as the same JSON. Anything else (bools, numpy values, NaN) goes to stanio unchanged. Applied
+    inside `_private_cmdstan_folder`, so the benchmark's plain-Prophet peer gets it too.
+    """
+
+    def write(path: str, data: Mapping[str, Any]) -> None:
+        try:
+            # NaN and infinity are written by stanio's rules, not Python's: leave them to it.
+            text = json.dumps(dict(data), allow_nan=False) if all(map(_plain_json, data.values())) else None
+        except ValueError:
+            text = None
+        if text is None:
+            fallback(path, data)
+            return
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(text)
+
+    return write
+
+
+def _plain_json(value: Any) -> bool:
+    """True for an int, a float, or a list (of lists) of them; a bool or numpy value is not plain."""
+    items = value if type(value) is list else [value]
+    if items and type(items[0]) is list:
+        if not all(type(row) is list for row in items):
+            return False
+        items = [x for row in items for x in row]
+    return all(type(x) is int or type(x) is float for x in items)
