@@ -9,6 +9,7 @@ absolute seconds.
     .venv/bin/python benchmarks/forecast.py            # full run, a few minutes on 2 cores
     .venv/bin/python benchmarks/forecast.py --quick    # fewer origins, for a smoke check
     .venv/bin/python benchmarks/forecast.py --data /path/to/shared/data
+    .venv/bin/python benchmarks/forecast.py --dataset peyton   # only datasets whose title has "peyton"
 
 Datasets: the data README's protocol on Peyton Manning (10 origins x 28 days, 1,095 training
 days); the other daily Prophet examples (5 origins x 28, 1,095 days or all available); a few NAB
@@ -24,7 +25,8 @@ import platform
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,7 +45,9 @@ from forecaster.models.base import (
     register,
     require_fitted,
 )
+from forecaster.models.auto import AutoModel
 from forecaster.models.prophet import _private_cmdstan_folder, quiet_prophet
+from forecaster.settings import Settings
 from forecaster.sources.base import to_kpi_series
 from forecaster.sources.csv import read_series_csv
 from forecaster.types import BadInputError, Forecast, KPISeries
@@ -51,6 +55,7 @@ from forecaster.types import BadInputError, Forecast, KPISeries
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LEVEL = 0.95
 REFERENCE = "prophet"  # ratios are to kpiwatch's Prophet, which is also the README's peer setup
+RESELECT_DAYS = Settings.model_fields["reselect_days"].default  # how often the service re-selects
 PROPHET_FIT_LIMIT = 2.0  # seconds; above this on NAB the Prophet window would have to be capped
 # ETSModel estimates one initial state per season phase; at 288 (5-minute data) that optimisation
 # takes minutes, so beyond this the peer starts from statsmodels' heuristic initial states.
@@ -241,6 +246,37 @@ def periods_per_day(freq: str) -> float:
 # --------------------------------------------------------------------------- running and printing
 
 
+@dataclass
+class SelectionTimer:
+    """Wall-clock time `auto` spends in its selection backtest (`AutoModel._select`).
+
+    The backtest fits `auto` afresh at every origin, so its ms/fit holds a selection each time;
+    the service remembers a selection for `reselect_days` (default 30) and a daily check pays
+    only the chosen model's fit. The timer lets the report split the two.
+    """
+
+    calls: int = 0
+    seconds: float = 0.0
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        original = AutoModel._select
+
+        def timed(model: AutoModel, y: pd.Series) -> Any:
+            began = time.perf_counter()
+            try:
+                return original(model, y)
+            finally:
+                self.calls += 1
+                self.seconds += time.perf_counter() - began
+
+        AutoModel._select = timed  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            AutoModel._select = original  # type: ignore[method-assign]
+
+
 @dataclass(frozen=True)
 class Result:
     dataset: Dataset
@@ -252,6 +288,7 @@ class Result:
     train_sizes: tuple[int, int]
     scores: list[ModelScore]
     seconds: float
+    selection: SelectionTimer
 
 
 def run(dataset: Dataset, data_dir: Path, models: Sequence[str], quick: bool) -> Result:
@@ -271,13 +308,16 @@ def run(dataset: Dataset, data_dir: Path, models: Sequence[str], quick: bool) ->
             print(f"\r  {dataset.title}: {done}/{total} fits", end="", file=sys.stderr, flush=True)
 
     began = time.perf_counter()
-    scores = backtest(
-        series.values, models, horizon=horizon, origins=origins, level=LEVEL,
-        train_window=train_window, progress=progress,
-    )
+    selection = SelectionTimer()
+    with selection.watching():
+        scores = backtest(
+            series.values, models, horizon=horizon, origins=origins, level=LEVEL,
+            train_window=train_window, progress=progress,
+        )
     seconds = time.perf_counter() - began
     print(f"  ({seconds:.1f} s)", file=sys.stderr)
-    return Result(dataset, series, note, horizon, origins, train_window, (min(sizes), max(sizes)), scores, seconds)
+    return Result(dataset, series, note, horizon, origins, train_window, (min(sizes), max(sizes)), scores, seconds,
+                  selection)
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -319,10 +359,29 @@ def print_result(result: Result) -> None:
             f"| {_ratio(x.mase, ref.mase) if ref else 'n/a'} "
             f"| {_ratio(x.seconds_per_fit, ref.seconds_per_fit) if ref else 'n/a'} |"
         )
+    print_auto_split(result)
     if ref is not None and ref.seconds_per_fit > PROPHET_FIT_LIMIT:
         print(f"\nWarning: Prophet averaged {ref.seconds_per_fit:.1f} s per fit here, over the "
               f"{PROPHET_FIT_LIMIT:.0f} s budget; cap its train window.")
     print()
+
+
+def print_auto_split(result: Result) -> None:
+    """auto's ms/fit split into the daily fit (choice remembered) and the selection backtest."""
+    auto = next((x for x in result.scores if x.model == "auto"), None)
+    timer = result.selection
+    if auto is None or timer.calls == 0:
+        return
+    per_selection = timer.seconds / timer.calls
+    daily = auto.seconds_per_fit - timer.seconds / auto.origins
+    plain = next((x for x in result.scores if x.model == "prophet_plain"), None)
+    versus = f" = {_ratio(daily, plain.seconds_per_fit)}x prophet_plain" if plain else ""
+    amortised = daily + per_selection / RESELECT_DAYS
+    print(f"\nauto's {auto.seconds_per_fit * 1000:.1f} ms/fit = daily fit with its choice remembered "
+          f"{daily * 1000:.1f} ms{versus} + selection backtest {per_selection * 1000:.1f} ms "
+          f"({timer.calls} selections); re-selecting every {RESELECT_DAYS} days: "
+          f"{amortised * 1000:.1f} ms per daily check"
+          f"{f' = {_ratio(amortised, plain.seconds_per_fit)}x prophet_plain' if plain else ''}.")
 
 
 def print_summary(results: Sequence[Result], models: Sequence[str]) -> None:
@@ -365,6 +424,8 @@ def header(argv: Sequence[str]) -> None:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="at most 3 origins per dataset (a smoke run)")
+    parser.add_argument("--dataset", action="append", default=[], metavar="TEXT",
+                        help="only datasets whose title contains TEXT (case-insensitive; repeatable; default all)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"the shared data folder (default {DEFAULT_DATA})")
     return parser.parse_args(argv)
 
@@ -376,7 +437,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     header(argv)
     began = time.perf_counter()
     results = []
-    for dataset in DATASETS:
+    chosen = [d for d in DATASETS if not args.dataset or any(t.lower() in d.title.lower() for t in args.dataset)]
+    if not chosen:
+        titles = "; ".join(d.title for d in DATASETS)
+        print(f"--dataset {' '.join(args.dataset)!r} matches no dataset; titles: {titles}", file=sys.stderr)
+        return 2
+    for dataset in chosen:
         result = run(dataset, args.data, models, args.quick)
         print_result(result)
         sys.stdout.flush()

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecaster.models.auto import AutoModel, _scale
+from forecaster.models.auto import AutoModel, _cuts, _scale
 from forecaster.selection import Selection, SelectionCache
 
 
@@ -29,14 +29,32 @@ def test_a_strong_weekly_pattern_is_not_given_to_a_model_without_seasonality() -
     "ratios,expected",
     [
         ([], 1.0),  # no evidence: keep the model's band
-        ([0.6745] * 1000, 1.0),  # standardised errors of spread 1: keep it
-        ([2 * 0.6745] * 1000, pytest.approx(2.0, rel=0.01)),  # twice too narrow: double it
+        ([1.959964] * 1000, pytest.approx(1.0, rel=1e-5)),  # 95% of |z| within 1.96: keep it
+        ([0.5] * 50 + [-3.919928] * 950, pytest.approx(2.0, rel=0.01)),  # twice too narrow: double it
+        ([0.0] * 949 + [10.0] * 51, 4.0),  # over 5% of errors at 10 sigma: the band must hold them (capped)
+        ([0.0] * 960 + [10.0] * 40, 0.5),  # 96% tiny: the quantile is 0, the floor holds
         ([100.0] * 1000, 4.0),  # capped: a backtest this wild says more about the backtest
-        ([2 * 0.6745] * 10, pytest.approx(np.sqrt((10 * 4 + 10) / 20), rel=1e-6)),  # shrunk towards 1
+        ([3.919928] * 10, pytest.approx(np.sqrt((10 * 4 + 10) / 20), rel=1e-5)),  # shrunk towards 1
+        (list(np.random.default_rng(0).normal(size=4000)), pytest.approx(1.0, abs=0.05)),  # normal: 1
     ],
 )
 def test_calibration_scale_table(ratios: list[float], expected: float) -> None:
     assert _scale(ratios) == expected
+
+
+@pytest.mark.parametrize(
+    "n,horizon,origins,expected",
+    [
+        (1095, 28, 6, [927, 955, 983, 1011, 1039, 1067]),  # a long series: all six
+        (200, 28, 6, [88, 116, 144, 172]),  # shorter: as many as leave 3 horizons to train on
+        (168, 28, 6, [84, 112, 140]),  # the fewest that still choose: three
+        (167, 28, 6, []),  # fewer than three windows would choose by chance: no backtest
+        (100, 7, 3, [79, 86, 93]),
+        (50, 7, 1, [43]),  # asked for one, given one
+    ],
+)
+def test_backtest_cuts_table(n: int, horizon: int, origins: int, expected: list[int]) -> None:
+    assert _cuts(n, horizon, origins) == expected
 
 
 def test_calibrated_band_is_the_model_band_scaled_around_the_mean() -> None:
