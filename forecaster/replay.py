@@ -5,7 +5,9 @@ forecast; the model's parameters are re-estimated on a slower cadence (`refit_ev
 "how many alerts would I have had last quarter?".
 
 How a period is judged (defaults in brackets):
-- forecast: ETS (additive error, no trend, seasonal: a day for sub-daily data, a week for daily),
+- forecast: ETS (additive error, no trend, seasonal: a day for sub-daily data, a week for daily;
+  sub-daily data with two weeks of history also tries a weekly season and keeps the one with the
+  smaller recent one-step errors),
   its parameters fitted at each refit on the last `train_window` cleaned periods, its state then
   updated period by period with those parameters, so a forecast never uses the value it judges;
   until two seasonal cycles exist a non-seasonal ETS judges (after 60 values and 30 calibration
@@ -23,6 +25,9 @@ How a period is judged (defaults in brackets):
   cleaning), so a spike barely drags the forecast while a lasting shift is followed within
   periods; after `accept_after` anomalous periods in a row [one day, at least 3] the values are
   taken as they are (the new normal);
+- daily habits: on sub-daily data, a period outside the band is not alerted when one within an
+  hour of this time yesterday was outside too, by at least half its error: a nightly job or a
+  wandering daily peak is not news;
 - alerts: the first anomalous period of an episode alerts; the same episode does not alert again
   until `repeat_after` periods [half a day, at least 3] without an alert have passed;
 - a KPI's alerting guardrails (`ReplayConfig.from_settings`, the rules of `forecaster.detect`):
@@ -61,6 +66,9 @@ MIN_CALIBRATION = 30  # one-step errors needed before any period is judged
 MIN_FIT = 60  # values needed for the first (non-seasonal) fit: rough parameters from fewer cost early judgements
 NORMAL_Q99 = 2.5758293035489004  # the 99% two-sided point of a standard normal
 MIN_SPREAD = 0.1  # of the band's sigma: the least spread _BehaviourShift reads its short mean against
+WEEKLY_GAIN = 0.9  # a weekly season is kept when its recent squared one-step error is this share of the daily one's
+MEAN_ABS_NORMAL = math.sqrt(2 / math.pi)  # E|z| of a standard normal: an ordinary period's standardised error
+RECURRENCE_SHARE = 0.5  # of an error: one outside the band yesterday at least this large makes today's a habit
 MIN_RELATIVE_SCALE = 1e-3  # of the series' typical size: a flat stretch must not give a zero band
 
 Progress = Callable[[int, int], None]
@@ -147,6 +155,9 @@ class ReplayConfig:
 @dataclass(frozen=True)
 class _Plan:
     season: int
+    week: int  # a weekly season for sub-daily data (0 = none): tried beside the daily one
+    day: int  # periods per day (0 for daily and coarser data)
+    jitter: int  # periods in an hour: how far a daily habit may wander (sub-daily data)
     per_day: float
     level: float
     refit_every: int
@@ -217,6 +228,8 @@ class _State:
         self.seasonal: bool | None = None  # the form of the current model
         self.stale = 0  # errors[:stale] came from a model of another form
         self.behaviour = _BehaviourShift()
+        self.outside = np.zeros(len(values), dtype=bool)  # judged periods outside the band
+        self.size = np.zeros(len(values))  # |one-step error| of every judged period
 
     def judge_block(self, start: int, end: int, expected: np.ndarray, lower: np.ndarray, upper: np.ndarray,
                     score: np.ndarray, anomaly: np.ndarray) -> None:
@@ -225,7 +238,7 @@ class _State:
             # The warm-up model could not see the season, so it masked seasonal swings as
             # anomalies: the first seasonal fit reads the history as it was.
             self.clean[:start] = self.raw[:start]
-        model = _EtsFilter(self.clean[max(0, start - self.plan.train_window):start], self.plan.season)
+        model = self._fit(start)
         if self.seasonal is not None and model.seasonal != self.seasonal:
             # The non-seasonal warm-up model's errors overstate a seasonal model's: they size
             # the band only until the new model has MIN_CALIBRATION errors of its own.
@@ -234,6 +247,26 @@ class _State:
         for i in range(start, end):
             self._judge(i, model.forecast(), expected, lower, upper, score, anomaly)
             model.update(self.clean[i])  # the clean value: an anomaly does not drag the forecast
+
+    def _fit(self, start: int) -> _EtsFilter:
+        """The model for the periods from `start`: ETS with a daily (or, for daily data, weekly)
+        season on the last `train_window` clean periods; for sub-daily data with two weeks of
+        history, a weekly season too, and the one whose one-step errors over the recent half of
+        its window are smaller wins (hourly traffic differs between weekdays and weekends, a
+        machine metric may not: the data decide, at every refit)."""
+        plan = self.plan
+        daily = _EtsFilter(self.clean[max(0, start - plan.train_window):start], plan.season)
+        if not plan.week or start < _seasonal_history(plan.week) or not daily.seasonal:
+            return daily
+        window = max(plan.train_window, _seasonal_history(plan.week))
+        history = self.clean[max(0, start - window):start]
+        weekly = _EtsFilter(history, plan.week)
+        if not weekly.seasonal:
+            return daily
+        # Compared on the same stretch. The weekly model has seven times the seasonal states, each
+        # updated once a week, so it forecasts worse than its fit suggests: it must earn its place.
+        reference = _EtsFilter(history, plan.season) if window != plan.train_window else daily
+        return weekly if weekly.recent_mse < WEEKLY_GAIN * reference.recent_mse else daily
 
     def _judge(self, i: int, forecast: float, expected: np.ndarray, lower: np.ndarray, upper: np.ndarray,
                score: np.ndarray, anomaly: np.ndarray) -> None:
@@ -252,10 +285,18 @@ class _State:
             return
         score[i] = tail.score(abs(error))
         outside = abs(error) > half
-        shifted = self.behaviour.update(abs(error) / tail.sigma)
+        self.outside[i], self.size[i] = outside, abs(error)
+        # A deviation as large as one outside the band within an hour of this time yesterday
+        # (either way: the model may expect yesterday's spike where none comes) is a daily habit,
+        # such as a nightly job or a peak whose time wanders, not news: it is not alerted and
+        # counts as an ordinary period in the behaviour test, though the band still says
+        # outside and the model still sees it cleaned. A seasonal model cannot learn a spike that
+        # moves by minutes from day to day; these were most false alarms on NAB's machine metrics.
+        habit = outside and self._seen_yesterday(i, abs(error))
+        shifted = self.behaviour.update(MEAN_ABS_NORMAL if habit else abs(error) / tail.sigma)
         # Outside either way counts: a forecast that swings around the data must also be let go.
         self.run = self.run + 1 if outside else 0
-        if self.rules.allow(i, actual, forecast, half, outside, shifted) and self.since_alert > self.plan.repeat_after:
+        if self.rules.allow(i, actual, forecast, half, outside and not habit, shifted) and self.since_alert > self.plan.repeat_after:
             anomaly[i] = 1
             self.since_alert = 0
         if outside and self.run < self.plan.accept_after:
@@ -272,6 +313,15 @@ class _State:
         # and widen it step by step instead of alerting every time; one huge spike cannot
         # blow the band up for weeks.
         self._remember(self.clean[i] - forecast)
+
+    def _seen_yesterday(self, i: int, size: float) -> bool:
+        """Was a period within an hour of this time yesterday outside the band too, by at least
+        RECURRENCE_SHARE of this error? (Sub-daily data only; always False for daily data.)"""
+        day, jitter = self.plan.day, self.plan.jitter
+        if day <= 1 or i < day + jitter:
+            return False
+        lo, hi = i - day - jitter, i - day + jitter + 1
+        return bool(np.any(self.outside[lo:hi] & (self.size[lo:hi] >= RECURRENCE_SHARE * size)))
 
     def _remember(self, error: float) -> None:
         """Keep a judged period's one-step error for the band: the last `train_window` of the
@@ -441,6 +491,9 @@ def _plan(series: KPISeries, config: ReplayConfig) -> _Plan:
     day = max(int(round(per_day)), 1)
     return _Plan(
         season=season,
+        week=7 * season if per_day > 1 and season > 1 else 0,
+        day=int(round(per_day)) if per_day > 1 else 0,
+        jitter=int(round(per_day / 24)),
         per_day=per_day,
         level=level,
         refit_every=config.refit_every or min(max(7 * day, 4 * season, 100), 2016),
@@ -521,6 +574,10 @@ class _EtsFilter:
                 result = ETSModel(filled, error="add").fit(disp=False)
         params = dict(zip(result.param_names, np.asarray(result.params), strict=True))
         states = np.asarray(result.states)
+        residuals = np.asarray(result.resid)
+        # The mean squared one-step error over the second half of the fit, after the initial
+        # states have settled: what the model choice in _State._fit compares.
+        self.recent_mse = float(np.mean(np.square(residuals[len(residuals) // 2:])))
         self.alpha = float(params.get("smoothing_level", 0.0))
         self.beta = float(params.get("smoothing_trend", 0.0))
         self.gamma = float(params.get("smoothing_seasonal", 0.0))
