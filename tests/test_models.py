@@ -441,3 +441,16 @@ def test_prophet_without_samples_gives_the_analytic_band_of_its_simulation() -> 
     assert abs(half / simulated - 1) < 0.1  # the same spread as 1,000 simulated paths, to ~10%
     additive = make_model("prophet", uncertainty_samples=0, seasonality_mode="additive").fit(y).predict(28, 0.9)
     assert (additive.upper - additive.mean).is_monotonic_increasing  # trend uncertainty grows with the horizon
+
+
+@pytest.mark.slow
+def test_prophet_predict_reuses_the_component_matrix_without_changing_a_number() -> None:
+    model = make_model("prophet", country="NL", uncertainty_samples=0).fit(make_series(periods=400, seed=8))
+    prophet = model.prophet_  # type: ignore[attr-defined]
+    future = pd.DataFrame({"ds": pd.date_range(prophet.history["ds"].iloc[-1] + pd.Timedelta(days=1), periods=60)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        reused = prophet.predict(future)
+        prophet.kpiwatch_features_ = None  # forget the training columns: Prophet's own crosstab again
+        rebuilt = prophet.predict(future)
+    pd.testing.assert_frame_equal(reused, rebuilt)
