@@ -189,13 +189,14 @@ def replay(ctx: click.Context, csv_file: Path, timestamp_col: str, value_col: st
         config = ReplayConfig.from_settings(settings, name)
         if level_given:
             config = dataclasses.replace(config, level=check_level(level))
-        out.print(f"settings of KPI {name} ({config_file}): {config.describe()}"
-                  f"{' (--level given)' if level_given else ''}", markup=False)
-        if settings.kpi(name).ratio is not None and settings.kpi(name).min_volume:
-            err.print(f"note: min_volume of ratio KPI {name} not applied: the file has no denominator", markup=False)
     raw = read_csv_columns(csv_file, timestamp_col, value_col)
     with _bar("replaying") as advance:
         frame, notes = replay_rows(raw, f"{csv_file.name}:{value_col}", config, progress=advance)
+    if config_file is not None:  # said once the file is read: a bad file gets its one line only
+        out.print(f"settings of KPI {name} ({config_file}): {config.describe(daily=_freq_of(frame) == 'D')}"
+                  f"{' (--level given)' if level_given else ''}", markup=False)
+        if settings.kpi(name).ratio is not None and settings.kpi(name).min_volume:
+            err.print(f"note: min_volume of ratio KPI {name} not applied: the file has no denominator", markup=False)
     for note in notes:
         err.print(f"note: {note}", markup=False)
     output.parent.mkdir(parents=True, exist_ok=True)

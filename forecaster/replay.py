@@ -6,8 +6,8 @@ forecast; the model's parameters are re-estimated on a slower cadence (`refit_ev
 
 How a period is judged (defaults in brackets):
 - forecast: ETS (additive error, no trend, seasonal: a day for sub-daily data, a week for daily;
-  sub-daily data with two weeks of history also tries a weekly season and keeps the one with the
-  smaller recent one-step errors),
+  sub-daily data with three weeks of history also tries a weekly season and keeps the one with the
+  smaller one-step errors over the last week, fitted without it),
   its parameters fitted at each refit on the last `train_window` cleaned periods, its state then
   updated period by period with those parameters, so a forecast never uses the value it judges;
   until two seasonal cycles exist a non-seasonal ETS judges (after 60 values and 30 calibration
@@ -26,7 +26,8 @@ How a period is judged (defaults in brackets):
   periods; after `accept_after` anomalous periods in a row [one day, at least 3] the values are
   taken as they are (the new normal);
 - daily habits: on sub-daily data, a period outside the band is not alerted when one within an
-  hour of this time yesterday was outside too, by at least half its error: a nightly job or a
+  hour of this time yesterday was outside too, by at least half its error, the same way (or the
+  other way when the forecast itself carries yesterday's spike): a nightly job or a
   wandering daily peak is not news;
 - alerts: the first anomalous period of an episode alerts; the same episode does not alert again
   until `repeat_after` periods [half a day, at least 3] without an alert have passed;
@@ -66,7 +67,6 @@ MIN_CALIBRATION = 30  # one-step errors needed before any period is judged
 MIN_FIT = 60  # values needed for the first (non-seasonal) fit: rough parameters from fewer cost early judgements
 NORMAL_Q99 = 2.5758293035489004  # the 99% two-sided point of a standard normal
 MIN_SPREAD = 0.1  # of the band's sigma: the least spread _BehaviourShift reads its short mean against
-WEEKLY_GAIN = 0.9  # a weekly season is kept when its recent squared one-step error is this share of the daily one's
 MEAN_ABS_NORMAL = math.sqrt(2 / math.pi)  # E|z| of a standard normal: an ordinary period's standardised error
 RECURRENCE_SHARE = 0.5  # of an error: one outside the band yesterday at least this large makes today's a habit
 MIN_RELATIVE_SCALE = 1e-3  # of the series' typical size: a flat stretch must not give a zero band
@@ -129,9 +129,10 @@ class ReplayConfig:
             timezone=settings.timezone,
         )
 
-    def describe(self) -> str:
+    def describe(self, daily: bool = True) -> str:
         """The alerting settings in one short line, e.g. "level 0.99, alerts when down
-        (good: up), min_abs_change 5, for_periods 3, event_margin 0.15 (holidays of NL, ...)"."""
+        (good: up), min_abs_change 5, for_periods 3, event_margin 0.15 (holidays of NL, ...)";
+        `daily`: the data are daily, the only data event days apply to (as in `check`)."""
         if self.good is None:
             parts = [f"level {self.level:g}", "alerts either way"]
         elif self.good_news:
@@ -143,7 +144,9 @@ class ReplayConfig:
         if self.min_volume:
             parts.append(f"min_volume {self.min_volume:g}")
         parts.append(f"for_periods {self.for_periods}")
-        if self.calendar is not None and self.event_margin:
+        if self.calendar is not None and self.event_margin and not daily:
+            parts.append("no event days (they apply to daily data only)")
+        elif self.calendar is not None and self.event_margin:
             days = [f"holidays of {self.calendar.country}"] if self.calendar.country else []
             days += ["retail peaks"] if self.calendar.retail else []
             days += [f"{len(self.calendar.events)} own event(s)"] if self.calendar.events else []
@@ -229,7 +232,7 @@ class _State:
         self.stale = 0  # errors[:stale] came from a model of another form
         self.behaviour = _BehaviourShift()
         self.outside = np.zeros(len(values), dtype=bool)  # judged periods outside the band
-        self.size = np.zeros(len(values))  # |one-step error| of every judged period
+        self.signed = np.zeros(len(values))  # one-step error (actual - forecast) of every judged period
 
     def judge_block(self, start: int, end: int, expected: np.ndarray, lower: np.ndarray, upper: np.ndarray,
                     score: np.ndarray, anomaly: np.ndarray) -> None:
@@ -250,23 +253,24 @@ class _State:
 
     def _fit(self, start: int) -> _EtsFilter:
         """The model for the periods from `start`: ETS with a daily (or, for daily data, weekly)
-        season on the last `train_window` clean periods; for sub-daily data with two weeks of
-        history, a weekly season too, and the one whose one-step errors over the recent half of
-        its window are smaller wins (hourly traffic differs between weekdays and weekends, a
-        machine metric may not: the data decide, at every refit)."""
+        season on the last `train_window` clean periods. Sub-daily data with three weeks of
+        history also try a weekly season (hourly traffic differs between weekdays and weekends, a
+        machine metric may not): both forms are fitted on the history up to a week ago and run
+        over the last week with those parameters; the one with the smaller one-step errors over
+        that week, which neither fit has seen, is refitted on the history up to now."""
         plan = self.plan
-        daily = _EtsFilter(self.clean[max(0, start - plan.train_window):start], plan.season)
-        if not plan.week or start < _seasonal_history(plan.week) or not daily.seasonal:
-            return daily
+        holdout = plan.week
+        if not plan.week or start < _seasonal_history(plan.week) + holdout:
+            return _EtsFilter(self.clean[max(0, start - plan.train_window):start], plan.season)
         window = max(plan.train_window, _seasonal_history(plan.week))
-        history = self.clean[max(0, start - window):start]
+        history = self.clean[max(0, start - holdout - window):start - holdout]
+        recent = self.clean[start - holdout:start]
+        daily = _EtsFilter(history, plan.season)
         weekly = _EtsFilter(history, plan.week)
-        if not weekly.seasonal:
-            return daily
-        # Compared on the same stretch. The weekly model has seven times the seasonal states, each
-        # updated once a week, so it forecasts worse than its fit suggests: it must earn its place.
-        reference = _EtsFilter(history, plan.season) if window != plan.train_window else daily
-        return weekly if weekly.recent_mse < WEEKLY_GAIN * reference.recent_mse else daily
+        if weekly.seasonal and weekly.run_over(recent) < daily.run_over(recent):
+            return _EtsFilter(self.clean[max(0, start - window):start], plan.week)
+        # Refitted up to now either way: parameters from a week ago miss a change since.
+        return _EtsFilter(self.clean[max(0, start - plan.train_window):start], plan.season)
 
     def _judge(self, i: int, forecast: float, expected: np.ndarray, lower: np.ndarray, upper: np.ndarray,
                score: np.ndarray, anomaly: np.ndarray) -> None:
@@ -285,14 +289,14 @@ class _State:
             return
         score[i] = tail.score(abs(error))
         outside = abs(error) > half
-        self.outside[i], self.size[i] = outside, abs(error)
+        self.outside[i], self.signed[i] = outside, error
         # A deviation as large as one outside the band within an hour of this time yesterday
-        # (either way: the model may expect yesterday's spike where none comes) is a daily habit,
-        # such as a nightly job or a peak whose time wanders, not news: it is not alerted and
+        # (the same way, or the model expecting yesterday's spike where none comes) is a daily
+        # habit, such as a nightly job or a peak whose time wanders, not news: it is not alerted and
         # counts as an ordinary period in the behaviour test, though the band still says
         # outside and the model still sees it cleaned. A seasonal model cannot learn a spike that
         # moves by minutes from day to day; these were most false alarms on NAB's machine metrics.
-        habit = outside and self._seen_yesterday(i, abs(error))
+        habit = outside and self._seen_yesterday(i, forecast)
         shifted = self.behaviour.update(MEAN_ABS_NORMAL if habit else abs(error) / tail.sigma)
         # Outside either way counts: a forecast that swings around the data must also be let go.
         self.run = self.run + 1 if outside else 0
@@ -314,14 +318,25 @@ class _State:
         # blow the band up for weeks.
         self._remember(self.clean[i] - forecast)
 
-    def _seen_yesterday(self, i: int, size: float) -> bool:
-        """Was a period within an hour of this time yesterday outside the band too, by at least
-        RECURRENCE_SHARE of this error? (Sub-daily data only; always False for daily data.)"""
+    def _seen_yesterday(self, i: int, forecast: float) -> bool:
+        """Is this period's deviation a daily habit? True when a period within an hour of this
+        time yesterday was outside the band by at least RECURRENCE_SHARE of this error, either
+        the same way, or the other way while the forecast itself is the odd one out (it sits
+        that far from yesterday's median value there, on the side of yesterday's deviation: the
+        model learned yesterday's spike and today's value is the usual one). A drop the day after
+        a spike is still news. Sub-daily data only; always False for daily data."""
         day, jitter = self.plan.day, self.plan.jitter
         if day <= 1 or i < day + jitter:
             return False
         lo, hi = i - day - jitter, i - day + jitter + 1
-        return bool(np.any(self.outside[lo:hi] & (self.size[lo:hi] >= RECURRENCE_SHARE * size)))
+        error = self.raw[i] - forecast
+        large = self.outside[lo:hi] & (np.abs(self.signed[lo:hi]) >= RECURRENCE_SHARE * abs(error))
+        if np.any(large & (np.sign(self.signed[lo:hi]) == np.sign(error))):
+            return True
+        if not np.any(large):
+            return False
+        usual = np.nanmedian(self.raw[lo:hi])
+        return bool(abs(forecast - usual) >= RECURRENCE_SHARE * abs(error) and np.sign(forecast - usual) == -np.sign(error))
 
     def _remember(self, error: float) -> None:
         """Keep a judged period's one-step error for the band: the last `train_window` of the
@@ -574,10 +589,6 @@ class _EtsFilter:
                 result = ETSModel(filled, error="add").fit(disp=False)
         params = dict(zip(result.param_names, np.asarray(result.params), strict=True))
         states = np.asarray(result.states)
-        residuals = np.asarray(result.resid)
-        # The mean squared one-step error over the second half of the fit, after the initial
-        # states have settled: what the model choice in _State._fit compares.
-        self.recent_mse = float(np.mean(np.square(residuals[len(residuals) // 2:])))
         self.alpha = float(params.get("smoothing_level", 0.0))
         self.beta = float(params.get("smoothing_trend", 0.0))
         self.gamma = float(params.get("smoothing_seasonal", 0.0))
@@ -590,6 +601,20 @@ class _EtsFilter:
     def forecast(self) -> float:
         """The next period's expected value."""
         return self.level + self.phi * self.trend + self.seasonals[0]
+
+    def run_over(self, values: np.ndarray) -> float:
+        """Take `values` in one by one; returns the mean squared one-step error over them (gaps
+        are skipped: the state carries on from its forecast)."""
+        total, count = 0.0, 0
+        for value in values:
+            forecast = self.forecast()
+            if math.isnan(value):
+                self.update(forecast)
+                continue
+            total += (value - forecast) ** 2
+            count += 1
+            self.update(value)
+        return total / count if count else math.inf
 
     def update(self, value: float) -> None:
         """Take the next period's (clean) value into the states."""
@@ -625,7 +650,10 @@ def replay_rows(
     order = np.argsort(stamps.asi8, kind="stable")
     step = _usual_spacing(stamps[order])
     period = np.empty(len(stamps), dtype=np.int64)
-    period[order] = (stamps[order] - stamps[order][0]) // step
+    offsets = stamps[order] - stamps[order][0]
+    # Days and longer are calendar periods: local midnights move by an hour at a DST change, so
+    # a row belongs to the nearest step; finer rows off the grid belong to the step they fall in.
+    period[order] = np.rint(offsets / step).astype(np.int64) if step >= pd.Timedelta(days=1) else offsets // step
     grid = pd.date_range(stamps[order][0], periods=int(period.max()) + 1, freq=step)
     means = pd.Series(values).groupby(period).mean()
     on_grid = pd.Series(np.nan, index=grid)
@@ -669,7 +697,9 @@ def _notes(stamps: pd.DatetimeIndex, period: np.ndarray, grid: pd.DatetimeIndex,
     if repeated:
         notes.append(f"{repeated} row(s) shared a {_alias(step)} period with another row (duplicate or "
                      "irregular timestamps): judged on their mean, alerting once")
-    off_grid = int((stamps != grid[period]).sum())
+    # A daily (or longer) row an hour off the grid is a local midnight after a DST change: on time.
+    tolerance = pd.Timedelta(hours=1) if step >= pd.Timedelta(days=1) else pd.Timedelta(0)
+    off_grid = int((abs(stamps - grid[period]) > tolerance).sum())
     if off_grid:
         notes.append(f"{off_grid} row(s) lie between the {_alias(step)} steps and were judged with their period")
     return notes

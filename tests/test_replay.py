@@ -289,3 +289,12 @@ def test_the_same_wandering_spike_twice_as_high_one_night_is_news() -> None:
     values[spikes[10]] += 30.0  # night 11: the job writes three times as much
     frame = replay(to_kpi_series("x", pd.Series(values, index=index)))
     assert frame["anomaly"].iloc[spikes[10]] == 1
+
+
+def test_a_drop_the_day_after_a_spike_at_the_same_hour_is_still_news() -> None:
+    y = hourly(periods=24 * 40, seed=31)
+    spike, drop = 24 * 30 + 14, 24 * 31 + 14  # 14:00 one day, 14:00 the next
+    y.iloc[spike] += 40.0
+    y.iloc[drop] -= 40.0
+    frame = replay(to_kpi_series("x", y))
+    assert frame["anomaly"].iloc[drop] == 1

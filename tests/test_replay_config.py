@@ -210,3 +210,41 @@ def test_neutral_rules_take_the_same_decisions_as_the_defaults() -> None:
     plain = replay(series)
     assert plain["anomaly"].sum() >= 3
     pd.testing.assert_frame_equal(replay(series, ReplayConfig(min_abs_change=1e-12)), plain)
+
+
+def test_a_daily_export_at_local_midnights_keeps_its_days_across_dst(tmp_path: Path) -> None:
+    # Local midnights in Amsterdam are 23:00 UTC in winter and 22:00 UTC in summer: every day must
+    # stay its own period (no two days merged at the change on 30 March) and King's Day (27 April)
+    # must get the event margin on its own row.
+    days = pd.date_range("2025-01-01", periods=200, freq="D", tz="Europe/Amsterdam")
+    series = daily({}).set_axis(days)
+    path = tmp_path / "local.csv"
+    series.rename("value").rename_axis("timestamp").to_csv(path, date_format="%Y-%m-%dT%H:%M:%S%z")
+    raw = read_csv_columns(path, "timestamp", "value")
+    frame, notes = replay_rows(raw, "local")
+    assert notes == [] and len(frame) == 200
+    config = ReplayConfig(event_margin=0.15, calendar=Calendar("NL", False), timezone="Europe/Amsterdam")
+    series_grid = pd.date_range(raw.index[0], periods=200, freq="D")
+    flagged = [stamp.tz_convert("Europe/Amsterdam").date() for stamp, on in
+               zip(series_grid, _event_rows(series_grid, "D", config)) if on]
+    # King's Day 2025 is kept on Saturday 26 April (the 27th is a Sunday); Good Friday 18 April.
+    assert date(2025, 4, 26) in flagged and date(2025, 4, 18) in flagged
+    assert date(2025, 4, 27) not in flagged and date(2025, 4, 19) not in flagged
+
+
+def test_hourly_data_says_event_days_do_not_apply(tmp_path: Path) -> None:
+    hours = pd.Series(100 + np.random.default_rng(1).normal(0, 1, 24 * 10),
+                      index=pd.date_range("2024-05-01", periods=24 * 10, freq="h"))
+    source = tmp_path / "hourly.csv"
+    hours.rename("value").rename_axis("timestamp").to_csv(source)
+    result, _ = run_replay(tmp_path, source, "--config", str(write_config(tmp_path, "  orders: {metric: orders}\n")))
+    assert result.exit_code == 0, result.output
+    assert "no event days (they apply to daily data only)" in result.stdout
+
+
+def test_a_bad_file_with_a_config_gets_only_its_one_line(tmp_path: Path) -> None:
+    source = tmp_path / "short.csv"
+    source.write_text("timestamp,value\n2024-01-01,1\n", encoding="utf-8")
+    result, _ = run_replay(tmp_path, source, "--config", str(write_config(tmp_path, "  orders: {metric: orders}\n")))
+    assert_one_line_error(result)
+    assert "settings of KPI" not in result.stdout
