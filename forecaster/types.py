@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -89,6 +90,18 @@ class Forecast:
     level: float
     model: str
     note: str = ""
+
+    @classmethod
+    def symmetric(cls, mean: np.ndarray, half: np.ndarray | float, index: pd.DatetimeIndex, level: float,
+                  model: str) -> Forecast:
+        """A band `mean +- half` (same units as the series) on `index`."""
+        return cls(
+            mean=pd.Series(mean, index=index),
+            lower=pd.Series(mean - half, index=index),
+            upper=pd.Series(mean + half, index=index),
+            level=level,
+            model=model,
+        )
 
     def to_frame(self) -> pd.DataFrame:
         """Columns `forecast, lower, upper`, index the period starts."""

@@ -51,13 +51,7 @@ class SeasonalNaive:
         half = np.quantile(self.abs_errors_, level) if len(self.abs_errors_) else 0.0
         half_widths = half * np.sqrt(steps // m + 1)
         index = future_index(self.y_, horizon)
-        return Forecast(
-            mean=pd.Series(mean, index=index),
-            lower=pd.Series(mean - half_widths, index=index),
-            upper=pd.Series(mean + half_widths, index=index),
-            level=level,
-            model=self.name,
-        )
+        return Forecast.symmetric(mean, half_widths, index, level, self.name)
 
 
 def _last_seen_per_phase(values: np.ndarray, m: int) -> np.ndarray:

@@ -135,13 +135,7 @@ class ProphetModel:
             out = self.prophet_.predict(pd.DataFrame({"ds": ds}))
         mean = out["yhat"].to_numpy(dtype="float64")
         half = z_value(level) * analytic_sigma(self.prophet_, out)
-        return Forecast(
-            mean=pd.Series(mean, index=index),
-            lower=pd.Series(mean - half, index=index),
-            upper=pd.Series(mean + half, index=index),
-            level=level,
-            model=self.name,
-        )
+        return Forecast.symmetric(mean, half, index, level, self.name)
 
     def _mode(self, y: pd.Series) -> str:
         if self.seasonality_mode != "auto":
