@@ -367,7 +367,9 @@ def load_config(path: str | Path | None = None) -> Settings:
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{file}: no such config file; pass --config FILE or set KPIWATCH_CONFIG") from None
+        # A path given on the command line is what to fix; without one, say where else to give it.
+        hint = "check the --config path" if path else "pass --config FILE or set KPIWATCH_CONFIG"
+        raise ConfigError(f"{file}: no such config file; {hint}") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read ({exc.strerror})") from None
     return parse_config(text, origin=str(file))

@@ -156,7 +156,14 @@ def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "missing.yaml"
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert str(info.value) == f"{path}: no such config file; pass --config FILE or set KPIWATCH_CONFIG"
+    assert str(info.value) == f"{path}: no such config file; check the --config path"
+
+
+def test_missing_default_file_says_how_to_give_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KPIWATCH_CONFIG", str(tmp_path / "gone.yaml"))
+    with pytest.raises(ConfigError) as info:
+        load_config()
+    assert str(info.value) == f"{tmp_path / 'gone.yaml'}: no such config file; pass --config FILE or set KPIWATCH_CONFIG"
 
 
 def test_unreadable_path(tmp_path: Path) -> None:
