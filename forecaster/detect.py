@@ -116,7 +116,7 @@ def judge(
     # above, and a true zero must not read as below it.
     tolerance = 1e-9 * max(abs(expected), abs(upper), abs(lower), 1e-12)
     outside = actual > upper + tolerance or actual < lower - tolerance
-    reason = _guardrail(actual, expected, volume, rules) if outside else ""
+    reason = guardrail(actual, expected, volume, rules) if outside else ""
     return Judgement(period, actual, expected, lower, upper, score, outside and not reason, reason)
 
 
@@ -154,8 +154,9 @@ def anomaly_at(
     )
 
 
-def _guardrail(actual: float, expected: float, volume: float, rules: Rules) -> str:
-    """Why an outside-the-band period is still not news, or "" when it is."""
+def guardrail(actual: float, expected: float, volume: float, rules: Rules) -> str:
+    """Why an outside-the-band period is still not news, or "" when it is (`min_abs_change`,
+    then `min_volume` against `volume`, or max(actual, expected) when `volume` is NaN)."""
     change = abs(actual - expected)
     if change < rules.min_abs_change:
         return f"change {change:g} is below min_abs_change {rules.min_abs_change:g}"

@@ -53,6 +53,7 @@ from scipy import stats
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
+from forecaster.detect import Rules, guardrail
 from forecaster.models.base import season_length
 from forecaster.sources.base import to_kpi_series
 from forecaster.types import BadInputError, Direction, KPISeries
@@ -366,6 +367,8 @@ class _AlertRules:
     def __init__(self, config: ReplayConfig, on_event: np.ndarray) -> None:
         self.config = config
         self.on_event = on_event  # per row: True on a calendar event day
+        # The service's own guardrail check (min_abs_change, min_volume), fed these two settings.
+        self.guardrails = Rules(min_volume=config.min_volume, min_abs_change=config.min_abs_change)
         # Default settings: every judged anomaly alerts, exactly as before the rules existed.
         self.plain = (config.good is None and config.min_abs_change == 0 and config.min_volume == 0
                       and config.for_periods == 1 and not on_event.any())
@@ -386,8 +389,7 @@ class _AlertRules:
         way = Direction.UP if up else Direction.DOWN
         alertable = (
             (outside or shifted)
-            and abs(error) >= config.min_abs_change
-            and max(actual, expected) >= config.min_volume
+            and not guardrail(actual, expected, math.nan, self.guardrails)
             and (config.good is None or way is not config.good or config.good_news)
         )
         if not alertable:
