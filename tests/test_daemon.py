@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 from fakeslack import FakeSlack
 
+from alerts.delivery import DeliveryPolicy
 from forecaster.pipeline import last_closed_period
 from forecaster.schedule import due_periods, moment_after
 
@@ -128,6 +129,12 @@ def posted_keys(slack: FakeSlack) -> list[str]:
             if not m["thread_ts"] and m.get("metadata")]
 
 
+def unsettled_rows(state: Path) -> int:
+    """Outbox rows not yet in Slack or dead (waiting, or claimed by a sender)."""
+    with sqlite3.connect(state) as db:
+        return db.execute("SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending')").fetchone()[0]
+
+
 def test_killed_at_random_points_and_restarted_every_alert_once(world):
     """SIGKILL at random moments, restart each time, until the demo's last day is judged."""
     rng = random.Random(7)
@@ -138,9 +145,13 @@ def test_killed_at_random_points_and_restarted_every_alert_once(world):
         os.killpg(run.process.pid, signal.SIGKILL)  # the daemon and its workers, mid-whatever
         run.process.wait(30)
         kills += 1
+    starts = len(events(world["log"], "started"))
     final = Run(world["config"], world["env"], world["log"])
+    wait_until(lambda: len(events(world["log"], "started")) > starts)  # serving, its SIGTERM handler set
     wait_until(lambda: LAST_DAY.strftime("%Y-%m-%d") in judged_days(world["log"]), timeout=150)
-    time.sleep(6)  # the delivery job runs every few seconds
+    # A kill between a post and its record leaves the row claimed: the restarted daemon looks it
+    # up in Slack (and records it, not posting again) once the claim's lease has passed.
+    wait_until(lambda: unsettled_rows(world["tmp"] / "state.db") == 0, timeout=DeliveryPolicy.lease + 60)
     assert final.stop() == 0
     keys = posted_keys(world["slack"])
     assert keys, "the demo's mobile conversion drop (8-10 Dec) must be alerted"
