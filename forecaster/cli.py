@@ -124,7 +124,8 @@ def check_command(
     settings = load_config(config_file)
     for name in kpis:
         settings.kpi(name)  # an unknown name fails here, before any work
-    report = _run_check(settings, at=_parse_at(at, settings), kpis=kpis or None, quiet=fmt == "json")
+    report = _run_check(settings, at=_parse_at(at, settings), kpis=kpis or None, quiet=fmt == "json",
+                        require_complete=True)
     charts = _write_charts(report, out_dir) if out_dir else {}
     if fmt == "json":
         _print_json(report, charts)
@@ -435,13 +436,15 @@ def main() -> None:
     cli(prog_name="kpiwatch")
 
 
-def _run_check(settings: Settings, at: pd.Timestamp | None, kpis: tuple[str, ...] | None, quiet: bool) -> CheckReport:
+def _run_check(settings: Settings, at: pd.Timestamp | None, kpis: tuple[str, ...] | None, quiet: bool,
+               require_complete: bool = False) -> CheckReport:
     if quiet or not err.is_terminal:
-        return check(settings, at=at, kpis=kpis)
+        return check(settings, at=at, kpis=kpis, require_complete=require_complete)
     with Progress(TextColumn("fitting and judging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as bar:
         task = bar.add_task("series", total=None)
-        return check(settings, at=at, kpis=kpis, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        return check(settings, at=at, kpis=kpis, require_complete=require_complete,
+                     progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
 @contextmanager
@@ -493,6 +496,8 @@ def _print_alerts(report: CheckReport, charts: dict[int, Path]) -> None:
               f"{len(report.results)} series judged.")
     for note in report.notes:
         err.print(f"skipped {note}", markup=False)
+    for note in report.waited:
+        err.print(f"incomplete: {note}", markup=False)
 
 
 def _print_json(report: CheckReport, charts: dict[int, Path]) -> None:
@@ -505,7 +510,8 @@ def _print_json(report: CheckReport, charts: dict[int, Path]) -> None:
             item["chart"] = str(charts[number])
         alerts.append(item)
     payload = {"alerts": alerts, "judged": {k: v.isoformat() for k, v in report.period.items()},
-               "series": len(report.results), "skipped": report.notes}
+               "series": len(report.results), "skipped": report.notes,
+               "incomplete": list(report.waited)}
     click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
 
 

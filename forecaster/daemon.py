@@ -39,12 +39,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from alerts.delivery import DeliveryPolicy, deliver
 from alerts.slack import Notifier, SlackError, make_notifier
-from forecaster.completeness import completeness, is_complete, rows_per_period, usual_phase
+from forecaster.completeness import is_complete
 from forecaster.notify import record_and_send
-from forecaster.pipeline import CheckReport, check, last_closed_period
+from forecaster.pipeline import CheckReport, check, completeness_of, last_closed_period
 from forecaster.schedule import Clock, default_schedule, due_periods, moment_after, parse_schedule
 from forecaster.settings import KPIConfig, Settings, load_config
-from forecaster.sources import Source, make_source
+from forecaster.sources import make_source
 from forecaster.store import CyclePlan, OutboxItem, Store, StoreError
 from forecaster.types import KPIWatchError, SourceError
 from forecaster.units import format_period
@@ -444,7 +444,7 @@ class Daemon:
         last = self.store.last_judged(name, "")
         periods = due_periods(pd.Timestamp(last) if last else None, latest, kpi.freq,
                               settings.daemon.catch_up_periods)
-        shares = _completeness_of(source, kpi, periods)
+        shares = completeness_of(source, kpi, periods)
         anomalies = queued = 0
         judged: list[pd.Timestamp] = []
         fields: dict[str, Any] = {}
@@ -636,22 +636,6 @@ class Daemon:
                 "last_good_cycle_age_seconds": age, "uptime_seconds": round(time.time() - self.started, 1),
                 "kpis": len(self.settings.kpis), "running": sorted(self.running)}
         return (200 if alive else 503), body
-
-
-def _completeness_of(source: Source, kpi: KPIConfig, periods: list[pd.Timestamp]) -> dict[pd.Timestamp, float | None]:
-    """Each due period's share of its usual rows (None: unknown, judged as complete), from one
-    cheap fetch: the KPI's first metric, no dimensions, the due periods and the same-phase ones
-    before them (`usual_phase`).
-    Empty when the check is off or the source cannot count rows."""
-    if kpi.completeness <= 0 or not periods:
-        return {}
-    step, baseline = usual_phase(kpi.freq)  # same weekday / same hour: row counts follow the week and day
-    frame = source.fetch(kpi.metrics[:1], [], kpi.freq, start=periods[0] - baseline * step,
-                         end=periods[-1], rows=True)
-    rows = rows_per_period(frame)
-    if rows is None:
-        return {}
-    return {period: completeness(rows, period, step, baseline) for period in periods}
 
 
 def _label(period: pd.Timestamp, freq: str) -> str:

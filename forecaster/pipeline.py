@@ -17,14 +17,16 @@ import pandas as pd
 
 from forecaster.calendar import Calendar
 from forecaster.clean import mask_outliers
+from forecaster.completeness import completeness, is_complete, rows_per_period, usual_phase
 from forecaster.detect import Rules, anomaly_at, judge_series
 from forecaster.explain import Evaluated, add_related_hints, build_alerts
 from forecaster.kpis import kpi_series
 from forecaster.models import fit_forecast, fit_forecast_with_model
 from forecaster.selection import Selection, SelectionCache
 from forecaster.settings import AUTO_MODEL, KPIConfig, Settings
-from forecaster.sources import make_source
+from forecaster.sources import Source, make_source
 from forecaster.types import Alert, Anomaly, BadInputError, Forecast, Judgement, KPISeries, segment_label
+from forecaster.units import format_period
 
 Progress = Callable[[int, int], None]  # (series finished, series in all)
 Job = tuple[KPISeries, KPIConfig, pd.Timestamp, "Selection | None"]
@@ -49,6 +51,7 @@ class CheckReport:
     period: dict[str, pd.Timestamp]
     alerts: tuple[Alert, ...]
     results: tuple[SeriesResult, ...]
+    waited: tuple[str, ...] = ()  # per KPI whose latest period was incomplete: what was judged instead
 
     def result_for(self, anomaly: Anomaly) -> SeriesResult:
         """The evaluated series behind an anomaly (for its chart)."""
@@ -61,6 +64,10 @@ class CheckReport:
     def notes(self) -> list[str]:
         """One line per series that could not be judged."""
         return [f"{r.series.label}: {r.skipped}" for r in self.results if r.skipped]
+
+
+COMPLETE_LOOKBACK = 7
+"""How many periods back `check` looks for a complete one when the latest is still incomplete."""
 
 
 def last_closed_period(now: pd.Timestamp, freq: str, timezone: str) -> pd.Timestamp:
@@ -136,6 +143,7 @@ def check(
     kpis: Sequence[str] | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
+    require_complete: bool = False,
 ) -> CheckReport:
     """Judge the latest closed period of each KPI (all, or those named) and build the alerts.
 
@@ -143,11 +151,16 @@ def check(
         KPI's `data_delay_hours` or the source's own delay, whichever is longer).
     progress: called with (series finished, series in all) as they finish.
     workers: processes for the model fits (default: the CPU count; 1 = in this process).
+    require_complete: a KPI whose latest period has fewer raw rows than its `completeness`
+        share (an export still being written) is judged on the latest complete period of the
+        `COMPLETE_LOOKBACK` before it instead, and not at all when none is; `waited` says so.
+        Off by default: the daemon checks completeness itself before it asks for a period.
     """
     names = list(kpis) if kpis else list(settings.kpis)
     cache = SelectionCache(Path(settings.state_dir), settings.reselect_days)
     jobs: list[Job] = []
     periods: dict[str, pd.Timestamp] = {}
+    waited: list[str] = []
     for name in names:
         kpi = settings.kpi(name)
         source = make_source(settings.sources[kpi.source], settings.timezone, kpi.source)
@@ -156,6 +169,13 @@ def check(
         else:  # now: only a period whose data is complete (the KPI's or the source's data delay)
             delay = max(pd.Timedelta(hours=kpi.data_delay_hours), getattr(source, "data_delay", pd.Timedelta(0)))
             until = last_closed_period(source.now() - delay, kpi.freq, settings.timezone)
+        if require_complete:
+            complete, note = latest_complete_period(source, kpi, until)
+            if note:
+                waited.append(f"{name}: {note}")
+            if complete is None:
+                continue
+            until = complete
         periods[name] = until
         frame = source.fetch(kpi.metrics, kpi.dimensions, kpi.freq, end=until)
         jobs.extend(
@@ -177,7 +197,43 @@ def check(
     totals = {r.series.name: r.series for r in results if not r.series.segment}
     kpis = {name: settings.kpi(name) for name in names}
     alerts = add_target_hints(alerts, kpis, totals, periods, settings.country)
-    return CheckReport(periods, tuple(alerts), tuple(results))
+    return CheckReport(periods, tuple(alerts), tuple(results), tuple(waited))
+
+
+def completeness_of(source: Source, kpi: KPIConfig, periods: Sequence[pd.Timestamp]) -> dict[pd.Timestamp, float | None]:
+    """Each period's share of its usual rows (None: unknown, judged as complete), from one
+    cheap fetch: the KPI's first metric, no dimensions, the periods (oldest first) and the
+    same-phase ones before them (`usual_phase`).
+    Empty when the check is off (`kpi.completeness` 0) or the source cannot count rows."""
+    if kpi.completeness <= 0 or not periods:
+        return {}
+    step, baseline = usual_phase(kpi.freq)  # same weekday / same hour: row counts follow the week and day
+    frame = source.fetch(kpi.metrics[:1], [], kpi.freq, start=periods[0] - baseline * step,
+                         end=periods[-1], rows=True)
+    rows = rows_per_period(frame)
+    if rows is None:
+        return {}
+    return {period: completeness(rows, period, step, baseline) for period in periods}
+
+
+def latest_complete_period(source: Source, kpi: KPIConfig, latest: pd.Timestamp) -> tuple[pd.Timestamp | None, str]:
+    """The newest of `latest` and the `COMPLETE_LOOKBACK` periods before it whose rows reach
+    `kpi.completeness` (judging a half-written period would read as a drop), and a note when
+    it is not `latest` ("" when it is; the period is None when none of them is complete)."""
+    candidates = list(pd.date_range(end=latest, periods=COMPLETE_LOOKBACK + 1, freq=kpi.freq))
+    shares = completeness_of(source, kpi, candidates)
+    share = shares.get(latest)
+    if is_complete(share, kpi.completeness):
+        return latest, ""
+    unit = "day" if kpi.freq == "D" else "hour"
+    found = (f"{format_period(latest, kpi.freq)} has {share:.0%} of its usual rows "
+             f"(completeness {kpi.completeness:g} needed)")
+    for period in reversed(candidates[:-1]):
+        if is_complete(shares.get(period), kpi.completeness):
+            return period, (f"{found}: judged {format_period(period, kpi.freq)}, the latest complete {unit}; "
+                            "run again once the export is complete")
+    return None, (f"{found}, and none of the {COMPLETE_LOOKBACK} {unit}s before it is: not judged (a "
+                  "half-written export is not a drop); check the export, or lower the KPI's `completeness`")
 
 
 def _remember(cache: SelectionCache, results: Sequence[SeriesResult]) -> None:

@@ -191,6 +191,7 @@ class KPIConfig(_Strict):
         median of the 28 periods before it (default 0.9; 0 = off). Meant for exports with a
         steady number of rows per period (a row per segment and hour); for event tables (a row
         per order) lower it or set 0. Sources that cannot count rows (query, ga4, demo) skip it.
+        `kpiwatch check` judges the latest complete period of the week before instead.
     no_data_after_hours: a period still incomplete this many hours after it ended (plus the
         data delay) gets a "no data" message of its own and is skipped, never judged as a drop
         (default 24).
