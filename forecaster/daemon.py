@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import multiprocessing
 import os
 import queue
@@ -452,22 +453,32 @@ class Daemon:
         for period in periods:
             if self.stopping.is_set():
                 break
+            ended = moment_after(period, kpi.freq, settings.timezone)
+            patient = now < ended + delay + pd.Timedelta(hours=kpi.no_data_after_hours)
             share = shares.get(period)
             if share is not None and not is_complete(share, kpi.completeness):
-                ended = moment_after(period, kpi.freq, settings.timezone)
-                limit = ended + delay + pd.Timedelta(hours=kpi.no_data_after_hours)
-                if now < limit:
+                if patient:
                     fields.update(waiting=_label(period, kpi.freq), completeness=f"{share:.2f}")
                     break
-                queued += self._no_data(name, kpi, settings, period, share, now - ended, now)
+                queued += self._no_data(name, kpi, settings, period, f"has {share:.0%} of its usual rows",
+                                        now - ended, now)
                 no_data.append(_label(period, kpi.freq))
                 continue
-            at = moment_after(period, kpi.freq, settings.timezone)
             worker = self.workers.get()
             try:
-                report = worker.call(_check_in_worker, (settings, at, name), settings.daemon.job_timeout_seconds)
+                report = worker.call(_check_in_worker, (settings, ended, name), settings.daemon.job_timeout_seconds)
             finally:
                 self.workers.put(worker)
+            if not _has_value(report, name, period):
+                # The source has nothing for the period (its data stopped, or is later than its
+                # delay; a source that counts rows was caught above): judged, it would store an
+                # empty evaluation and move on without a word. Same patience as a partial period.
+                if patient:
+                    fields.update(waiting=_label(period, kpi.freq), completeness="no value")
+                    break
+                queued += self._no_data(name, kpi, settings, period, "has no value", now - ended, now)
+                no_data.append(_label(period, kpi.freq))
+                continue
             late = _late_note(period, latest, kpi.freq)
             outcome = record_and_send(report, settings, self.store, self.notifier, now.to_pydatetime(),
                                       judged={(name, ""): period.to_pydatetime()}, late_note=late, deliver_now=False)
@@ -483,16 +494,16 @@ class Daemon:
         shown = ",".join(_label(p, kpi.freq) for p in judged)
         return {"status": "ok", "periods": shown or "none due", "anomalies": anomalies, "queued": queued, **fields}
 
-    def _no_data(self, name: str, kpi: KPIConfig, settings: Settings, period: pd.Timestamp, share: float,
+    def _no_data(self, name: str, kpi: KPIConfig, settings: Settings, period: pd.Timestamp, found: str,
                  since_end: pd.Timedelta, now: pd.Timestamp) -> int:
         """Skip a period that stayed incomplete past its limit: one "no data" message per route
         (its own key, so a restart queues nothing twice) and the ledger past it, in one
-        transaction; returns the new outbox rows. Without Slack only the ledger moves."""
+        transaction; returns the new outbox rows. Without Slack only the ledger moves.
+        found: what the period has, e.g. "has 40% of its usual rows" or "has no value"."""
         assert self.store is not None
         hours = since_end / pd.Timedelta(hours=1)
-        text = (f":grey_question: No data: {name} for {format_period(period, kpi.freq)} has {share:.0%} of its "
-                f"usual rows {hours:.0f} h after it ended; it is not judged (a gap is not a drop). Check the "
-                "export or the source.")
+        text = (f":grey_question: No data: {name} for {format_period(period, kpi.freq)} {found} {hours:.0f} h "
+                "after it ended; it is not judged (a gap is not a drop). Check the export or the source.")
         items = [OutboxItem(f"no-data|{name}|{period.isoformat()}|{route.channel}", "message", route.channel, text,
                             {"blocks": []})
                  for route in settings.alerting.routes if route.takes(name, kpi.tags, "warning")]
@@ -636,6 +647,14 @@ class Daemon:
                 "last_good_cycle_age_seconds": age, "uptime_seconds": round(time.time() - self.started, 1),
                 "kpis": len(self.settings.kpis), "running": sorted(self.running)}
         return (200 if alive else 503), body
+
+
+def _has_value(report: CheckReport, name: str, period: pd.Timestamp) -> bool:
+    """Whether KPI `name`'s total has a value for `period` in a check's report."""
+    for result in report.results:
+        if result.series.name == name and not result.series.segment:
+            return not pd.isna(result.series.values.get(period, math.nan))
+    return False
 
 
 def _label(period: pd.Timestamp, freq: str) -> str:

@@ -314,6 +314,29 @@ def test_a_failing_source_gives_one_alert_keeps_state_and_catches_up(world):
     assert [pd.Timestamp(d) for d in days] == list(pd.date_range(days[0], days[-1], freq="D"))  # nothing skipped
 
 
+def test_days_after_the_source_stops_get_no_data_messages_not_empty_judgements(world):
+    """The demo's data ends on 11 Dec: later days have no value. They are not judged (no empty
+    evaluation, no silent ledger move): each waits `no_data_after_hours`, then gets one "no data"
+    message and is skipped."""
+    late_start = f"2025-12-14T06:00:00Z*{SPEED}@{time.time()}"
+    env = {**world["env"], "KPIWATCH_CLOCK": late_start}
+    world["config"].write_text(world["config"].read_text().replace(
+        "    min_abs_change: 0.001\n", "    min_abs_change: 0.001\n    no_data_after_hours: 1\n"))
+    run = Run(world["config"], env, world["log"])
+    skipped = lambda: [e["no_data"] for e in events(world["log"]) if "no_data" in e]  # noqa: E731
+    wait_until(lambda: len(skipped()) >= 2)
+    time.sleep(6)  # the delivery job
+    assert run.stop() == 0
+    assert judged_days(world["log"]) == []  # nothing judged on an empty period
+    assert skipped()[:2] == ["2025-12-13", "2025-12-14"]
+    messages = [m["text"] for m in world["slack"].messages("C0ALERTS")]
+    assert any(t.startswith(":grey_question: No data: conversion_rate for Sat 13 Dec 2025 has no value ")
+               for t in messages), messages
+    with sqlite3.connect(world["tmp"] / "state.db") as db:
+        assert db.execute("SELECT count(*) FROM evaluations").fetchone()[0] == 0
+        assert db.execute("SELECT last_period FROM ledger WHERE kpi = 'conversion_rate'").fetchone()[0] >= "2025-12-14"
+
+
 PARTIAL_CONFIG = """
 timezone: UTC
 state: sqlite:///{state}
