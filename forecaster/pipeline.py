@@ -275,13 +275,28 @@ def _run_all(
             if progress:
                 progress(len(results), len(jobs))
         return results
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)))
+    try:
         futures = [pool.submit(evaluate_series, s, kpi, calendar, until, sel) for s, kpi, until, sel in jobs]
         for future in futures:
             results.append(future.result())
             if progress:
                 progress(len(results), len(jobs))
+    except BaseException:
+        _stop_now(pool)  # Ctrl-C or a failed series: the remaining fits are not wanted
+        raise
+    pool.shutdown()
     return results
+
+
+def _stop_now(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued fits and end the running ones. (Leaving the pool's `with` block would
+    wait for every queued fit: minutes after a Ctrl-C, the workers running on.) `_processes`
+    is private; Python 3.14's `terminate_workers()` is the public form of the same."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
 
 
 def forecast_series(

@@ -1,0 +1,46 @@
+"""Ctrl-C during `kpiwatch check` stops it at once, its worker processes too."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "kpiwatch.yaml"
+
+
+def group_size(group: int) -> int:
+    found = subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True).stdout.split()
+    return len(found)
+
+
+def test_ctrl_c_during_a_check_ends_it_and_its_workers_within_seconds(tmp_path):
+    # A fresh folder: no remembered model choices, so the check is fitting for minutes.
+    check = subprocess.Popen([sys.executable, "-m", "forecaster.cli", "check", "--config", str(CONFIG),
+                              "--at", "2025-12-11T08:00", "--dry-run"], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True,
+                             env={**os.environ, "PYTHONPATH": str(CONFIG.parents[1])})
+    try:
+        deadline = time.time() + 60
+        while group_size(check.pid) < 2 and time.time() < deadline:  # the workers are fitting
+            time.sleep(0.5)
+        assert group_size(check.pid) >= 2, "the check never started its workers"
+        time.sleep(2)
+        os.kill(check.pid, signal.SIGINT)
+        assert check.wait(20) != 0  # click says "Aborted!" and exits 1
+        time.sleep(1)
+        assert group_size(check.pid) == 0  # no worker left fitting in the background
+        assert "Traceback" not in check.stderr.read().decode()
+    finally:
+        try:
+            os.killpg(check.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        check.wait(30)
