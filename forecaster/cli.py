@@ -300,8 +300,8 @@ def goals(config_file: Path | None, at: str | None, fmt: str) -> None:
 def validate(config_file: Path | None) -> None:
     """Check a config file and exit (0 = valid)."""
     settings = load_config(config_file)
-    out.print(f"{config_path(config_file)}: OK ({len(settings.kpis)} KPIs, {len(settings.sources)} source(s): "
-              f"{', '.join(sorted(settings.kpis))})")
+    out.print(f"{config_path(config_file)}: OK: {len(settings.kpis)} KPI(s) ({', '.join(sorted(settings.kpis))}), "
+              f"{len(settings.sources)} source(s) ({', '.join(sorted(settings.sources))})", markup=False)
 
 
 @cli.command(name="run")
@@ -328,7 +328,7 @@ def snooze(kpi: str, segment: tuple[str, ...], until: str, reason: str, config_f
 
     settings = load_config(config_file)
     settings.kpi(kpi)
-    end = _parse_at(until, settings)
+    end = _parse_at(until, settings, option="--until")
     if end is None or end <= pd.Timestamp.now(tz="UTC"):
         raise BadInputError(f"--until {until!r} is not in the future; give a later day, e.g. --until 2030-01-31")
     where = segment_key(_parse_segment(segment))
@@ -578,15 +578,17 @@ def _parse_segment(items: tuple[str, ...]) -> dict[str, str]:
     return segment
 
 
-def _parse_at(text: str | None, settings: Settings) -> pd.Timestamp | None:
+def _parse_at(text: str | None, settings: Settings, option: str = "--at") -> pd.Timestamp | None:
+    """Read a timestamp option (`--at`, `--until`); errors name `option`."""
     if text is None:
         return None
+    problem = f"{option} {text!r}: not a timestamp; use ISO 8601 such as 2025-12-11T08:00"
     try:
         stamp = pd.Timestamp(text)
     except ValueError:
-        raise BadInputError(f"--at {text!r}: not a timestamp; use ISO 8601 such as 2025-12-11T08:00") from None
+        raise BadInputError(problem) from None
     if pd.isna(stamp):
-        raise BadInputError(f"--at {text!r}: not a timestamp; use ISO 8601 such as 2025-12-11T08:00")
+        raise BadInputError(problem)
     if stamp.tzinfo is not None:
         return stamp
     # a local time skipped by DST moves forward; one that happens twice is read as the first

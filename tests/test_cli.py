@@ -101,7 +101,8 @@ def test_check_dry_run_json_quiet_day_has_no_alerts() -> None:
 def test_validate_the_demo_config() -> None:
     result = run("validate")
     assert result.exit_code == 0, result.output
-    assert "OK (7 KPIs" in result.stdout
+    assert "OK: 7 KPI(s) (bounce_rate, " in result.stdout
+    assert "1 source(s) (default)" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -165,6 +166,14 @@ def test_bad_csv_is_one_line_exit_2(tmp_path: Path, content: str, args: list[str
 )
 def test_bad_arguments_are_one_line_exit_2(args: list[str], fragments: list[str]) -> None:
     assert_one_line_error(run(*args), *fragments)
+
+
+def test_snooze_with_a_bad_until_names_until(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = Path(__file__).resolve().parent.parent / "config" / "kpiwatch.yaml"
+    monkeypatch.chdir(tmp_path)  # the default state store is relative: nothing lands in the checkout
+    result = run("snooze", "sessions", "--until", "tomorrow", "--config", str(config))
+    assert_one_line_error(result, "--until 'tomorrow': not a timestamp")
+    assert "--at" not in result.stderr
 
 
 def test_sources_test_lists_every_kpi_of_the_demo(tmp_path):
