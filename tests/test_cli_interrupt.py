@@ -28,16 +28,21 @@ def test_ctrl_c_during_a_check_ends_it_and_its_workers_within_seconds(tmp_path):
                              stderr=subprocess.PIPE, start_new_session=True,
                              env={**os.environ, "PYTHONPATH": str(CONFIG.parents[1])})
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 120
         while group_size(check.pid) < 2 and time.time() < deadline:  # the workers are fitting
             time.sleep(0.5)
         assert group_size(check.pid) >= 2, "the check never started its workers"
         time.sleep(2)
         os.kill(check.pid, signal.SIGINT)
-        assert check.wait(20) != 0  # click says "Aborted!" and exits 1
-        time.sleep(1)
+        code = check.wait(30)
+        stderr = check.stderr.read().decode()
+        assert code != 0, stderr  # click says "Aborted!" and exits 1
+        assert "Traceback" not in stderr, stderr
+        # A worker ended mid-fit may leave its Stan optimiser to finish that one fit (a second or so).
+        deadline = time.time() + 30
+        while group_size(check.pid) and time.time() < deadline:
+            time.sleep(0.5)
         assert group_size(check.pid) == 0  # no worker left fitting in the background
-        assert "Traceback" not in check.stderr.read().decode()
     finally:
         try:
             os.killpg(check.pid, signal.SIGKILL)
