@@ -496,7 +496,7 @@ def _print_alerts(report: CheckReport, charts: dict[int, Path]) -> None:
               f"{len(report.results)} series judged.")
     for note in report.notes:
         err.print(f"skipped {note}", markup=False)
-    for note in report.waited:
+    for note in report.incomplete:
         err.print(f"incomplete: {note}", markup=False)
 
 
@@ -511,7 +511,7 @@ def _print_json(report: CheckReport, charts: dict[int, Path]) -> None:
         alerts.append(item)
     payload = {"alerts": alerts, "judged": {k: v.isoformat() for k, v in report.period.items()},
                "series": len(report.results), "skipped": report.notes,
-               "incomplete": list(report.waited)}
+               "incomplete": list(report.incomplete)}
     click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import math
 import multiprocessing
 import os
 import queue
@@ -45,7 +44,7 @@ from forecaster.notify import record_and_send
 from forecaster.pipeline import CheckReport, check, completeness_of, last_closed_period
 from forecaster.schedule import Clock, default_schedule, due_periods, moment_after, parse_schedule
 from forecaster.settings import KPIConfig, Settings, load_config
-from forecaster.sources import make_source
+from forecaster.sources import Source, make_source
 from forecaster.store import CyclePlan, OutboxItem, Store, StoreError
 from forecaster.types import KPIWatchError, SourceError
 from forecaster.units import format_period
@@ -464,21 +463,21 @@ class Daemon:
                                         now - ended, now)
                 no_data.append(_label(period, kpi.freq))
                 continue
-            worker = self.workers.get()
-            try:
-                report = worker.call(_check_in_worker, (settings, ended, name), settings.daemon.job_timeout_seconds)
-            finally:
-                self.workers.put(worker)
-            if not _has_value(report, name, period):
+            if not _has_value(source, kpi, period):
                 # The source has nothing for the period (its data stopped, or is later than its
-                # delay; a source that counts rows was caught above): judged, it would store an
-                # empty evaluation and move on without a word. Same patience as a partial period.
+                # delay): judged, it would store an empty evaluation and move on without a word.
+                # Same patience as a partial period; looked up before any fit, every cycle.
                 if patient:
                     fields.update(waiting=_label(period, kpi.freq), completeness="no value")
                     break
                 queued += self._no_data(name, kpi, settings, period, "has no value", now - ended, now)
                 no_data.append(_label(period, kpi.freq))
                 continue
+            worker = self.workers.get()
+            try:
+                report = worker.call(_check_in_worker, (settings, ended, name), settings.daemon.job_timeout_seconds)
+            finally:
+                self.workers.put(worker)
             late = _late_note(period, latest, kpi.freq)
             outcome = record_and_send(report, settings, self.store, self.notifier, now.to_pydatetime(),
                                       judged={(name, ""): period.to_pydatetime()}, late_note=late, deliver_now=False)
@@ -649,12 +648,11 @@ class Daemon:
         return (200 if alive else 503), body
 
 
-def _has_value(report: CheckReport, name: str, period: pd.Timestamp) -> bool:
-    """Whether KPI `name`'s total has a value for `period` in a check's report."""
-    for result in report.results:
-        if result.series.name == name and not result.series.segment:
-            return not pd.isna(result.series.values.get(period, math.nan))
-    return False
+def _has_value(source: Source, kpi: KPIConfig, period: pd.Timestamp) -> bool:
+    """Whether the source has a value of the KPI's first metric (total) for `period`: one cheap
+    fetch, no dimensions, that one period."""
+    frame = source.fetch(kpi.metrics[:1], [], kpi.freq, start=period, end=period)
+    return bool(len(frame)) and bool(frame[kpi.metrics[0]].notna().any())
 
 
 def _label(period: pd.Timestamp, freq: str) -> str:

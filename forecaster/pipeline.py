@@ -51,7 +51,7 @@ class CheckReport:
     period: dict[str, pd.Timestamp]
     alerts: tuple[Alert, ...]
     results: tuple[SeriesResult, ...]
-    waited: tuple[str, ...] = ()  # per KPI whose latest period was incomplete: what was judged instead
+    incomplete: tuple[str, ...] = ()  # per KPI whose latest period was incomplete: what was judged instead
 
     def result_for(self, anomaly: Anomaly) -> SeriesResult:
         """The evaluated series behind an anomaly (for its chart)."""
@@ -153,14 +153,14 @@ def check(
     workers: processes for the model fits (default: the CPU count; 1 = in this process).
     require_complete: a KPI whose latest period has fewer raw rows than its `completeness`
         share (an export still being written) is judged on the latest complete period of the
-        `COMPLETE_LOOKBACK` before it instead, and not at all when none is; `waited` says so.
+        `COMPLETE_LOOKBACK` before it instead, and not at all when none is; `incomplete` says so.
         Off by default: the daemon checks completeness itself before it asks for a period.
     """
     names = list(kpis) if kpis else list(settings.kpis)
     cache = SelectionCache(Path(settings.state_dir), settings.reselect_days)
     jobs: list[Job] = []
     periods: dict[str, pd.Timestamp] = {}
-    waited: list[str] = []
+    incomplete: list[str] = []
     for name in names:
         kpi = settings.kpi(name)
         source = make_source(settings.sources[kpi.source], settings.timezone, kpi.source)
@@ -172,7 +172,7 @@ def check(
         if require_complete:
             complete, note = latest_complete_period(source, kpi, until)
             if note:
-                waited.append(f"{name}: {note}")
+                incomplete.append(f"{name}: {note}")
             if complete is None:
                 continue
             until = complete
@@ -197,7 +197,7 @@ def check(
     totals = {r.series.name: r.series for r in results if not r.series.segment}
     kpis = {name: settings.kpi(name) for name in names}
     alerts = add_target_hints(alerts, kpis, totals, periods, settings.country)
-    return CheckReport(periods, tuple(alerts), tuple(results), tuple(waited))
+    return CheckReport(periods, tuple(alerts), tuple(results), tuple(incomplete))
 
 
 def completeness_of(source: Source, kpi: KPIConfig, periods: Sequence[pd.Timestamp]) -> dict[pd.Timestamp, float | None]:
