@@ -7,11 +7,12 @@ worker process, batched, or shipped to a cluster; I/O stays in `check`.
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import os
-from pathlib import Path
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -275,28 +276,26 @@ def _run_all(
             if progress:
                 progress(len(results), len(jobs))
         return results
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)))
+    pool = multiprocessing.Pool(min(workers, len(jobs)))
     try:
-        futures = [pool.submit(evaluate_series, s, kpi, calendar, until, sel) for s, kpi, until, sel in jobs]
-        for future in futures:
-            results.append(future.result())
+        for result in pool.imap(functools.partial(_evaluate_job, calendar), jobs):  # in job order, each as soon as it is ready
+            results.append(result)
             if progress:
                 progress(len(results), len(jobs))
     except BaseException:
-        _stop_now(pool)  # Ctrl-C or a failed series: the remaining fits are not wanted
+        # Ctrl-C or a failed series: the remaining fits are not wanted. `terminate` ends the
+        # running fits too (leaving the pool politely would wait minutes for every queued one).
+        pool.terminate()
         raise
-    pool.shutdown()
+    pool.close()
+    pool.join()
     return results
 
 
-def _stop_now(pool: ProcessPoolExecutor) -> None:
-    """Cancel the queued fits and end the running ones. (Leaving the pool's `with` block would
-    wait for every queued fit: minutes after a Ctrl-C, the workers running on.) `_processes`
-    is private; Python 3.14's `terminate_workers()` is the public form of the same."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.terminate()
+def _evaluate_job(calendar: Calendar, job: Job) -> SeriesResult:
+    """`evaluate_series` on one job tuple (what the worker pool maps over)."""
+    series, kpi, until, selection = job
+    return evaluate_series(series, kpi, calendar, until, selection)
 
 
 def forecast_series(
