@@ -379,13 +379,16 @@ def sources() -> None:
 @sources.command(name="test")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
 @click.option("--periods", default=3, show_default=True, type=click.IntRange(1, 366), help="Recent periods to fetch.")
-def sources_test(config_file: Path | None, periods: int) -> None:
+@click.option("--at", "at", help="As if it were this time (ISO 8601; no zone = the config's timezone), "
+              "e.g. a warehouse copy that ends in the past.")
+def sources_test(config_file: Path | None, periods: int, at: str | None) -> None:
     """Fetch the last few periods of every KPI from its source: rows, last period, delay."""
     from forecaster.sources.probe import probe_sources
 
     settings = load_config(config_file)
+    moment = _parse_at(at, settings)
     with _spinner("asking every source", quiet=False):
-        probes = probe_sources(settings, periods=periods)
+        probes = probe_sources(settings, periods=periods, at=moment)
     table = Table(title=f"Sources ({config_path(config_file)})")
     for column in ("KPI", "source", "type", "rows", "last period", "delay", "data delay", "s", "status"):
         table.add_column(column, justify="right" if column in ("rows", "s") else "left", overflow="fold")

@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -203,3 +204,18 @@ def test_sources_test_names_a_failing_source_and_exits_3(tmp_path):
     assert "FAILED" in result.output and "sessions" in result.output  # the others are still probed
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("kpiwatch: error: 1 of 2 KPI source(s) failed; first: leads:")
+
+
+def test_sources_test_at_a_past_moment_finds_the_rows_of_a_source_that_ended_then(tmp_path):
+    days = pd.date_range("2025-01-01", "2025-03-31", freq="D")
+    pd.DataFrame({"timestamp": days.strftime("%Y-%m-%d"), "leads": range(len(days))}).to_csv(tmp_path / "leads.csv", index=False)
+    config = tmp_path / "k.yaml"
+    config.write_text("sources:\n  files: {type: csv, path: '" + str(tmp_path / "leads.csv") + "'}\n"
+                      "kpis:\n  leads: {metric: leads, source: files}\n")
+    today = CliRunner().invoke(cli, ["sources", "test", "--config", str(config)])
+    then = CliRunner().invoke(cli, ["sources", "test", "--config", str(config), "--at", "2025-03-15T09:00"])
+    assert today.exit_code == 0 and then.exit_code == 0, today.output + then.output
+    assert "no rows" in today.output  # the file ended long before the wall clock's now
+    assert "no rows" not in then.output and "2025-03-14 00:00" in then.output
+    bad = CliRunner().invoke(cli, ["sources", "test", "--config", str(config), "--at", "mid-march"])
+    assert bad.exit_code == 2 and "--at 'mid-march'" in bad.stderr
