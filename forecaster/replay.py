@@ -13,7 +13,7 @@ How a period is judged (defaults in brackets):
   until two seasonal cycles exist a non-seasonal ETS judges (after 60 values and 30 calibration
   errors), so a short file is judged from its first hours, not after two days;
 - band: calibrated on the one-step errors of the last `train_window` judged periods (conformal;
-  an anomalous period counts with its cleaned error, at most the band's edge): their 99% quantile
+  a large error counts as at most 1.5 times that quantile, `MEMORY_CAP`): their 99% quantile
   sets a normal-equivalent scale, the band is that scale at the per-period level (`_ErrorTail`);
 - per-period level: the KPI level [0.99] for daily data; for finer data it is tightened so the
   expected false alarms *per day* stay the same (a 5-minute series has 288 chances a day);
@@ -70,6 +70,7 @@ NORMAL_Q99 = 2.5758293035489004  # the 99% two-sided point of a standard normal
 MIN_SPREAD = 0.1  # of the band's sigma: the least spread _BehaviourShift reads its short mean against
 MEAN_ABS_NORMAL = math.sqrt(2 / math.pi)  # E|z| of a standard normal: an ordinary period's standardised error
 RECURRENCE_SHARE = 0.5  # of an error: one outside the band yesterday at least this large makes today's a habit
+MEMORY_CAP = 1.5  # of the band's 99% error quantile: the largest |error| the band remembers as it was
 MIN_RELATIVE_SCALE = 1e-3  # of the series' typical size: a flat stretch must not give a zero band
 
 Progress = Callable[[int, int], None]
@@ -312,12 +313,15 @@ class _State:
             self.clean[i] = forecast + max(-half, min(half, error))
         else:
             self.clean[i] = actual
-        # Every judged period sizes the band, anomalous ones with their cleaned error (at most
-        # the band's edge): the band reads the 99% quantile, which rare anomalies barely move,
-        # while spikes that come back often (more than 1% of periods) are this series' normal
-        # and widen it step by step instead of alerting every time; one huge spike cannot
-        # blow the band up for weeks.
-        self._remember(self.clean[i] - forecast)
+        # Every judged period sizes the band, large errors capped at MEMORY_CAP times the 99%
+        # quantile the band reads (or its edge, if wider): rare anomalies barely move that
+        # quantile, while errors that come back often (more than 1% of periods) are this
+        # series' normal and widen it step by step instead of alerting every time; a run of
+        # huge ones (an incident, a level shift) widens it by at most that factor. The cap must
+        # lie beyond the quantile: capped at the band's edge itself (daily data, where the edge
+        # is the 99% quantile), a band that had become too narrow could never widen again.
+        cap = max(half, MEMORY_CAP * tail.sigma * NORMAL_Q99)
+        self._remember(max(-cap, min(cap, error)))
 
     def _seen_yesterday(self, i: int, forecast: float) -> bool:
         """Is this period's deviation a daily habit? True when a period within an hour of this

@@ -33,6 +33,27 @@ def test_normal_data_gives_at_most_a_rare_alert() -> None:
     assert frame["anomaly"].sum() <= 1
 
 
+def daily_weekly(seed: int, days: int = 730) -> pd.Series:
+    """Two years of a daily KPI: a weekly cycle and normal noise, nothing else."""
+    t = np.arange(days)
+    values = 100 + 10 * np.sin(2 * np.pi * t / 7) + np.random.default_rng(seed).normal(0, 2, days)
+    return pd.Series(values, index=pd.date_range("2024-01-01", periods=days, freq="D", tz="UTC"))
+
+
+def test_a_daily_band_keeps_its_level_over_two_clean_years() -> None:
+    # The daily band is the 99% quantile of past errors. It used to remember large errors capped
+    # at its own edge, so once too narrow it could never widen: seeds 1 and 5 then had 8% and
+    # 13% of days outside a 99% band (39 and 59 alerts in two years).
+    outside = []
+    for seed in range(6):
+        frame = replay(to_kpi_series("x", daily_weekly(seed)))
+        judged = frame[frame["score"].notna()]
+        outside.append(((judged["value"] < judged["lower"]) | (judged["value"] > judged["upper"])).mean())
+        assert frame["anomaly"].sum() <= 15, (seed, frame["anomaly"].sum())
+    assert max(outside) <= 0.03, outside
+    assert 0.005 <= np.mean(outside) <= 0.025, outside
+
+
 def test_a_level_shift_alerts_once_then_becomes_the_new_normal() -> None:
     y = hourly(seed=2)
     y.iloc[24 * 20:] += 40.0  # a lasting shift of 20 noise sigmas
