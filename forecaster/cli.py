@@ -488,7 +488,8 @@ def _print_alerts(report: CheckReport, charts: dict[int, Path]) -> None:
     from alerts.message import plain_text
 
     if not report.alerts:
-        out.print("No anomalies: every KPI is inside its band.")
+        out.print("No anomalies: every KPI is inside its band." if not report.no_data else
+                  f"No anomalies in the {len(report.period)} KPI(s) judged; {len(report.no_data)} not judged (no data).")
     for number, alert in enumerate(report.alerts):
         out.print(plain_text(alert), markup=False)
         if number in charts:
@@ -501,6 +502,8 @@ def _print_alerts(report: CheckReport, charts: dict[int, Path]) -> None:
         err.print(f"skipped {note}", markup=False)
     for note in report.incomplete:
         err.print(f"incomplete: {note}", markup=False)
+    for note in report.no_data:
+        err.print(f"no data: {note}", markup=False)
 
 
 def _print_json(report: CheckReport, charts: dict[int, Path]) -> None:
@@ -514,7 +517,7 @@ def _print_json(report: CheckReport, charts: dict[int, Path]) -> None:
         alerts.append(item)
     payload = {"alerts": alerts, "judged": {k: v.isoformat() for k, v in report.period.items()},
                "series": len(report.results), "skipped": report.notes,
-               "incomplete": list(report.incomplete)}
+               "incomplete": list(report.incomplete), "no_data": list(report.no_data)}
     click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
 
 

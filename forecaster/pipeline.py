@@ -53,6 +53,7 @@ class CheckReport:
     alerts: tuple[Alert, ...]
     results: tuple[SeriesResult, ...]
     incomplete: tuple[str, ...] = ()  # per KPI whose latest period was incomplete: what was judged instead
+    no_data: tuple[str, ...] = ()  # per KPI not judged because its total has no value for the period
 
     def result_for(self, anomaly: Anomaly) -> SeriesResult:
         """The evaluated series behind an anomaly (for its chart)."""
@@ -162,6 +163,7 @@ def check(
     jobs: list[Job] = []
     periods: dict[str, pd.Timestamp] = {}
     incomplete: list[str] = []
+    no_data: list[str] = []
     for name in names:
         kpi = settings.kpi(name)
         source = make_source(settings.sources[kpi.source], settings.timezone, kpi.source)
@@ -177,11 +179,14 @@ def check(
             if complete is None:
                 continue
             until = complete
-        periods[name] = until
         frame = source.fetch(kpi.metrics, kpi.dimensions, kpi.freq, end=until)
-        jobs.extend(
-            (series, kpi, until, cache.fresh(series.label, until)) for series in kpi_series(name, kpi, frame)
-        )
+        found = kpi_series(name, kpi, frame)
+        gap = _no_value_note(found, kpi, until)
+        if gap:  # a source that stopped is not a KPI inside its band: not judged, and said so
+            no_data.append(f"{name}: {gap}")
+            continue
+        periods[name] = until
+        jobs.extend((series, kpi, until, cache.fresh(series.label, until)) for series in found)
     results = _run_all(jobs, settings.calendar, progress, workers)
     _remember(cache, results)
     evaluated = {r.series.label: _evaluated(r, periods[r.series.name], settings.kpi(r.series.name)) for r in results}
@@ -198,7 +203,20 @@ def check(
     totals = {r.series.name: r.series for r in results if not r.series.segment}
     kpis = {name: settings.kpi(name) for name in names}
     alerts = add_target_hints(alerts, kpis, totals, periods, settings.country)
-    return CheckReport(periods, tuple(alerts), tuple(results), tuple(incomplete))
+    return CheckReport(periods, tuple(alerts), tuple(results), tuple(incomplete), tuple(no_data))
+
+
+def _no_value_note(found: Sequence[KPISeries], kpi: KPIConfig, period: pd.Timestamp) -> str:
+    """Why the KPI's total cannot be judged for `period` ("" when it has a value there): the
+    period has no value, with the latest period that has one, and what to do."""
+    total = next((series for series in found if not series.segment), None)
+    values = total.values.dropna() if total is not None else pd.Series(dtype="float64")
+    if period in values.index:
+        return ""
+    latest = (f"its latest value is for {format_period(values.index[-1], kpi.freq)}" if len(values)
+              else "the source has no value for it at all")
+    return (f"no value for {format_period(period, kpi.freq)} ({latest}): not judged (a gap is not a drop); "
+            "check the source, or judge an earlier time with --at")
 
 
 def completeness_of(source: Source, kpi: KPIConfig, periods: Sequence[pd.Timestamp]) -> dict[pd.Timestamp, float | None]:

@@ -82,3 +82,25 @@ def test_the_text_output_names_the_incomplete_day_on_stderr(tmp_path):
     assert result.exit_code == 0, result.output
     assert "incomplete: leads: Fri 05 Dec 2025 has 40% of its usual rows" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_day_after_the_export_stopped_is_not_judged_and_says_no_data(tmp_path):
+    data = tmp_path / "export.csv"
+    write_export(data, {})  # the last rows are of 5 Dec 2025
+    config = tmp_path / "kpiwatch.yaml"
+    # Row counting off, so the period is fetched and found empty (with it on, the empty days read
+    # as incomplete and the latest complete one is judged instead: the tests above).
+    config.write_text(CONFIG.format(state=tmp_path / "state.db", tmp=tmp_path, data=data) + "    completeness: 0\n")
+    result = CliRunner().invoke(cli, ["check", "--config", str(config), "--at", "2025-12-09T06:00"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "every KPI is inside its band" not in result.stdout  # not judged is not normal
+    assert "1 not judged (no data)" in result.stdout
+    assert ("no data: leads: no value for Mon 08 Dec 2025 (its latest value is for Fri 05 Dec 2025): not judged"
+            in result.stderr)
+    stored = pd.read_sql("SELECT * FROM evaluations", f"sqlite:///{tmp_path / 'state.db'}")
+    assert stored.empty  # nothing recorded as a normal day
+    as_json = CliRunner().invoke(cli, ["check", "--config", str(config), "--at", "2025-12-09T06:00", "--dry-run",
+                                       "--format", "json"], catch_exceptions=False)
+    report = json.loads(as_json.stdout)
+    assert report["judged"] == {} and report["no_data"][0].startswith("leads: no value for Mon 08 Dec 2025")
