@@ -107,11 +107,12 @@ class AutoModel:
         return self
 
     def _event_ahead(self, y: pd.Series) -> bool:
-        """A holiday or retail peak in the next `horizon` days, with a year of daily history."""
-        if "prophet" not in self._candidates(y):
+        """A holiday or retail peak in the next `event_horizon` days, with a year of daily
+        history. Daily data only: seven weeks or months ahead nearly always hold a holiday, and
+        one day of a week or month is not the event a daily model misses."""
+        if len(y) < 2 or y.index[1] - y.index[0] != pd.Timedelta(days=1) or "prophet" not in self._candidates(y):
             return False
-        start = y.index[-1] + (y.index[1] - y.index[0])
-        days = pd.date_range(start, periods=self.event_horizon, freq=y.index[1] - y.index[0])
+        days = pd.date_range(y.index[-1] + pd.Timedelta(days=1), periods=self.event_horizon, freq="D")
         return any(self.calendar.events_on(day.date()) for day in days)
 
     def predict(self, horizon: int, level: float = 0.95) -> Forecast:
