@@ -91,6 +91,14 @@ def test_weekly_and_monthly_data_keep_the_backtest_choice_across_holidays(freq: 
     assert model.choice_ == min(model.scores_, key=model.scores_.get), model.scores_
 
 
+def test_twelve_years_of_monthly_data_are_backtested_over_years_not_28_months() -> None:
+    index = pd.date_range("2000-01-01", periods=144, freq="MS", tz="UTC")  # air passengers' length
+    y = pd.Series(100 + 5 * np.tile(np.arange(12.0), 12) + np.random.default_rng(4).normal(0, 1, 144), index=index)
+    model = AutoModel().fit(y)
+    assert set(model.scores_) >= {"seasonal_naive", "ets"}  # chosen by a backtest, not by default
+    assert model.choice_ == min(model.scores_, key=model.scores_.get)
+
+
 def test_selection_cache_round_trip_and_cadence(tmp_path: Path) -> None:
     cache = SelectionCache(tmp_path, reselect_days=30)
     cache.remember("sessions", Selection("prophet", 1.2, "2025-01-01T00:00:00+00:00"))

@@ -56,8 +56,9 @@ class AutoModel:
     candidates: model names tried in order of simplicity (default: seasonal_naive, ets, and
         prophet when the data allow). origins: backtest origins (default 6; as many as the
         history allows when shorter, no backtest under 3). horizon: periods
-        per origin (default 28: four weeks of days show a model's weekly and trend errors; with
-        7 the choice on Peyton Manning was MASE 1.03 against 0.95, BENCHMARKS.md). country / calendar: holidays and events for
+        per origin (default by step, `_backtest_horizon`: 28 for daily data, four weeks of days
+        show a model's weekly and trend errors; with 7 the choice on Peyton Manning was MASE
+        1.03 against 0.95, BENCHMARKS.md; 13 for weekly, 12 for monthly data). country / calendar: holidays and events for
         Prophet and for spotting an event ahead (calendar wins when both are given).
     choice, scale: a remembered selection; both given = no backtest.
     event_horizon: periods ahead in which a calendar event brings in Prophet (default 7; the
@@ -70,7 +71,7 @@ class AutoModel:
         self,
         candidates: list[str] | None = None,
         origins: int = 6,
-        horizon: int = 28,
+        horizon: int | None = None,
         country: str | None = None,
         choice: str | None = None,
         scale: float | None = None,
@@ -144,7 +145,8 @@ class AutoModel:
 
     def _select(self, y: pd.Series) -> tuple[str, dict[str, float], dict[str, float]]:
         """(best model, calibration scale per candidate, MASE per candidate) from the short backtest."""
-        cuts = _cuts(len(y), self.horizon, self.origins)
+        horizon = self.horizon or _backtest_horizon(y)
+        cuts = _cuts(len(y), horizon, self.origins)
         candidates = self._candidates(y)
         if not cuts:  # too short to backtest: the simplest model, its own band
             return candidates[0], {}, {}
@@ -154,11 +156,11 @@ class AutoModel:
             errors, ratios = [], []
             for cut in cuts:
                 try:
-                    forecast = self._make(name).fit(y.iloc[:cut]).predict(self.horizon, CALIBRATION_LEVEL)
+                    forecast = self._make(name).fit(y.iloc[:cut]).predict(horizon, CALIBRATION_LEVEL)
                 except FIT_ERRORS:
                     errors = []
                     break
-                actual = y.iloc[cut : cut + self.horizon].to_numpy(dtype="float64")
+                actual = y.iloc[cut : cut + horizon].to_numpy(dtype="float64")
                 mean = forecast.mean.to_numpy(dtype="float64")
                 sigma = (forecast.upper - forecast.lower).to_numpy(dtype="float64") / (2 * z_value(CALIBRATION_LEVEL))
                 seen = ~np.isnan(actual)
@@ -171,6 +173,16 @@ class AutoModel:
             return candidates[0], {}, {}
         best = min(scores, key=lambda name: (round(scores[name], 3), candidates.index(name)))
         return best, {name: _scale(ratios) for name, ratios in standardised.items()}, scores
+
+
+def _backtest_horizon(y: pd.Series) -> int:
+    """Periods per backtest origin by the data's step: 28 for daily and finer data (four weekly
+    cycles), 13 for weekly (a quarter), 12 for monthly and coarser (a year). 28 months or weeks
+    would leave most monthly and weekly KPIs too short to backtest at all."""
+    step = y.index[1] - y.index[0] if len(y) > 1 else pd.Timedelta(days=1)
+    if step <= pd.Timedelta(days=1):
+        return 28
+    return 13 if step <= pd.Timedelta(days=7) else 12
 
 
 def _cuts(n: int, horizon: int, origins: int) -> list[int]:
