@@ -33,7 +33,9 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class _ErrorBoundary(click.Group):
-    """Turns every KPIWatchError raised by a command into one stderr line and its exit code."""
+    """Turns every KPIWatchError raised by a command into one stderr line and its exit code, and
+    a file the user named that cannot be written or read (an output path under a file, a
+    read-only folder) into one line and exit 2."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -41,6 +43,11 @@ class _ErrorBoundary(click.Group):
         except KPIWatchError as exc:
             click.echo(f"kpiwatch: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:
+            where = f" {exc.filename}" if exc.filename else ""
+            click.echo(f"kpiwatch: error: cannot use{where}: {exc.strerror or exc}; choose another path or fix "
+                       "its permissions", err=True)
+            ctx.exit(BadInputError.exit_code)
 
 
 @click.group(cls=_ErrorBoundary, context_settings={"help_option_names": ["-h", "--help"]})
@@ -179,6 +186,8 @@ def replay(ctx: click.Context, csv_file: Path, timestamp_col: str, value_col: st
     from forecaster.sources.csv import read_csv_columns
 
     level_given = ctx.get_parameter_source("level") is click.core.ParameterSource.COMMANDLINE
+    if output.resolve() == csv_file.resolve():
+        raise BadInputError(f"--output {output} is the input file: it would be overwritten; write elsewhere")
     if config_file is None:
         # Only an explicit --config: benchmarks and scripts replay with the default detector.
         if kpi is not None:

@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -219,3 +220,18 @@ def test_sources_test_at_a_past_moment_finds_the_rows_of_a_source_that_ended_the
     assert "no rows" not in then.output and "2025-03-14 00:00" in then.output
     bad = CliRunner().invoke(cli, ["sources", "test", "--config", str(config), "--at", "mid-march"])
     assert bad.exit_code == 2 and "--at 'mid-march'" in bad.stderr
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line_and_the_input_is_never_overwritten(tmp_path):
+    days = pd.date_range("2025-01-01", periods=120, freq="D")
+    data = tmp_path / "series.csv"
+    pd.DataFrame({"timestamp": days.strftime("%Y-%m-%d"), "value": np.arange(120.0) % 7}).to_csv(data, index=False)
+    before = data.read_bytes()
+    same = CliRunner().invoke(cli, ["replay", "--csv", str(data), "--output", str(data)])
+    assert_one_line_error(same, "is the input file")
+    assert data.read_bytes() == before
+    under_a_file = CliRunner().invoke(cli, ["replay", "--csv", str(data), "--output", str(data / "out.csv")])
+    assert_one_line_error(under_a_file, "cannot use", str(data))
+    plot = CliRunner().invoke(cli, ["forecast", "--csv", str(data), "--plot", str(data / "p.png")])
+    assert plot.exit_code == 2 and "Traceback" not in plot.output
+    assert plot.stderr.strip().splitlines()[-1].startswith("kpiwatch: error: cannot use")
