@@ -74,6 +74,14 @@ BAD_CASES = [
                  "{p}: line 6: column 'value' has 'n0pe', not a number; give a number with "
                  "'.' as the decimal point, or leave the cell empty for a missing value",
                  id="line-numbers-count-blank-lines"),
+    pytest.param("\n".join(TEN_LINES[:4] + ["2024-01-04,inf"] + TEN_LINES[5:]), {},
+                 "{p}: line 5: column 'value' has 'inf', not a number; give a number with '.' "
+                 "as the decimal point, or leave the cell empty for a missing value",
+                 id="infinite-value"),
+    pytest.param("\n".join(TEN_LINES[:4] + ["2024-01-04,1e400"] + TEN_LINES[5:]), {},
+                 "{p}: line 5: column 'value' has '1e400', not a number; give a number with '.' "
+                 "as the decimal point, or leave the cell empty for a missing value",
+                 id="overflowing-value"),
     pytest.param("timestamp;value\n2024-01-01;1,5\n", {},
                  "{p}: line 2: column 'value' has '1,5', not a number; give a number with '.' "
                  "as the decimal point, or leave the cell empty for a missing value",

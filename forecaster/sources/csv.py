@@ -237,7 +237,7 @@ def _parse_values(cells: list[str], lines: list[int], column: str, label: str) -
     missing = np.array([text.lower() in _MISSING for text in texts], dtype=bool)
     given = pd.Series([np.nan if gap else text for text, gap in zip(texts, missing)], dtype=object)
     numbers = pd.to_numeric(given, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    bad = np.isnan(numbers) & ~missing
+    bad = ~np.isfinite(numbers) & ~missing  # "inf" and 1e400 too: no KPI is infinite
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise BadInputError(
