@@ -191,8 +191,9 @@ GOOD_CASES = [
                  [4, 5], id="monthly-starts-gap"),
     pytest.param(_rows(MONTH_ENDS), {}, "ME", 10, "2023-01-31", [], id="month-ends"),
     pytest.param(_rows(MONDAYS), {}, "W-MON", 9, "2024-01-01", [], id="weekly-mondays"),
+    # Local midnights are days: read as their dates (in UTC they were 23:00 the day before).
     pytest.param(_rows([f"{d}T00:00:00+01:00" for d in DAYS_WITH_GAP]), {}, "D", 12,
-                 "2023-12-31T23:00", [4, 5], id="tz-aware-offset"),
+                 "2024-01-01", [4, 5], id="tz-aware-offset"),
     pytest.param(_rows([f"{d}T00:00:00Z" for d in DAYS_WITH_GAP]), {}, "D", 12,
                  "2024-01-01", [4, 5], id="tz-aware-utc"),
     pytest.param(_rows(DAYS_WITH_GAP, newline="\r"), {}, "D", 12, "2024-01-01", [4, 5],
@@ -263,6 +264,16 @@ def test_naive_and_utc_timestamps_give_the_same_series(tmp_path: Path) -> None:
         _write(tmp_path, _rows([f"{d}T00:00:00+00:00" for d in DAYS_WITH_GAP]), "aware.csv")
     )
     pd.testing.assert_series_equal(naive.values, aware.values)
+
+
+def test_a_daily_file_written_in_local_time_reads_as_its_dates_across_dst(tmp_path: Path) -> None:
+    # Local midnights: 23 h apart in UTC across the DST change, and each the day before in UTC.
+    days = pd.date_range("2025-03-20", periods=20, freq="D", tz="Europe/Amsterdam")
+    text = "timestamp,value\n" + "".join(f"{d.isoformat()},{i}\n" for i, d in enumerate(days))
+    series = read_series_csv(_write(tmp_path, text))
+    assert series.freq == "D"
+    assert series.values.index[0] == pd.Timestamp("2025-03-20", tz="UTC")  # not 19 Mar 23:00
+    assert series.values["2025-03-30"] == 10.0 and len(series.values) == 20
 
 
 def test_gap_is_nan_not_zero_and_values_kept(tmp_path: Path) -> None:

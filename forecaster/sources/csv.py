@@ -169,6 +169,9 @@ def _column_positions(
     return header.index(timestamp_col), header.index(value_col)
 
 
+_LOCAL_MIDNIGHT = r"\d{4}-\d{2}-\d{2}[T ]00:00(:00(\.0+)?)?[+-]\d{2}:?\d{2}"
+
+
 def _parse_timestamps(
     cells: list[str], lines: list[int], column: str, label: str
 ) -> pd.DatetimeIndex:
@@ -180,6 +183,11 @@ def _parse_timestamps(
             f"{label}: line {lines[empty[0]]}: empty timestamp in column '{column}'; "
             "fill it in or delete the row"
         )
+    if texts.str.fullmatch(_LOCAL_MIDNIGHT).all():
+        # Every stamp is midnight with a UTC offset (2025-03-30T00:00:00+02:00): a daily file
+        # written in local time. Its days are the dates as written; in UTC they would be 22:00
+        # or 23:00 the day before, one day early, and 23 h apart across a DST change.
+        texts = texts.str.slice(0, 10)
     # ISO 8601 first: fast and unambiguous; only the cells it rejects need format guessing.
     stamps = pd.Series(pd.to_datetime(texts, utc=True, format="ISO8601", errors="coerce"))
     retry = stamps.isna().to_numpy()
