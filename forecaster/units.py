@@ -36,7 +36,13 @@ def format_change(actual: float, expected: float, unit: str = "") -> str:
 
 
 def format_period(period: pd.Timestamp, freq: str) -> str:
-    """A period as a person names it: "Wed 10 Dec 2025" for days, "10 Dec 2025 14:00 UTC" for hours."""
-    if freq.lower() in {"d", "w"} or freq.upper().startswith("W"):
+    """A period as a person names it: "Wed 10 Dec 2025" for days and weeks, "Dec 2025" for months,
+    "Q4 2025" for quarters, "10 Dec 2025 14:00 UTC" for hours and finer."""
+    code = freq.upper()
+    if code in {"MS", "M", "ME", "BMS", "BME"}:
+        return period.strftime("%b %Y")
+    if code.startswith("Q"):
+        return f"Q{period.quarter} {period.year}"
+    if freq.lower() in {"d", "w"} or code.startswith("W"):
         return period.strftime("%a %d %b %Y")
     return period.strftime("%d %b %Y %H:%M UTC")

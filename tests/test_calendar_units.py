@@ -166,6 +166,9 @@ def test_format_change(actual: float, expected: float, unit: str, text: str) -> 
         ("2025-12-07", "W-SUN", "Sun 07 Dec 2025"),
         ("2025-12-10 14:00", "h", "10 Dec 2025 14:00 UTC"),
         ("2025-12-10 14:05", "5min", "10 Dec 2025 14:05 UTC"),
+        ("2025-12-01", "MS", "Dec 2025"),
+        ("2025-12-31", "ME", "Dec 2025"),
+        ("2025-10-01", "QS", "Q4 2025"),
     ],
 )
 def test_format_period(stamp: str, freq: str, text: str) -> None:
