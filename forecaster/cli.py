@@ -340,7 +340,12 @@ def snooze(kpi: str, segment: tuple[str, ...], until: str, reason: str, config_f
     end = _parse_at(until, settings, option="--until")
     if end is None or end <= pd.Timestamp.now(tz="UTC"):
         raise BadInputError(f"--until {until!r} is not in the future; give a later day, e.g. --until 2030-01-31")
-    where = segment_key(_parse_segment(segment))
+    wanted = _parse_segment(segment)
+    unknown = sorted(set(wanted) - set(settings.kpi(kpi).dimensions))
+    if unknown:  # a snooze nothing can match would silence nothing, without a word
+        known = ", ".join(settings.kpi(kpi).dimensions) or "none: snooze the whole KPI"
+        raise BadInputError(f"--segment {unknown[0]}=...: KPI {kpi} is not split by {unknown[0]!r} (its dimensions: {known})")
+    where = segment_key(wanted)
     store = Store(settings.state_url)
     try:
         store.add_snooze(kpi, where, end.tz_convert("UTC").to_pydatetime(), reason)

@@ -178,6 +178,15 @@ def test_snooze_with_a_bad_until_names_until(tmp_path: Path, monkeypatch: pytest
     assert "--at" not in result.stderr
 
 
+def test_snooze_of_a_dimension_the_kpi_is_not_split_by_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = Path(__file__).resolve().parent.parent / "config" / "kpiwatch.yaml"
+    monkeypatch.chdir(tmp_path)
+    result = run("snooze", "sessions", "--segment", "country=NL", "--until", "2030-01-31", "--config", str(config))
+    assert_one_line_error(result, "KPI sessions is not split by 'country'", "channel")
+    assert not (tmp_path / ".kpiwatch").exists() or "country" not in run(
+        "alerts", "--config", str(config)).stdout  # nothing stored
+
+
 def test_sources_test_lists_every_kpi_of_the_demo(tmp_path):
     from click.testing import CliRunner
 
