@@ -206,16 +206,23 @@ def replay(series: KPISeries, config: ReplayConfig = ReplayConfig(), progress: P
 
 
 def summary(frame: pd.DataFrame, freq: str) -> str:
-    """One line: how many alerts, over how many judged periods, and how often."""
+    """One line: how many alerts, over how many judged periods, and how often.
+
+    History counts the rows with a value before the first judged one; rows without a value
+    (gaps) are counted apart, as they are never judged.
+    """
     judged = int(frame["score"].notna().sum())
     alerts = int(frame["anomaly"].sum())
     if judged == 0:
         return "no period could be judged: the series is too short for one calibration window"
     days = judged / _periods_per_day(freq)
+    history = int((frame["value"].notna() & frame["score"].isna()).sum())
+    gaps = int(frame["value"].isna().sum())
     rate = f"{alerts / days * 30:.1f} per 30 days" if days >= 1 else f"{alerts} in under a day"
     return (
         f"{alerts} alert(s) over {judged} judged periods ({days:,.1f} days): {rate}; "
-        f"first {int(len(frame) - judged)} periods used as history only"
+        f"first {history} periods used as history only"
+        + (f"; {gaps} period(s) without a value not judged" if gaps else "")
     )
 
 
