@@ -10,9 +10,9 @@ How a period is judged (defaults in brackets):
   smaller one-step errors over the last week, fitted without it),
   its parameters fitted at each refit on the last `train_window` cleaned periods, its state then
   updated period by period with those parameters, so a forecast never uses the value it judges;
-  until two seasonal cycles exist a non-seasonal ETS judges (after 60 values and 30 calibration
-  errors), so a short file is judged from its first hours, not after two days; monthly data
-  (rows on month starts or month ends) step by calendar months and
+  until two seasonal cycles exist a non-seasonal ETS judges (after 60 values, 30 for data coarser
+  than daily, and 30 calibration errors), so a short file is judged from its first hours, not
+  after two days; monthly data (rows on month starts or month ends) step by calendar months and
   have a yearly season of 12, weekly data step by 7 days from the first row, season 52;
 - band: calibrated on the one-step errors of the last `train_window` judged periods (conformal;
   a large error counts as at most 1.5 times that quantile, `MEMORY_CAP`): their 99% quantile
@@ -68,6 +68,13 @@ COLUMNS = ["timestamp", "value", "expected", "lower", "upper", "score", "anomaly
 CALIBRATION_LEVEL = 0.99  # the quantile of past errors the band's scale is read from
 MIN_CALIBRATION = 30  # one-step errors needed before any period is judged
 MIN_FIT = 60  # values needed for the first (non-seasonal) fit: rough parameters from fewer cost early judgements
+# Data coarser than daily (weekly, monthly): 60 values would be 5 years of months before the first
+# fit and 7.5 before the first judgement. MIN_FIT was tuned on NAB's 5-minute data, where 60 values
+# are 5 hours and cost nothing. The first fit is a non-seasonal ETS with two parameters (smoothing
+# weight, initial level), which 30 values estimate well; the band is unchanged: it still waits for
+# MIN_CALIBRATION out-of-sample one-step errors, so a monthly file is judged from its 61st value.
+# Fewer than 30 would leave rough early errors sizing the band for up to `train_window` periods.
+MIN_FIT_COARSE = MIN_CALIBRATION
 DAYS_PER_MONTH = 365.2425 / 12  # the mean Gregorian month, for rates of monthly data
 NORMAL_Q99 = 2.5758293035489004  # the 99% two-sided point of a standard normal
 MIN_SPREAD = 0.1  # of the band's sigma: the least spread _BehaviourShift reads its short mean against
@@ -172,6 +179,7 @@ class _Plan:
     train_window: int
     accept_after: int
     repeat_after: int
+    min_fit: int = MIN_FIT  # values before the first fit (MIN_FIT_COARSE for data coarser than daily)
 
 
 def replay(series: KPISeries, config: ReplayConfig = ReplayConfig(), progress: Progress | None = None) -> pd.DataFrame:
@@ -538,6 +546,7 @@ def _plan(series: KPISeries, config: ReplayConfig) -> _Plan:
         train_window=config.train_window or min(max(4 * season, 7 * day, 200), 4032),
         accept_after=config.accept_after or max(day, 3),
         repeat_after=config.repeat_after or max(day // 2, 3),
+        min_fit=_min_fit(per_day),
     )
 
 
@@ -550,17 +559,39 @@ def _season(freq: str) -> int:
     return season_length(freq)
 
 
+def _min_fit(per_day: float) -> int:
+    """Values before the first fit: MIN_FIT, or MIN_FIT_COARSE for data coarser than daily."""
+    return MIN_FIT if per_day >= 1 else MIN_FIT_COARSE
+
+
+def _history_needed(per_day: float) -> int:
+    """Values a file needs for one judged period: the first fit's, the band's calibration
+    errors (one per value after the fit), then the value judged."""
+    return _min_fit(per_day) + MIN_CALIBRATION + 1
+
+
+def _too_short(name: str, got: int, per_day: float | None) -> BadInputError:
+    """The one error for a file too short to judge any period; `per_day` None = unknown spacing."""
+    if per_day is None:
+        need = f"{_history_needed(1.0)} values ({_history_needed(0.0)} for weekly or monthly data)"
+    else:
+        need = f"{_history_needed(per_day)} values"
+    return BadInputError(f"{name}: too little history to replay: needs at least {need}, got {got}; "
+                         "give a longer file")
+
+
 def _first_judged(values: np.ndarray, plan: _Plan) -> int:
-    """The first row after `MIN_FIT` values, where a first, non-seasonal fit is possible; its
-    first `MIN_CALIBRATION` one-step errors calibrate the band, so scores start after about 90
-    values. (Waiting for two seasonal cycles instead, 576 values at 5 minutes, left short files
-    unjudged for days; a first fit on only 30 values scored lower on NAB dev: BENCHMARKS.md.)"""
+    """The first row after `plan.min_fit` values, where a first, non-seasonal fit is possible; its
+    first `MIN_CALIBRATION` one-step errors calibrate the band, so scores start at the 91st value
+    (the 61st for data coarser than daily: `_history_needed`). (Waiting for two seasonal cycles
+    instead, 576 values at 5 minutes, left short files unjudged for days; a first fit on only 30
+    values scored lower on NAB dev: BENCHMARKS.md.)"""
     observed = np.cumsum(~np.isnan(values))
-    if len(values) == 0 or observed[-1] < MIN_FIT:
+    if len(values) == 0 or observed[-1] < plan.min_fit:
         raise BadInputError(
-            f"too little history to replay: needs at least {MIN_FIT} values, got {int(observed[-1]) if len(values) else 0}"
+            f"too little history to replay: needs at least {plan.min_fit} values, got {int(observed[-1]) if len(values) else 0}"
         )
-    return int(np.nonzero(observed >= MIN_FIT)[0][0]) + 1
+    return int(np.nonzero(observed >= plan.min_fit)[0][0]) + 1
 
 
 def _seasonal_ready(values: np.ndarray, plan: _Plan) -> int:
@@ -707,11 +738,15 @@ def replay_rows(
     value is their mean, each row carries its period's judgement, and only the period's first
     row can be an alert. The spacing is a fixed step (5 minutes, an hour, a day, a week from the
     first row), or calendar months when most rows sit on month starts or month ends.
+    BadInputError (one line) when no period could be judged: too few values, or one timestamp.
     """
     stamps = pd.DatetimeIndex(raw.index)
     values = raw.to_numpy(dtype="float64")
     if len(stamps) < 2:
-        raise BadInputError(f"{name}: needs at least 2 rows to replay, got {len(stamps)}")
+        raise _too_short(name, int(np.count_nonzero(~np.isnan(values))), None)
+    if stamps.nunique() == 1:
+        raise BadInputError(f"{name}: all {len(stamps)} rows have the same timestamp ({stamps[0]}); "
+                            "give one row per period, each with its own timestamp")
     order = np.argsort(stamps.asi8, kind="stable")
     step = _usual_spacing(stamps[order])
     period = np.empty(len(stamps), dtype=np.int64)
@@ -726,6 +761,9 @@ def replay_rows(
     means = pd.Series(values).groupby(period).mean()
     on_grid = pd.Series(np.nan, index=grid)
     on_grid.iloc[means.index.to_numpy()] = means.to_numpy()
+    per_day = _periods_per_day(_alias(step))
+    if int(on_grid.notna().sum()) < _history_needed(per_day):
+        raise _too_short(name, int(on_grid.notna().sum()), per_day)
     series = to_kpi_series(name, on_grid, freq=_alias(step), origin=name)
     judged = replay(series, config, progress)
     rows = judged.iloc[period].reset_index(drop=True)
@@ -743,7 +781,7 @@ def _usual_spacing(sorted_stamps: pd.DatetimeIndex) -> Step:
     diffs = pd.Series(sorted_stamps[1:] - sorted_stamps[:-1])
     diffs = diffs[diffs > pd.Timedelta(0)]
     if diffs.empty:
-        raise BadInputError("every row has the same timestamp; give one row per period")
+        raise BadInputError("all rows have the same timestamp; give one row per period, each with its own timestamp")
     counts = diffs.value_counts()
     step = min(counts[counts == counts.max()].index)
     if step >= pd.Timedelta(days=28) - pd.Timedelta(hours=1):  # the shortest month, less a DST hour
