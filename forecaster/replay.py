@@ -10,8 +10,10 @@ How a period is judged (defaults in brackets):
   smaller one-step errors over the last week, fitted without it),
   its parameters fitted at each refit on the last `train_window` cleaned periods, its state then
   updated period by period with those parameters, so a forecast never uses the value it judges;
-  until two seasonal cycles exist a non-seasonal ETS judges (after 60 values and 30 calibration
-  errors), so a short file is judged from its first hours, not after two days;
+  until two seasonal cycles exist a non-seasonal ETS judges (after 60 values, 30 for data coarser
+  than daily, and 30 calibration errors), so a short file is judged from its first hours, not
+  after two days; monthly data (rows on month starts or month ends) step by calendar months and
+  have a yearly season of 12, weekly data step by 7 days from the first row, season 52;
 - band: calibrated on the one-step errors of the last `train_window` judged periods (conformal;
   a large error counts as at most 1.5 times that quantile, `MEMORY_CAP`): their 99% quantile
   sets a normal-equivalent scale, the band is that scale at the per-period level (`_ErrorTail`);
@@ -66,6 +68,14 @@ COLUMNS = ["timestamp", "value", "expected", "lower", "upper", "score", "anomaly
 CALIBRATION_LEVEL = 0.99  # the quantile of past errors the band's scale is read from
 MIN_CALIBRATION = 30  # one-step errors needed before any period is judged
 MIN_FIT = 60  # values needed for the first (non-seasonal) fit: rough parameters from fewer cost early judgements
+# Data coarser than daily (weekly, monthly): 60 values would be 5 years of months before the first
+# fit and 7.5 before the first judgement. MIN_FIT was tuned on NAB's 5-minute data, where 60 values
+# are 5 hours and cost nothing. The first fit is a non-seasonal ETS with two parameters (smoothing
+# weight, initial level), which 30 values estimate well; the band is unchanged: it still waits for
+# MIN_CALIBRATION out-of-sample one-step errors, so a monthly file is judged from its 61st value.
+# Fewer than 30 would leave rough early errors sizing the band for up to `train_window` periods.
+MIN_FIT_COARSE = MIN_CALIBRATION
+DAYS_PER_MONTH = 365.2425 / 12  # the mean Gregorian month, for rates of monthly data
 NORMAL_Q99 = 2.5758293035489004  # the 99% two-sided point of a standard normal
 MIN_SPREAD = 0.1  # of the band's sigma: the least spread _BehaviourShift reads its short mean against
 MEAN_ABS_NORMAL = math.sqrt(2 / math.pi)  # E|z| of a standard normal: an ordinary period's standardised error
@@ -169,6 +179,7 @@ class _Plan:
     train_window: int
     accept_after: int
     repeat_after: int
+    min_fit: int = MIN_FIT  # values before the first fit (MIN_FIT_COARSE for data coarser than daily)
 
 
 def replay(series: KPISeries, config: ReplayConfig = ReplayConfig(), progress: Progress | None = None) -> pd.DataFrame:
@@ -206,16 +217,30 @@ def replay(series: KPISeries, config: ReplayConfig = ReplayConfig(), progress: P
 
 
 def summary(frame: pd.DataFrame, freq: str) -> str:
-    """One line: how many alerts, over how many judged periods, and how often."""
+    """One line: how many alerts, over how many judged periods (and days), and how often.
+
+    `freq`: the rows' pandas alias ("5min", "D", "7D", "MS", ...). The rate is per 30 days, or per
+    year for data coarser than daily. History counts the rows with a value before the first
+    judged one; rows without a value (gaps) are counted apart, as they are never judged.
+    """
     judged = int(frame["score"].notna().sum())
     alerts = int(frame["anomaly"].sum())
     if judged == 0:
         return "no period could be judged: the series is too short for one calibration window"
-    days = judged / _periods_per_day(freq)
-    rate = f"{alerts / days * 30:.1f} per 30 days" if days >= 1 else f"{alerts} in under a day"
+    if _months_per_period(freq):
+        days = _calendar_days(pd.DatetimeIndex(frame["timestamp"][frame["score"].notna()]), freq)
+    else:
+        days = judged / _periods_per_day(freq)
+    if _periods_per_day(freq) < 1:
+        rate = f"{alerts / days * 365.2425:.1f} per year"
+    else:
+        rate = f"{alerts / days * 30:.1f} per 30 days" if days >= 1 else f"{alerts} in under a day"
+    history = int((frame["value"].notna() & frame["score"].isna()).sum())
+    gaps = int(frame["value"].isna().sum())
     return (
         f"{alerts} alert(s) over {judged} judged periods ({days:,.1f} days): {rate}; "
-        f"first {int(len(frame) - judged)} periods used as history only"
+        f"first {history} periods used as history only"
+        + (f"; {gaps} period(s) without a value not judged" if gaps else "")
     )
 
 
@@ -506,7 +531,7 @@ def _quantile(values: np.ndarray, q: float) -> float:
 
 def _plan(series: KPISeries, config: ReplayConfig) -> _Plan:
     per_day = _periods_per_day(series.freq)
-    season = season_length(series.freq)
+    season = _season(series.freq)
     # Same expected false alarms per day whatever the sampling: 1 - level per day in all.
     level = 1.0 - (1.0 - config.level) / max(per_day, 1.0)
     day = max(int(round(per_day)), 1)
@@ -521,20 +546,52 @@ def _plan(series: KPISeries, config: ReplayConfig) -> _Plan:
         train_window=config.train_window or min(max(4 * season, 7 * day, 200), 4032),
         accept_after=config.accept_after or max(day, 3),
         repeat_after=config.repeat_after or max(day // 2, 3),
+        min_fit=_min_fit(per_day),
     )
 
 
+def _season(freq: str) -> int:
+    """Periods in a seasonal cycle: `season_length(freq)` ("MS" -> 12, "D" -> 7, "7D" -> 52), but
+    a year for a step of several months ("3MS" -> 4), where season_length reads only the "MS"."""
+    months = _months_per_period(freq)
+    if months > 1:
+        return 12 // months if 12 % months == 0 and months < 12 else 1
+    return season_length(freq)
+
+
+def _min_fit(per_day: float) -> int:
+    """Values before the first fit: MIN_FIT, or MIN_FIT_COARSE for data coarser than daily."""
+    return MIN_FIT if per_day >= 1 else MIN_FIT_COARSE
+
+
+def _history_needed(per_day: float) -> int:
+    """Values a file needs for one judged period: the first fit's, the band's calibration
+    errors (one per value after the fit), then the value judged."""
+    return _min_fit(per_day) + MIN_CALIBRATION + 1
+
+
+def _too_short(name: str, got: int, per_day: float | None) -> BadInputError:
+    """The one error for a file too short to judge any period; `per_day` None = unknown spacing."""
+    if per_day is None:
+        need = f"{_history_needed(1.0)} values ({_history_needed(0.0)} for weekly or monthly data)"
+    else:
+        need = f"{_history_needed(per_day)} values"
+    return BadInputError(f"{name}: too little history to replay: needs at least {need}, got {got}; "
+                         "give a longer file")
+
+
 def _first_judged(values: np.ndarray, plan: _Plan) -> int:
-    """The first row after `MIN_FIT` values, where a first, non-seasonal fit is possible; its
-    first `MIN_CALIBRATION` one-step errors calibrate the band, so scores start after about 90
-    values. (Waiting for two seasonal cycles instead, 576 values at 5 minutes, left short files
-    unjudged for days; a first fit on only 30 values scored lower on NAB dev: BENCHMARKS.md.)"""
+    """The first row after `plan.min_fit` values, where a first, non-seasonal fit is possible; its
+    first `MIN_CALIBRATION` one-step errors calibrate the band, so scores start at the 91st value
+    (the 61st for data coarser than daily: `_history_needed`). (Waiting for two seasonal cycles
+    instead, 576 values at 5 minutes, left short files unjudged for days; a first fit on only 30
+    values scored lower on NAB dev: BENCHMARKS.md.)"""
     observed = np.cumsum(~np.isnan(values))
-    if len(values) == 0 or observed[-1] < MIN_FIT:
+    if len(values) == 0 or observed[-1] < plan.min_fit:
         raise BadInputError(
-            f"too little history to replay: needs at least {MIN_FIT} values, got {int(observed[-1]) if len(values) else 0}"
+            f"too little history to replay: needs at least {plan.min_fit} values, got {int(observed[-1]) if len(values) else 0}"
         )
-    return int(np.nonzero(observed >= MIN_FIT)[0][0]) + 1
+    return int(np.nonzero(observed >= plan.min_fit)[0][0]) + 1
 
 
 def _seasonal_ready(values: np.ndarray, plan: _Plan) -> int:
@@ -632,11 +689,43 @@ class _EtsFilter:
 
 
 def _periods_per_day(freq: str) -> float:
+    """Periods in a day for a pandas alias: "5min" -> 288, "D" -> 1, "7D" -> 1/7, "MS" -> 1/30.44."""
+    months = _months_per_period(freq)
+    if months:
+        return 1.0 / (months * DAYS_PER_MONTH)
     try:
         step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
-    except ValueError:  # weeks and months: less than one period a day
+    except ValueError:  # weeks and other calendar steps: less than one period a day
         return 1.0 / 7.0 if freq.upper().startswith("W") else 1.0 / 30.0
     return pd.Timedelta(days=1) / step
+
+
+def _months_per_period(freq: str) -> int:
+    """Calendar months in one period of `freq`: "MS"/"ME" -> 1, "3MS" -> 3, "QS" -> 3, else 0."""
+    try:
+        offset = pd.tseries.frequencies.to_offset(freq)
+    except ValueError:
+        return 0
+    if isinstance(offset, (pd.offsets.MonthBegin, pd.offsets.MonthEnd)):
+        return offset.n
+    if isinstance(offset, (pd.offsets.QuarterBegin, pd.offsets.QuarterEnd)):
+        return 3 * offset.n
+    return 0
+
+
+def _calendar_days(stamps: pd.DatetimeIndex, freq: str) -> float:
+    """Days in the calendar periods of `freq` (whole months) that the rows at `stamps` fall in:
+    the months from a month start at `stamps`, or up to a month end for an end-anchored alias."""
+    months = _months_per_period(freq)
+    month = stamps.tz_localize(None).to_period("M") if stamps.tz is not None else stamps.to_period("M")
+    offset = pd.tseries.frequencies.to_offset(freq)
+    if isinstance(offset, (pd.offsets.MonthEnd, pd.offsets.QuarterEnd)):
+        month = month - (months - 1)
+    first = month.to_timestamp()
+    return float(np.sum(((month + months).to_timestamp() - first).days))
+
+
+Step = pd.Timedelta | pd.DateOffset  # a fixed spacing, or whole calendar months (MonthBegin/MonthEnd)
 
 
 def replay_rows(
@@ -647,23 +736,34 @@ def replay_rows(
     Regular rows are judged directly. Rows that repeat a timestamp or lie off the usual spacing
     (real exports have both) share the period of a grid at the usual spacing: the period's
     value is their mean, each row carries its period's judgement, and only the period's first
-    row can be an alert.
+    row can be an alert. The spacing is a fixed step (5 minutes, an hour, a day, a week from the
+    first row), or calendar months when most rows sit on month starts or month ends.
+    BadInputError (one line) when no period could be judged: too few values, or one timestamp.
     """
     stamps = pd.DatetimeIndex(raw.index)
     values = raw.to_numpy(dtype="float64")
     if len(stamps) < 2:
-        raise BadInputError(f"{name}: needs at least 2 rows to replay, got {len(stamps)}")
+        raise _too_short(name, int(np.count_nonzero(~np.isnan(values))), None)
+    if stamps.nunique() == 1:
+        raise BadInputError(f"{name}: all {len(stamps)} rows have the same timestamp ({stamps[0]}); "
+                            "give one row per period, each with its own timestamp")
     order = np.argsort(stamps.asi8, kind="stable")
     step = _usual_spacing(stamps[order])
     period = np.empty(len(stamps), dtype=np.int64)
-    offsets = stamps[order] - stamps[order][0]
-    # Days and longer are calendar periods: local midnights move by an hour at a DST change, so
-    # a row belongs to the nearest step; finer rows off the grid belong to the step they fall in.
-    period[order] = np.rint(offsets / step).astype(np.int64) if step >= pd.Timedelta(days=1) else offsets // step
-    grid = pd.date_range(stamps[order][0], periods=int(period.max()) + 1, freq=step)
+    if isinstance(step, pd.Timedelta):
+        offsets = stamps[order] - stamps[order][0]
+        # Days and longer are calendar periods: local midnights move by an hour at a DST change, so
+        # a row belongs to the nearest step; finer rows off the grid belong to the step they fall in.
+        period[order] = np.rint(offsets / step).astype(np.int64) if step >= pd.Timedelta(days=1) else offsets // step
+        grid = pd.date_range(stamps[order][0], periods=int(period.max()) + 1, freq=step)
+    else:
+        period[order], grid = _month_periods(stamps[order], step)
     means = pd.Series(values).groupby(period).mean()
     on_grid = pd.Series(np.nan, index=grid)
     on_grid.iloc[means.index.to_numpy()] = means.to_numpy()
+    per_day = _periods_per_day(_alias(step))
+    if int(on_grid.notna().sum()) < _history_needed(per_day):
+        raise _too_short(name, int(on_grid.notna().sum()), per_day)
     series = to_kpi_series(name, on_grid, freq=_alias(step), origin=name)
     judged = replay(series, config, progress)
     rows = judged.iloc[period].reset_index(drop=True)
@@ -674,17 +774,57 @@ def replay_rows(
     return rows[COLUMNS], _notes(stamps, period, grid, step)
 
 
-def _usual_spacing(sorted_stamps: pd.DatetimeIndex) -> pd.Timedelta:
-    """The most common positive spacing between rows (the smallest on a tie)."""
+def _usual_spacing(sorted_stamps: pd.DatetimeIndex) -> Step:
+    """The most common positive spacing between rows (the smallest on a tie), or calendar months
+    (`_month_step`) when that spacing is about a month or longer and the rows sit on month
+    starts or ends: months differ in length, so no fixed step keeps to them."""
     diffs = pd.Series(sorted_stamps[1:] - sorted_stamps[:-1])
     diffs = diffs[diffs > pd.Timedelta(0)]
     if diffs.empty:
-        raise BadInputError("every row has the same timestamp; give one row per period")
+        raise BadInputError("all rows have the same timestamp; give one row per period, each with its own timestamp")
     counts = diffs.value_counts()
-    return min(counts[counts == counts.max()].index)
+    step = min(counts[counts == counts.max()].index)
+    if step >= pd.Timedelta(days=28) - pd.Timedelta(hours=1):  # the shortest month, less a DST hour
+        return _month_step(sorted_stamps) or step
+    return step
 
 
-def _alias(step: pd.Timedelta) -> str:
+def _month_step(sorted_stamps: pd.DatetimeIndex) -> pd.DateOffset | None:
+    """MonthBegin(k) ("MS", "3MS" for quarters) when more than half of the rows are on the 1st of
+    a month, MonthEnd(k) ("ME") when more than half are on its last day, else None; k is the
+    most common number of months between rows (the smallest on a tie)."""
+    starts = float(np.mean(sorted_stamps.day == 1))
+    ends = float(np.mean(sorted_stamps.is_month_end))
+    if max(starts, ends) <= 0.5:
+        return None
+    months = pd.Series(np.diff(sorted_stamps.year * 12 + sorted_stamps.month))
+    counts = months[months > 0].value_counts()
+    k = int(min(counts[counts == counts.max()].index)) if len(counts) else 1
+    return pd.offsets.MonthBegin(k) if starts > ends else pd.offsets.MonthEnd(k)
+
+
+def _month_periods(sorted_stamps: pd.DatetimeIndex, step: pd.DateOffset) -> tuple[np.ndarray, pd.DatetimeIndex]:
+    """Each row's period on a grid of `step` (MonthBegin(k) / MonthEnd(k)), and that grid.
+
+    The grid runs through the first row on a month start (end), at its time of day. A row
+    belongs to the period of the calendar month it falls in: for month starts the period that
+    began on or before it, for month ends the one that ends on or after it.
+    """
+    k = step.n
+    anchor = sorted_stamps[int(np.flatnonzero([step.is_on_offset(t) for t in sorted_stamps])[0])]
+    month = (sorted_stamps.year * 12 + sorted_stamps.month).to_numpy()
+    offset = month - (anchor.year * 12 + anchor.month)
+    relative = offset // k if isinstance(step, pd.offsets.MonthBegin) else -(-offset // k)
+    first = int(relative.min())
+    start = anchor + type(step)(k * first) if first else anchor
+    grid = pd.date_range(start, periods=int(relative.max()) - first + 1, freq=step)
+    return (relative - first).astype(np.int64), grid
+
+
+def _alias(step: Step) -> str:
+    """The pandas alias of a spacing: "5min", "h", "D", "7D", "MS", "3MS", "ME"."""
+    if not isinstance(step, pd.Timedelta):
+        return step.freqstr
     minutes = step / pd.Timedelta(minutes=1)
     if step % pd.Timedelta(days=1) == pd.Timedelta(0):
         days = int(step / pd.Timedelta(days=1))
@@ -697,15 +837,23 @@ def _alias(step: pd.Timedelta) -> str:
     return f"{int(step / pd.Timedelta(seconds=1))}s"
 
 
-def _notes(stamps: pd.DatetimeIndex, period: np.ndarray, grid: pd.DatetimeIndex, step: pd.Timedelta) -> list[str]:
+def _describe(step: Step) -> str:
+    """A spacing for notes: its alias for a fixed step ("5min"), "calendar-month" or "3-month"."""
+    if isinstance(step, pd.Timedelta):
+        return _alias(step)
+    return "calendar-month" if step.n == 1 else f"{step.n}-month"
+
+
+def _notes(stamps: pd.DatetimeIndex, period: np.ndarray, grid: pd.DatetimeIndex, step: Step) -> list[str]:
     notes = []
     repeated = int(pd.Series(period).duplicated().sum())
     if repeated:
-        notes.append(f"{repeated} row(s) shared a {_alias(step)} period with another row (duplicate or "
+        notes.append(f"{repeated} row(s) shared a {_describe(step)} period with another row (duplicate or "
                      "irregular timestamps): judged on their mean, alerting once")
     # A daily (or longer) row an hour off the grid is a local midnight after a DST change: on time.
-    tolerance = pd.Timedelta(hours=1) if step >= pd.Timedelta(days=1) else pd.Timedelta(0)
+    daily = not isinstance(step, pd.Timedelta) or step >= pd.Timedelta(days=1)
+    tolerance = pd.Timedelta(hours=1) if daily else pd.Timedelta(0)
     off_grid = int((abs(stamps - grid[period]) > tolerance).sum())
     if off_grid:
-        notes.append(f"{off_grid} row(s) lie between the {_alias(step)} steps and were judged with their period")
+        notes.append(f"{off_grid} row(s) lie between the {_describe(step)} steps and were judged with their period")
     return notes
