@@ -190,6 +190,9 @@ def replay(series: KPISeries, config: ReplayConfig = ReplayConfig(), progress: P
     plan = _plan(series, config)
     values = series.values.to_numpy(dtype="float64")
     n = len(values)
+    got = int(np.count_nonzero(~np.isnan(values)))
+    if got < _history_needed(plan.per_day):  # nothing could be judged: one error, not an empty result
+        raise _too_short(series.label, got, plan.per_day)
     first = _first_judged(values, plan)
     expected, lower, upper, score = (np.full(n, np.nan) for _ in range(4))
     anomaly = np.zeros(n, dtype=int)

@@ -113,7 +113,8 @@ def test_duplicate_and_irregular_rows_keep_one_output_row_each() -> None:
 
 
 def test_too_little_history_is_one_clear_error() -> None:
-    with pytest.raises(BadInputError, match="too little history to replay: needs at least 60 values, got 20"):
+    with pytest.raises(BadInputError, match="^x: too little history to replay: needs at least 91 values, got 20; "
+                       "give a longer file$"):
         replay(to_kpi_series("x", hourly(periods=20)))
 
 
