@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,10 +44,17 @@ class _ErrorBoundary(click.Group):
         except KPIWatchError as exc:
             click.echo(f"kpiwatch: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except BrokenPipeError:
+            # The reader went away (`kpiwatch check --format json | head`): nothing to say, and
+            # Python must not complain while flushing the dead pipe on exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(1)
         except OSError as exc:
-            where = f" {exc.filename}" if exc.filename else ""
-            click.echo(f"kpiwatch: error: cannot use{where}: {exc.strerror or exc}; choose another path or fix "
-                       "its permissions", err=True)
+            if exc.filename is None:  # not a path the user named: the system said no
+                click.echo(f"kpiwatch: error: {exc.strerror or exc}", err=True)
+                ctx.exit(1)
+            click.echo(f"kpiwatch: error: cannot use {exc.filename}: {exc.strerror or exc}; choose another path "
+                       "or fix its permissions", err=True)
             ctx.exit(BadInputError.exit_code)
 
 
@@ -186,7 +194,7 @@ def replay(ctx: click.Context, csv_file: Path, timestamp_col: str, value_col: st
     from forecaster.sources.csv import read_csv_columns
 
     level_given = ctx.get_parameter_source("level") is click.core.ParameterSource.COMMANDLINE
-    if output.resolve() == csv_file.resolve():
+    if output.resolve() == csv_file.resolve() or (output.exists() and csv_file.exists() and output.samefile(csv_file)):
         raise BadInputError(f"--output {output} is the input file: it would be overwritten; write elsewhere")
     if config_file is None:
         # Only an explicit --config: benchmarks and scripts replay with the default detector.
@@ -341,10 +349,10 @@ def snooze(kpi: str, segment: tuple[str, ...], until: str, reason: str, config_f
     if end is None or end <= pd.Timestamp.now(tz="UTC"):
         raise BadInputError(f"--until {until!r} is not in the future; give a later day, e.g. --until 2030-01-31")
     wanted = _parse_segment(segment)
-    unknown = sorted(set(wanted) - set(settings.kpi(kpi).dimensions))
+    unknown = sorted(set(wanted) - set(settings.kpi(kpi).segments))
     if unknown:  # a snooze nothing can match would silence nothing, without a word
-        known = ", ".join(settings.kpi(kpi).dimensions) or "none: snooze the whole KPI"
-        raise BadInputError(f"--segment {unknown[0]}=...: KPI {kpi} is not split by {unknown[0]!r} (its dimensions: {known})")
+        known = ", ".join(settings.kpi(kpi).segments) or "none: snooze the whole KPI"
+        raise BadInputError(f"--segment {unknown[0]}=...: KPI {kpi} is not split by {unknown[0]!r} (its segments: {known})")
     where = segment_key(wanted)
     store = Store(settings.state_url)
     try:

@@ -463,21 +463,24 @@ class Daemon:
                                         now - ended, now)
                 no_data.append(_label(period, kpi.freq))
                 continue
-            if not _has_value(source, kpi, period):
+            report = None
+            if _has_value(source, kpi, period):
+                worker = self.workers.get()
+                try:
+                    report = worker.call(_check_in_worker, (settings, ended, name), settings.daemon.job_timeout_seconds)
+                finally:
+                    self.workers.put(worker)
+            if report is None or name not in report.period:
                 # The source has nothing for the period (its data stopped, or is later than its
                 # delay): judged, it would store an empty evaluation and move on without a word.
-                # Same patience as a partial period; looked up before any fit, every cycle.
+                # Same patience as a partial period. Looked up before any fit, every cycle; the
+                # check itself finds the rest (a filtered KPI's rows, a ratio's denominator).
                 if patient:
                     fields.update(waiting=_label(period, kpi.freq), completeness="no value")
                     break
                 queued += self._no_data(name, kpi, settings, period, "has no value", now - ended, now)
                 no_data.append(_label(period, kpi.freq))
                 continue
-            worker = self.workers.get()
-            try:
-                report = worker.call(_check_in_worker, (settings, ended, name), settings.daemon.job_timeout_seconds)
-            finally:
-                self.workers.put(worker)
             late = _late_note(period, latest, kpi.freq)
             outcome = record_and_send(report, settings, self.store, self.notifier, now.to_pydatetime(),
                                       judged={(name, ""): period.to_pydatetime()}, late_note=late, deliver_now=False)

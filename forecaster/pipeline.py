@@ -7,10 +7,9 @@ worker process, batched, or shipped to a cluster; I/O stays in `check`.
 
 from __future__ import annotations
 
-import functools
-import multiprocessing
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +179,10 @@ def check(
                 continue
             until = complete
         frame = source.fetch(kpi.metrics, kpi.dimensions, kpi.freq, end=until)
+        if frame.empty:
+            no_data.append(f"{name}: the source has no rows up to {format_period(until, kpi.freq)}: not judged; "
+                           "check the source, or judge an earlier time with --at")
+            continue
         found = kpi_series(name, kpi, frame)
         gap = _no_value_note(found, kpi, until)
         if gap:  # a source that stopped is not a KPI inside its band: not judged, and said so
@@ -294,26 +297,31 @@ def _run_all(
             if progress:
                 progress(len(results), len(jobs))
         return results
-    pool = multiprocessing.Pool(min(workers, len(jobs)))
+    # ProcessPoolExecutor, not multiprocessing.Pool: a worker killed mid-fit (out of memory)
+    # breaks the executor with an error, where a Pool replaces the worker and waits forever.
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)))
     try:
-        for result in pool.imap(functools.partial(_evaluate_job, calendar), jobs):  # in job order, each as soon as it is ready
-            results.append(result)
+        futures = [pool.submit(evaluate_series, s, kpi, calendar, until, sel) for s, kpi, until, sel in jobs]
+        for future in futures:
+            results.append(future.result())
             if progress:
                 progress(len(results), len(jobs))
     except BaseException:
-        # Ctrl-C or a failed series: the remaining fits are not wanted. `terminate` ends the
-        # running fits too (leaving the pool politely would wait minutes for every queued one).
-        pool.terminate()
+        _stop_now(pool)  # Ctrl-C or a failed series: the remaining fits are not wanted
         raise
-    pool.close()
-    pool.join()
+    pool.shutdown()
     return results
 
 
-def _evaluate_job(calendar: Calendar, job: Job) -> SeriesResult:
-    """`evaluate_series` on one job tuple (what the worker pool maps over)."""
-    series, kpi, until, selection = job
-    return evaluate_series(series, kpi, calendar, until, selection)
+def _stop_now(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued fits and end the running ones. (Leaving the pool's `with` block would
+    wait for every queued fit: minutes after a Ctrl-C, the workers running on.) `_processes`
+    is private (Python 3.14's `terminate_workers()` is the public form of the same); read with
+    a default, so a Python without it only loses the early end, not the cancel."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
 
 
 def forecast_series(

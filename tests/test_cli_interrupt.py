@@ -38,7 +38,7 @@ def test_ctrl_c_during_a_check_ends_it_and_its_workers_within_seconds(tmp_path):
             time.sleep(0.5)
         assert group_size(check.pid) >= 2, "the check never started its workers"
         time.sleep(2)
-        os.kill(check.pid, signal.SIGINT)
+        os.killpg(check.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
         code = check.wait(30)
         stderr = check.stderr.read().decode()
         assert code != 0, stderr  # click says "Aborted!" and exits 1

@@ -558,3 +558,43 @@ def test_a_daemon_that_loses_its_postgresql_lock_stops_with_exit_3(tmp_path):
         daemon.store.close()
     finally:
         next(urls, None)
+
+
+FILTER_CONFIG = """
+timezone: UTC
+state: sqlite:///{state}
+sources:
+  export: {{type: csv, path: "{path}", timestamp: hour}}
+alerting: {{routes: [{{channel: "#kpi-alerts"}}], charts: false}}
+daemon: {{health_port: 0, log_format: json}}
+kpis:
+  search_leads:
+    metric: leads
+    source: export
+    filter: {{channel: [search]}}
+    model: ets
+    schedule: every 1 seconds
+    no_data_after_hours: 1
+    completeness: 0  # row counts off: the export's own rows go on (email), only the KPI's stop
+"""
+
+
+def test_a_filtered_kpi_whose_rows_stopped_gets_no_data_messages_not_silent_judgements(world):
+    """The export goes on (email rows) but the KPI's own rows (search) stop after 2 Dec: the
+    days after are not judged as empty evaluations; each gets a "no data" message."""
+    path = world["tmp"] / "export.csv"
+    write_hourly_leads(path)
+    frame = pd.read_csv(path)
+    frame[~((frame["channel"] == "search") & (frame["hour"] >= "2025-12-03"))].to_csv(path, index=False)
+    world["config"].write_text(FILTER_CONFIG.format(state=world["tmp"] / "state.db", path=path))
+    run = Run(world["config"], world["env"], world["log"])
+    skipped = lambda: ",".join(e["no_data"] for e in kpi_jobs(world["log"], "search_leads") if "no_data" in e)  # noqa: E731
+    wait_until(lambda: "2025-12-05" in skipped())
+    time.sleep(6)  # the delivery job
+    assert run.stop() == 0
+    assert skipped().split(",")[0] == "2025-12-05"  # a fresh store starts at the latest closed day
+    assert kpi_days(world["log"], "search_leads") == []  # no empty judgement, no silent ledger move
+    texts = [m["text"] for m in world["slack"].messages("C0ALERTS")]
+    assert any(t.startswith(":grey_question: No data: search_leads for Fri 05 Dec 2025 has no value ") for t in texts), texts
+    with sqlite3.connect(world["tmp"] / "state.db") as db:
+        assert db.execute("SELECT count(*) FROM evaluations").fetchone()[0] == 0
