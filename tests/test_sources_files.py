@@ -252,3 +252,13 @@ def test_rows_are_summed_over_files_and_bounded_like_the_metrics(tmp_path: Path)
     assert got.to_dict("list") == {"timestamp": [_day("2025-03-01")], "leads": [6.0], "_rows": [3.0]}
     none = source.fetch(["leads"], [], "D", start=_day("2025-04-01"), rows=True)
     assert list(none.columns) == ["timestamp", "leads", "_rows"] and none.empty
+
+
+@pytest.mark.parametrize("cells", [[1.0, np.inf], ["1", "inf"], ["1", "1e400"]], ids=["float", "text", "overflow"])
+def test_an_infinite_value_is_bad_input_naming_its_row_not_a_gap(cells: list) -> None:
+    from forecaster.sources.frames import to_numbers
+    from forecaster.types import BadInputError
+
+    with pytest.raises(BadInputError, match=r"^t: row 3: column 'clicks' has '.*', not a finite number; "):
+        to_numbers(cells, [2, 3], "clicks", "t")
+    assert list(to_numbers(["1", ""], [2, 3], "clicks", "t")[:1]) == [1.0]  # a missing cell stays missing

@@ -142,8 +142,23 @@ def labels_of(
 def to_numbers(
     values: pd.Series | Sequence[object], rows: Sequence[int], column: str, where: str, row_word: str = "row"
 ) -> np.ndarray:
-    """Cells as float64, NaN for missing; text that is not a number raises BadInputError naming
-    the row and the column (a typo must not look like a missing period or a zero)."""
+    """Cells as float64, NaN for missing; text that is not a number, or an infinite one, raises
+    BadInputError naming the row and the column (a typo must not look like a missing period or a
+    zero, and `inf` would otherwise become a gap further on)."""
+    numbers = _parse_numbers(values, rows, column, where, row_word)
+    infinite = np.flatnonzero(np.isinf(numbers))
+    if len(infinite):
+        first = int(infinite[0])
+        raise BadInputError(f"{where}: {row_word} {rows[first]}: column '{column}' has "
+                            f"{str(pd.Series(values).iloc[first])[:40]!r}, not a finite number; give numbers with "
+                            "'.' as the decimal point (empty for missing)")
+    return numbers
+
+
+def _parse_numbers(
+    values: pd.Series | Sequence[object], rows: Sequence[int], column: str, where: str, row_word: str
+) -> np.ndarray:
+    """`to_numbers` before its check for infinite values."""
     series = pd.Series(values)
     if pd.api.types.is_bool_dtype(series.dtype):
         raise BadInputError(f"{where}: column '{column}' holds true/false, not numbers; map a number column")
