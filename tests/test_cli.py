@@ -138,7 +138,8 @@ GOOD_ROWS = [f"2024-01-{day:02d},{100 + day % 7}" for day in range(1, 21)]
     "content,args,fragments",
     [
         (_daily(GOOD_ROWS), ["--timestamp-col", "ts"], ["no column 'ts'; columns are: ds, y"]),
-        (_daily([*GOOD_ROWS, GOOD_ROWS[-1]]), [], ["1 duplicate timestamp", "2024-01-20"]),
+        (_daily([*GOOD_ROWS, GOOD_ROWS[-1]]), [], ["data.csv, column 'y': line 22 repeats the timestamp "
+                                                  "2024-01-20 of line 21; keep one row per period"]),
         (_daily([*GOOD_ROWS[:5], "2024-13-45,3", *GOOD_ROWS[5:]]), [], ["line 7", "2024-13-45"]),
         (_daily([*GOOD_ROWS[:3], "2024-01-04,abc", *GOOD_ROWS[4:]]), [], ["line 5", "'abc'", "not a number"]),
         (_daily(GOOD_ROWS[:3]), [], ["needs at least 8 values, got 3"]),
