@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -33,14 +36,69 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+class _OptionError(click.BadParameter):
+    """A bad option value whose message is complete as it is (names the option, the rule, the value)."""
+
+    def format_message(self) -> str:
+        return self.message
+
+
+class _NumberRange:
+    """Mixin for click's IntRange/FloatRange: a value out of range (or not a number, or nan) is
+    refused in one line that names the option as typed, the value, the rule and an example:
+    "--horizon '-3': `horizon` must be a whole number of periods >= 1, e.g. --horizon 28".
+    (Checked where it enters, so the message says `--horizon`, not the model's `horizon`.)"""
+
+    rule: str
+    example: str
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            number = super().convert(value, param, ctx)  # type: ignore[misc]
+        except click.BadParameter:
+            number = math.nan
+        if not math.isfinite(number):  # FloatRange lets nan through: every comparison with it is False
+            option = param.opts[0] if param is not None and param.opts else "value"
+            raise _OptionError(f"{option} {str(value)!r}: `{option.lstrip('-')}` must be {self.rule}, "
+                               f"e.g. {option} {self.example}", ctx=ctx, param=param) from None
+        return number
+
+
+class _WholeRange(_NumberRange, click.IntRange):
+    """A whole-number option in [minimum, maximum] (see `_NumberRange`)."""
+
+    def __init__(self, minimum: int, maximum: int | None = None, *, unit: str = "", example: int) -> None:
+        super().__init__(minimum, maximum)
+        of = f" of {unit}" if unit else ""
+        self.rule = (f"a whole number{of} >= {minimum}" if maximum is None
+                     else f"a whole number{of} from {minimum} to {maximum}")
+        self.example = str(example)
+
+
+class _Probability(_NumberRange, click.FloatRange):
+    """A probability option strictly between 0 and 1, such as a band's level (see `_NumberRange`)."""
+
+    def __init__(self, example: float) -> None:
+        super().__init__(0.0, 1.0, min_open=True, max_open=True)
+        self.rule = "between 0 and 1 (exclusive)"
+        self.example = f"{example} for a {example:.0%} band"  # a probability, not a percentage
+
+
 class _ErrorBoundary(click.Group):
     """Turns every KPIWatchError raised by a command into one stderr line and its exit code, and
     a file the user named that cannot be written or read (an output path under a file, a
-    read-only folder) into one line and exit 2."""
+    read-only folder) into one line and exit 2. Click's own usage errors (a bad option value, an
+    unknown option, a missing one) become one line and exit 2 as well, instead of click's
+    three-line usage block."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # `kpiwatch sources` alone: click prints the group's help, as asked
+        except click.UsageError as exc:
+            click.echo(f"kpiwatch: error: {_usage_message(exc)}", err=True)
+            ctx.exit(BadInputError.exit_code)
         except KPIWatchError as exc:
             click.echo(f"kpiwatch: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
@@ -56,6 +114,14 @@ class _ErrorBoundary(click.Group):
             click.echo(f"kpiwatch: error: cannot use {exc.filename}: {exc.strerror or exc}; choose another path "
                        "or fix its permissions", err=True)
             ctx.exit(BadInputError.exit_code)
+
+
+def _usage_message(exc: click.UsageError) -> str:
+    """One line for a click usage error: ours as they are, click's with where to look."""
+    if isinstance(exc, _OptionError):
+        return exc.format_message()
+    where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    return " ".join(exc.format_message().split()).rstrip(".") + where
 
 
 @click.group(cls=_ErrorBoundary, context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,8 +159,10 @@ def demo(out_dir: Path, fmt: str) -> None:
 @click.option("--timestamp-col", default="timestamp", show_default=True, help="Timestamp column of --csv.")
 @click.option("--value-col", default="value", show_default=True, help="Value column of --csv.")
 @click.option("--segment", "segments", multiple=True, metavar="DIM=VALUE", help="One segment of the KPI, e.g. device=mobile.")
-@click.option("--horizon", default=28, show_default=True, type=int, help="Periods to forecast.")
-@click.option("--level", default=0.95, show_default=True, type=float, help="Probability of the band (0-1).")
+@click.option("--horizon", default=28, show_default=True, type=_WholeRange(1, unit="periods", example=28),
+              help="Periods to forecast.")
+@click.option("--level", default=0.95, show_default=True, type=_Probability(example=0.95),
+              help="Probability of the band (0-1).")
 @click.option("--model", default="auto", show_default=True, help="auto, ets, prophet or seasonal_naive.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also write a PNG chart here.")
@@ -115,14 +183,15 @@ def forecast(
         settings = load_config(config_file)
         series = kpi_total_series(settings, kpi or "", _parse_segment(segments))
         country, unit = settings.country, settings.kpi(kpi or "").unit
-    with _spinner(f"fitting {model} on {len(series.values)} periods of {series.label}", quiet=fmt != "table"):
+    with _spinner(f"fitting {escape(model)} on {len(series.values)} periods of {escape(series.label)}",
+                  quiet=fmt != "table"):
         result = forecast_series(series, horizon, level, model=model, country=country)
     _print_forecast(series, result, fmt, unit)
     if plot is not None:
         from alerts.chart import render_chart
 
         render_chart(plot, series.values, result, title=f"{series.label}: forecast ({result.model})", unit=unit)
-        err.print(f"chart written to {plot}")
+        err.print(f"chart written to {plot}", markup=False)
 
 
 @cli.command(name="check")
@@ -179,7 +248,7 @@ def _send(report: CheckReport, settings: Settings) -> None:
 @click.option("--timestamp-col", default="timestamp", show_default=True)
 @click.option("--value-col", default="value", show_default=True)
 @click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the judged rows (CSV).")
-@click.option("--level", default=0.99, show_default=True, type=float,
+@click.option("--level", default=0.99, show_default=True, type=_Probability(example=0.99),
               help="Band probability per day of data (given, it overrides the KPI's level).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Judge with a KPI's level and alerting guardrails from this config (default: none, "
@@ -191,6 +260,7 @@ def replay(ctx: click.Context, csv_file: Path, timestamp_col: str, value_col: st
     """Walk forward over a CSV as the daemon would, each row judged only from earlier rows."""
     from forecaster.models.base import check_level
     from forecaster.replay import ReplayConfig, replay_rows, summary
+    from forecaster.sources.base import duplicate_fix, repeated_by_clock_change
     from forecaster.sources.csv import read_csv_columns
 
     level_given = ctx.get_parameter_source("level") is click.core.ParameterSource.COMMANDLINE
@@ -217,11 +287,17 @@ def replay(ctx: click.Context, csv_file: Path, timestamp_col: str, value_col: st
             err.print(f"note: min_volume of ratio KPI {name} not applied: the file has no denominator", markup=False)
     for note in notes:
         err.print(f"note: {note}", markup=False)
+    repeated = raw.index[raw.index.duplicated()]
+    if repeated_by_clock_change(repeated, raw.index):
+        # replay merges rows sharing a period (the note above), but local times repeated when DST
+        # ended are two different hours: say how to keep them apart.
+        err.print(f"note: {repeated[0]:%Y-%m-%d %H:%M} appears twice in {csv_file}; "
+                  f"{duplicate_fix(repeated, raw.index)}", markup=False)
     output.parent.mkdir(parents=True, exist_ok=True)
     frame.assign(timestamp=frame["timestamp"].map(lambda t: t.isoformat())).to_csv(
         output, index=False, float_format="%.10g"
     )
-    out.print(f"{csv_file}: {summary(frame, _freq_of(frame))}. Written to {output}")
+    out.print(f"{csv_file}: {summary(frame, _freq_of(frame))}. Written to {output}", markup=False)
 
 
 def _replay_kpi(settings: Settings, name: str | None) -> str:
@@ -244,10 +320,13 @@ def _replay_kpi(settings: Settings, name: str | None) -> str:
 @click.option("--value-col", default="value", show_default=True)
 @click.option("--segment", "segments", multiple=True, metavar="DIM=VALUE", help="One segment of the KPI.")
 @click.option("--models", default="seasonal_naive,ets,prophet", show_default=True, help="Comma-separated model names.")
-@click.option("--horizon", default=28, show_default=True, type=int, help="Periods per origin.")
-@click.option("--origins", default=10, show_default=True, type=int, help="Rolling origins.")
-@click.option("--train-window", type=int, help="Train on at most this many periods (default: all before the origin).")
-@click.option("--level", default=0.95, show_default=True, type=float)
+@click.option("--horizon", default=28, show_default=True, type=_WholeRange(1, unit="periods", example=28),
+              help="Periods per origin.")
+@click.option("--origins", default=10, show_default=True, type=_WholeRange(1, example=10), help="Rolling origins.")
+@click.option("--train-window", type=_WholeRange(1, unit="periods", example=365),
+              help="Train on at most this many periods (default: all before the origin).")
+@click.option("--level", default=0.95, show_default=True, type=_Probability(example=0.95),
+              help="Probability of the band (0-1).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def backtest_command(
     kpi: str | None, kpi_option: str | None, config_file: Path | None, csv_file: Path | None, timestamp_col: str, value_col: str,
@@ -274,7 +353,7 @@ def backtest_command(
         click.echo(json.dumps({"series": series.label, "horizon": horizon, "origins": origins, "level": level,
                                "scores": [dataclasses.asdict(score) for score in scores]}, indent=2))
         return
-    table = Table(title=f"{series.label}: {origins} origins x {horizon} periods, {level:.0%} band")
+    table = Table(title=f"{escape(series.label)}: {origins} origins x {horizon} periods, {level:.0%} band")
     for column in ("model", "MASE", "sMAPE %", "coverage", "MSIS", "ms/fit", "fallbacks"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for score in scores:
@@ -364,7 +443,7 @@ def snooze(kpi: str, segment: tuple[str, ...], until: str, reason: str, config_f
 
 @cli.command(name="alerts")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000), help="Rows to show.")
+@click.option("--limit", default=20, show_default=True, type=_WholeRange(1, 1000, example=20), help="Rows to show.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def alerts_command(config_file: Path | None, limit: int, fmt: str) -> None:
     """Recent alert messages and the outbox: what was sent, what waits, what Slack refused."""
@@ -380,7 +459,7 @@ def alerts_command(config_file: Path | None, limit: int, fmt: str) -> None:
         click.echo(json.dumps({"outbox": counts, "snoozes": [dataclasses.asdict(z) for z in snoozed],
                                "messages": [_outbox_dict(r) for r in rows]}, indent=2, default=str))
         return
-    table = Table(title=f"Outbox ({settings.state_url.split('@')[-1]}): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    table = Table(title=f"Outbox ({escape(settings.state_url.split('@')[-1])}): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     for column in ("queued (UTC)", "kind", "channel", "state", "tries", "what", "last error"):
         table.add_column(column, overflow="fold")
     for row in rows:
@@ -400,7 +479,8 @@ def sources() -> None:
 
 @sources.command(name="test")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
-@click.option("--periods", default=3, show_default=True, type=click.IntRange(1, 366), help="Recent periods to fetch.")
+@click.option("--periods", default=3, show_default=True, type=_WholeRange(1, 366, example=3),
+              help="Recent periods to fetch.")
 @click.option("--at", "at", help="As if it were this time (ISO 8601; no zone = the config's timezone), "
               "e.g. a warehouse copy that ends in the past.")
 def sources_test(config_file: Path | None, periods: int, at: str | None) -> None:
@@ -411,7 +491,7 @@ def sources_test(config_file: Path | None, periods: int, at: str | None) -> None
     moment = _parse_at(at, settings)
     with _spinner("asking every source", quiet=False):
         probes = probe_sources(settings, periods=periods, at=moment)
-    table = Table(title=f"Sources ({config_path(config_file)})")
+    table = Table(title=f"Sources ({escape(str(config_path(config_file)))})")
     for column in ("KPI", "source", "type", "rows", "last period", "delay", "data delay", "s", "status"):
         table.add_column(column, justify="right" if column in ("rows", "s") else "left", overflow="fold")
     for p in probes:
@@ -515,7 +595,7 @@ def _print_alerts(report: CheckReport, charts: dict[int, Path]) -> None:
     for number, alert in enumerate(report.alerts):
         out.print(plain_text(alert), markup=False)
         if number in charts:
-            out.print(f"  chart: {charts[number]}")
+            out.print(f"  chart: {charts[number]}", markup=False)
         out.print()
     bad = sum(1 for a in report.alerts if a.anomaly.is_bad)
     out.print(f"{len(report.alerts)} alert(s): {bad} incident(s), {len(report.alerts) - bad} good news; "
@@ -554,7 +634,9 @@ def _print_forecast(series: KPISeries, result: Forecast, fmt: str, unit: str) ->
         click.echo(json.dumps({"series": series.label, "model": result.model, "level": result.level,
                                "note": result.note, "forecast": rows}, indent=2))
         return
-    table = Table(title=f"{series.label}: {len(frame)} periods ahead, {result.level:.0%} band, model {result.model}")
+    periods = f"{len(frame)} period{'' if len(frame) == 1 else 's'}"
+    # escaped: rich would read the segment in "conversion_rate[device=mobile]" as a style tag and drop it
+    table = Table(title=f"{escape(series.label)}: {periods} ahead, {result.level:.0%} band, model {escape(result.model)}")
     for column in ("period", "forecast", "lower", "upper"):
         table.add_column(column, justify="right" if column != "period" else "left")
     for ts, row in frame.iterrows():

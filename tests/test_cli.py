@@ -138,7 +138,8 @@ GOOD_ROWS = [f"2024-01-{day:02d},{100 + day % 7}" for day in range(1, 21)]
     "content,args,fragments",
     [
         (_daily(GOOD_ROWS), ["--timestamp-col", "ts"], ["no column 'ts'; columns are: ds, y"]),
-        (_daily([*GOOD_ROWS, GOOD_ROWS[-1]]), [], ["1 duplicate timestamp", "2024-01-20"]),
+        (_daily([*GOOD_ROWS, GOOD_ROWS[-1]]), [], ["data.csv, column 'y': line 22 repeats the timestamp "
+                                                  "2024-01-20 of line 21; keep one row per period"]),
         (_daily([*GOOD_ROWS[:5], "2024-13-45,3", *GOOD_ROWS[5:]]), [], ["line 7", "2024-13-45"]),
         (_daily([*GOOD_ROWS[:3], "2024-01-04,abc", *GOOD_ROWS[4:]]), [], ["line 5", "'abc'", "not a number"]),
         (_daily(GOOD_ROWS[:3]), [], ["needs at least 8 values, got 3"]),
@@ -157,8 +158,8 @@ def test_bad_csv_is_one_line_exit_2(tmp_path: Path, content: str, args: list[str
     [
         (["check", "--kpi", "nope"], ["unknown KPI 'nope'; the config defines: bounce_rate"]),
         (["check", "--at", "garbage"], ["--at 'garbage': not a timestamp"]),
-        (["forecast", "sessions", "--level", "95"], ["`level` must be between 0 and 1"]),
-        (["forecast", "sessions", "--horizon", "0"], ["`horizon` must be a whole number"]),
+        (["forecast", "sessions", "--level", "95"], ["--level '95': `level` must be between 0 and 1"]),
+        (["forecast", "sessions", "--horizon", "0"], ["--horizon '0': `horizon` must be a whole number"]),
         (["forecast", "sessions", "--segment", "device"], ["use DIMENSION=VALUE"]),
         (["forecast", "sessions", "--model", "arima"], ["unknown model 'arima'"]),
         (["forecast"], ["give a KPI name or --csv FILE"]),
@@ -168,6 +169,94 @@ def test_bad_csv_is_one_line_exit_2(tmp_path: Path, content: str, args: list[str
 )
 def test_bad_arguments_are_one_line_exit_2(args: list[str], fragments: list[str]) -> None:
     assert_one_line_error(run(*args), *fragments)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["forecast", "f.csv", "--horizon", "-3"],
+         "--horizon '-3': `horizon` must be a whole number of periods >= 1, e.g. --horizon 28"),
+        (["forecast", "sessions", "--horizon", "two"],
+         "--horizon 'two': `horizon` must be a whole number of periods >= 1, e.g. --horizon 28"),
+        (["forecast", "sessions", "--level", "95"],
+         "--level '95': `level` must be between 0 and 1 (exclusive), e.g. --level 0.95 for a 95% band"),
+        (["forecast", "sessions", "--level", "1"],
+         "--level '1': `level` must be between 0 and 1 (exclusive), e.g. --level 0.95 for a 95% band"),
+        (["forecast", "sessions", "--level", "nan"],
+         "--level 'nan': `level` must be between 0 and 1 (exclusive), e.g. --level 0.95 for a 95% band"),
+        (["backtest", "sessions", "--horizon", "0"],
+         "--horizon '0': `horizon` must be a whole number of periods >= 1, e.g. --horizon 28"),
+        (["backtest", "sessions", "--origins", "0"],
+         "--origins '0': `origins` must be a whole number >= 1, e.g. --origins 10"),
+        (["backtest", "sessions", "--train-window", "-1"],
+         "--train-window '-1': `train-window` must be a whole number of periods >= 1, e.g. --train-window 365"),
+        (["backtest", "sessions", "--level", "0"],
+         "--level '0': `level` must be between 0 and 1 (exclusive), e.g. --level 0.95 for a 95% band"),
+        (["replay", "--csv", "x.csv", "--output", "o.csv", "--level", "99"],
+         "--level '99': `level` must be between 0 and 1 (exclusive), e.g. --level 0.99 for a 99% band"),
+        (["alerts", "--limit", "0"], "--limit '0': `limit` must be a whole number from 1 to 1000, e.g. --limit 20"),
+        (["sources", "test", "--periods", "400"],
+         "--periods '400': `periods` must be a whole number from 1 to 366, e.g. --periods 3"),
+        # click's other usage errors are one line too, with where to look
+        (["forecast", "sessions", "--horizn", "3"],
+         "No such option '--horizn'. Did you mean '--horizon'? (see 'kpiwatch forecast --help')"),
+        (["replay", "--csv", "x.csv"], "Missing option '--output' (see 'kpiwatch replay --help')"),
+        (["check", "--format", "xml"],
+         "Invalid value for '--format': 'xml' is not one of 'text', 'json' (see 'kpiwatch check --help')"),
+    ],
+    ids=["horizon-negative", "horizon-text", "level-percent", "level-1", "level-nan", "backtest-horizon",
+         "backtest-origins", "backtest-train-window", "backtest-level", "replay-level", "alerts-limit",
+         "sources-periods", "unknown-option", "missing-option", "bad-choice"],
+)
+def test_bad_option_values_name_the_option_as_typed(args: list[str], message: str) -> None:
+    # Checked where they enter, before any config or file is read: one line, exit 2.
+    result = CliRunner().invoke(cli, args, prog_name="kpiwatch", catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [f"kpiwatch: error: {message}"]
+    assert result.stdout == ""
+
+
+def test_a_group_without_its_command_still_prints_its_help() -> None:
+    result = CliRunner().invoke(cli, ["sources"], prog_name="kpiwatch")
+    assert "Usage: kpiwatch sources" in result.output and "kpiwatch: error" not in result.output
+
+
+def test_forecast_table_of_a_segment_names_the_segment() -> None:
+    # rich read "[device=mobile]" in the title as a style tag and dropped it: the table said
+    # "conversion_rate: ...", as if it were the KPI's total.
+    result = run("forecast", "conversion_rate", "--segment", "device=mobile", "--model", "seasonal_naive",
+                 "--horizon", "1")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "conversion_rate[device=mobile]: 1 period ahead, 95% band, model seasonal_naive"
+    backtest = run("backtest", "conversion_rate", "--segment", "device=mobile", "--models", "seasonal_naive",
+                   "--horizon", "3", "--origins", "2")
+    assert backtest.exit_code == 0, backtest.output
+    assert backtest.stdout.splitlines()[0] == "conversion_rate[device=mobile]: 2 origins x 3 periods, 95% band"
+
+
+def _dst_hourly_csv(tmp_path: Path) -> Path:
+    """Naive Amsterdam wall-clock hours over the end of DST: 2025-10-26 02:00 appears twice."""
+    hours = pd.date_range("2025-10-20", periods=24 * 10, freq="h", tz="UTC").tz_convert("Europe/Amsterdam")
+    values = 100 + np.arange(len(hours)) % 24
+    return write(tmp_path, "local.csv", "timestamp,value\n" + "".join(
+        f"{t:%Y-%m-%d %H:%M},{v}\n" for t, v in zip(hours, values)))
+
+
+def test_forecast_of_local_times_across_dst_says_why_an_hour_repeats(tmp_path: Path) -> None:
+    path = _dst_hourly_csv(tmp_path)
+    for command in ("forecast", "backtest"):
+        assert_one_line_error(run(command, "--csv", str(path)), f"{path}, column 'value': line 147 repeats the "
+                              "timestamp 2025-10-26 02:00 of line 146; these look like local times repeated by a "
+                              "clock change: write UTC times or add the UTC offset (e.g. 2025-10-26T02:00:00+01:00)")
+
+
+def test_replay_of_local_times_across_dst_adds_the_hint_to_its_note(tmp_path: Path) -> None:
+    # replay judges rows sharing a period on their mean (forecaster.replay); the hint says why they do
+    path = _dst_hourly_csv(tmp_path)
+    result = run("replay", "--csv", str(path), "--output", str(tmp_path / "out.csv"))
+    assert result.exit_code == 0, result.output
+    assert f"note: 2025-10-26 02:00 appears twice in {path}; these look like local times repeated by a clock " \
+           "change: write UTC times or add the UTC offset (e.g. 2025-10-26T02:00:00+01:00)" in result.stderr.splitlines()
 
 
 def test_snooze_with_a_bad_until_names_until(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

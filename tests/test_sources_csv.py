@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forecaster.sources.base import MIN_POINTS, infer_freq, to_kpi_series
+from forecaster.sources.base import MIN_POINTS, infer_freq, repeated_by_clock_change, to_kpi_series
 from forecaster.sources.csv import read_series_csv
 from forecaster.types import BadInputError, KPISeries
 
@@ -38,6 +38,13 @@ def _daily(n: int, start: str = "2024-01-01", header: str = "timestamp,value") -
     """A CSV of `n` daily rows with values 1..n."""
     days = pd.date_range(start, periods=n, freq="D")
     return header + "\n" + "".join(f"{d:%Y-%m-%d},{i + 1}\n" for i, d in enumerate(days))
+
+
+def _rows(stamps: list[str], header: str = "timestamp,value", sep: str = ",",
+          newline: str = "\n") -> str:
+    """A CSV with one row per stamp, values 1..n."""
+    lines = [header] + [f"{s}{sep}{i + 1}" for i, s in enumerate(stamps)]
+    return newline.join(lines) + newline
 
 
 # --------------------------------------------------------------------------- bad files
@@ -83,9 +90,8 @@ BAD_CASES = [
                  "as the decimal point, or leave the cell empty for a missing value",
                  id="overflowing-value"),
     pytest.param("timestamp;value\n2024-01-01;1,5\n", {},
-                 "{p}: line 2: column 'value' has '1,5', not a number; give a number with '.' "
-                 "as the decimal point, or leave the cell empty for a missing value",
-                 id="decimal-comma"),
+                 "{p}: line 2: column 'value' has '1,5', not a number; write it as 1.5: '.' as the "
+                 "decimal point, in every row", id="decimal-comma"),
     pytest.param("timestamp,value\n2024-01-01,1,234\n", {},
                  "{p}: line 2 has 3 cells but the header has 2; give one cell per column and "
                  "quote values that contain the separator ','", id="unquoted-separator"),
@@ -95,13 +101,67 @@ BAD_CASES = [
     pytest.param("timestamp,value,value\n2024-01-01,1,2\n", {},
                  "{p}: column 'value' appears 2 times in the header; rename all but one",
                  id="duplicate-column"),
+    # Duplicates name the file's lines: the one repeating and the one repeated.
+    pytest.param("timestamp,value\n2025-01-01,1\n2025-01-02,2\n2025-01-02,2\n2025-01-03,3\n", {},
+                 "{p}, column 'value': line 4 repeats the timestamp 2025-01-02 of line 3; keep one "
+                 "row per period or aggregate them first", id="duplicate"),
     pytest.param(TEN + "2024-01-03,7\n2024-01-03,8\n2024-01-05,9\n", {},
-                 "{p}, column 'value': 3 duplicate timestamps (first: 2024-01-03 00:00:00+00:00);"
-                 " keep one row per period or aggregate them first", id="duplicates"),
+                 "{p}, column 'value': 3 duplicate timestamps (lines 12, 13, 14); line 12 repeats "
+                 "the timestamp 2024-01-03 of line 4; keep one row per period or aggregate them "
+                 "first", id="duplicates"),
+    pytest.param(TEN + TEN.split("\n", 1)[1], {},
+                 "{p}, column 'value': 10 duplicate timestamps (lines 12, 13, 14, 15, 16, ...); "
+                 "line 12 repeats the timestamp 2024-01-01 of line 2; keep one row per period or "
+                 "aggregate them first", id="many-duplicates"),
     pytest.param(TEN + "2024-01-03T00:00:00Z,7\n", {},
-                 "{p}, column 'value': 1 duplicate timestamp (first: 2024-01-03 00:00:00+00:00);"
-                 " keep one row per period or aggregate them first",
+                 "{p}, column 'value': line 12 repeats the timestamp 2024-01-03 of line 4 (written "
+                 "2024-01-03T00:00:00Z); keep one row per period or aggregate them first",
                  id="duplicate-spelled-differently"),
+    # Naive local times written across the end of DST repeat an hour: a hint, not "aggregate".
+    pytest.param(_rows([f"2025-10-26 {h:02d}:00" for h in (0, 1, 2, 2, 3, 4, 5, 6, 7, 8)]), {},
+                 "{p}, column 'value': line 5 repeats the timestamp 2025-10-26 02:00 of line 4; "
+                 "these look like local times repeated by a clock change: write UTC times or add "
+                 "the UTC offset (e.g. 2025-10-26T02:00:00+01:00)", id="dst-end-europe"),
+    pytest.param(_rows([f"2025-11-02T{h:02d}:{m:02d}:00" for h in (0, 1) for m in (0, 15, 30, 45)]
+                       + [f"2025-11-02T01:{m:02d}:00" for m in (0, 15, 30, 45)]
+                       + ["2025-11-02T02:00:00"]), {},
+                 "{p}, column 'value': 4 duplicate timestamps (lines 10, 11, 12, 13); line 10 "
+                 "repeats the timestamp 2025-11-02T01:00:00 of line 6; these look like local times "
+                 "repeated by a clock change: write UTC times or add the UTC offset (e.g. "
+                 "2025-11-02T01:00:00-05:00)", id="dst-end-us-quarter-hours"),
+    # No hint for daily data (2025-10-26 is a Sunday, but a day is not a repeated hour) ...
+    pytest.param(_rows([f"2025-10-{d}" for d in range(20, 29)] + ["2025-10-26"]), {},
+                 "{p}, column 'value': line 11 repeats the timestamp 2025-10-26 of line 8; keep one "
+                 "row per period or aggregate them first", id="daily-duplicate-on-dst-sunday"),
+    # ... nor for an hour that no clock change repeats (the Saturday before).
+    pytest.param(_rows([f"2025-10-25 {h:02d}:00" for h in (0, 1, 2, 2, 3, 4, 5, 6, 7, 8)]), {},
+                 "{p}, column 'value': line 5 repeats the timestamp 2025-10-25 02:00 of line 4; "
+                 "keep one row per period or aggregate them first", id="hourly-duplicate-not-dst"),
+    # Number conventions are never guessed: the cell and its plain spelling are named.
+    pytest.param("timestamp;value\n2024-01-01;1.5\n2024-01-02;1,5\n", {},
+                 "{p}: line 3: column 'value' has '1,5', not a number; write it as 1.5: '.' as the "
+                 "decimal point, in every row", id="decimal-point-and-comma-mixed"),
+    pytest.param('timestamp,value\n2024-01-01,1234.5\n2024-01-02,"1,234.5"\n', {},
+                 "{p}: line 3: column 'value' has '1,234.5', not a number; write it as 1234.5: no "
+                 "thousands separators, '.' as the decimal point", id="thousands-comma"),
+    pytest.param("timestamp;value\n2024-01-01;1.234,5\n", {},
+                 "{p}: line 2: column 'value' has '1.234,5', not a number; write it as 1234.5: no "
+                 "thousands separators, '.' as the decimal point", id="thousands-dot-decimal-comma"),
+    pytest.param("timestamp;value\n2024-01-01;1 234\n", {},
+                 "{p}: line 2: column 'value' has '1 234', not a number; write it as 1234: no "
+                 "thousands separators, '.' as the decimal point", id="thousands-space"),
+    pytest.param("timestamp;value\n2024-01-01;987\n2024-01-02;1,234\n", {},
+                 "{p}: line 3: column 'value' has '1,234', not a number; write 1234 if ',' separates "
+                 "thousands or 1.234 if it is the decimal point", id="comma-thousands-or-decimal"),
+    # '.' as a thousands separator parses, so a ';' file mixing 987 and 1.234 is refused: read as
+    # written they would be a thousand times apart.
+    pytest.param("timestamp;value\n2024-01-01;987\n2024-01-02;1.234\n2024-01-03;\n", {},
+                 "{p}: line 3: column 'value' has '1.234' but line 2 has '987': if '.' separates "
+                 "thousands, write 1234 (no thousands separators); if it is the decimal point, "
+                 "write 987.0", id="dot-thousands-next-to-whole-numbers"),
+    pytest.param("timestamp\tvalue\n2024-01-01\t12.345.678\n", {},
+                 "{p}: line 2: column 'value' has '12.345.678', not a number; write it as 12345678: "
+                 "no thousands separators, '.' as the decimal point", id="dot-thousands-tab"),
     pytest.param(_daily(3), {}, "{p}, column 'value': needs at least 8 values, got 3; give "
                  "more history", id="too-few"),
     pytest.param("timestamp,value\n", {}, "{p}, column 'value': needs at least 8 values, got "
@@ -161,13 +221,6 @@ def test_path_is_reported_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 # --------------------------------------------------------------------------- good files
-
-
-def _rows(stamps: list[str], header: str = "timestamp,value", sep: str = ",",
-          newline: str = "\n") -> str:
-    """A CSV with one row per stamp, values 1..n."""
-    lines = [header] + [f"{s}{sep}{i + 1}" for i, s in enumerate(stamps)]
-    return newline.join(lines) + newline
 
 
 def _utc(*stamps: str) -> list[pd.Timestamp]:
@@ -256,6 +309,52 @@ def test_unclosed_quote_is_reported_short(tmp_path: Path) -> None:
         f"{tmp_path / 'data.csv'}: line 2: column 'value' has '1\\n2024-01-02,2\\n2024-01-03,3"
         "\\n2024-01-0...', not a number;"
     )
+
+
+def test_dot_grouped_numbers_are_decimals_when_the_file_shows_it(tmp_path: Path) -> None:
+    # "12.5" proves '.' is the decimal point; a ','-separated file cannot use ',' as one unquoted.
+    days = [f"2024-01-{d:02d}" for d in range(1, 11)]
+    cells = ["987", "1.234", "12.5"] + ["2"] * 7
+    semicolon = "timestamp;value\n" + "".join(f"{d};{v}\n" for d, v in zip(days, cells))
+    comma = "timestamp,value\n" + "".join(f"{d},{v}\n" for d, v in zip(days, ["987", "1.234"] + ["2"] * 8))
+    assert read_series_csv(_write(tmp_path, semicolon, "s.csv")).values.iloc[:3].tolist() == [987.0, 1.234, 12.5]
+    assert read_series_csv(_write(tmp_path, comma, "c.csv")).values.iloc[:2].tolist() == [987.0, 1.234]
+
+
+def test_service_sources_name_the_plain_spelling_too() -> None:
+    from forecaster.sources.frames import to_numbers
+
+    with pytest.raises(BadInputError) as caught:
+        to_numbers(pd.Series(["1", "2,5"], dtype=object), [2, 3], "sessions", "export.csv", "line")
+    assert str(caught.value) == ("export.csv: line 3: column 'sessions' has '2,5', not a number; write it as "
+                                 "2.5: '.' as the decimal point, in every row")
+
+
+@pytest.mark.parametrize(
+    ("repeated", "freq", "expected"),
+    [
+        (["2025-10-26 02:00"], "h", True),  # Europe: last Sunday of October
+        (["2025-11-02 01:00", "2025-11-02 01:30"], "30min", True),  # US: first Sunday of November
+        (["2025-10-26 02:00", "2025-10-27 02:00"], "h", False),  # one on a Monday
+        (["2025-10-26 04:00"], "h", False),  # after 03:59
+        (["2025-10-19 02:00"], "h", False),  # a Sunday, but not late October
+        (["2025-10-26"], "D", False),  # daily data repeat days, not hours
+        ([], "h", False),
+    ],
+)
+def test_repeated_by_clock_change(repeated: list[str], freq: str, expected: bool) -> None:
+    stamps = pd.date_range("2025-10-20", "2025-11-08", freq=freq, tz="UTC")
+    assert repeated_by_clock_change(pd.DatetimeIndex(repeated, tz="UTC"), stamps) is expected
+
+
+def test_to_kpi_series_gives_the_clock_change_hint_too() -> None:
+    hours = pd.date_range("2025-10-26", periods=10, freq="h", tz="UTC")
+    index = hours.insert(3, hours[2])
+    with pytest.raises(BadInputError) as caught:
+        to_kpi_series("x", pd.Series(np.ones(11), index=index))
+    assert str(caught.value) == ("x: 1 duplicate timestamp (first: 2025-10-26 02:00:00+00:00); these look like "
+                                 "local times repeated by a clock change: write UTC times or add the UTC offset "
+                                 "(e.g. 2025-10-26T02:00:00+01:00)")
 
 
 def test_naive_and_utc_timestamps_give_the_same_series(tmp_path: Path) -> None:

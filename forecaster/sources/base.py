@@ -213,10 +213,56 @@ def _clean(series: pd.Series, prefix: str) -> pd.Series:
         count = int(dup.sum())
         noun = "timestamp" if count == 1 else "timestamps"
         raise BadInputError(
-            f"{prefix}{count} duplicate {noun} (first: {clean.index[dup][0]}); keep one row "
-            "per period or aggregate them first"
+            f"{prefix}{count} duplicate {noun} (first: {clean.index[dup][0]}); "
+            f"{duplicate_fix(clean.index[dup], clean.index)}"
         )
     return clean
+
+
+# --------------------------------------------------------------------------- duplicates
+
+DUPLICATE_FIX = "keep one row per period or aggregate them first"
+
+
+def duplicate_fix(repeated: pd.DatetimeIndex, stamps: pd.DatetimeIndex) -> str:
+    """The fix to print for duplicate timestamps `repeated` among `stamps`: a clock-change hint
+    when they look like local times repeated by the end of daylight saving time (aggregating
+    those rows would merge two different hours), else `DUPLICATE_FIX`."""
+    if not repeated_by_clock_change(repeated, stamps):
+        return DUPLICATE_FIX
+    # The example is the repeat itself, in standard time: Central Europe's in October, the US
+    # East's in November (the first occurrence was summer time, an hour earlier in UTC).
+    offset = "+01:00" if repeated[0].month == 10 else "-05:00"
+    return (
+        "these look like local times repeated by a clock change: write UTC times or add the UTC "
+        f"offset (e.g. {repeated[0]:%Y-%m-%dT%H:%M:%S}{offset})"
+    )
+
+
+def repeated_by_clock_change(repeated: pd.DatetimeIndex, stamps: pd.DatetimeIndex) -> bool:
+    """Whether duplicate timestamps look like naive local times written across the end of DST.
+
+    True when `stamps` (all the timestamps) are finer than daily and every one of `repeated` is
+    between 00:00 and 03:59 on a Sunday from 25 October to 7 November: Europe turns 03:00 back to
+    02:00 on the last Sunday of October, North America 02:00 back to 01:00 on the first Sunday of
+    November, so an hour of wall-clock times happens twice. (The southern hemisphere's April
+    change is not recognised.) Daily data are excluded: their midnights are not repeated hours.
+    """
+    if len(repeated) == 0 or not _finer_than_daily(stamps):
+        return False
+    late_october = (repeated.month == 10) & (repeated.day >= 25)
+    early_november = (repeated.month == 11) & (repeated.day <= 7)
+    sunday_night = (repeated.day_of_week == 6) & (repeated.hour < 4)
+    return bool(((late_october | early_november) & sunday_night).all())
+
+
+def _finer_than_daily(stamps: pd.DatetimeIndex) -> bool:
+    """Whether the most common spacing of the distinct `stamps` is under a day."""
+    unique = stamps.unique().sort_values()
+    if len(unique) < 2:
+        return False
+    spacings = pd.Series(unique[1:] - unique[:-1])
+    return bool(spacings.mode().min() < _DAY)
 
 
 def _grid(index: pd.DatetimeIndex, freq: str, prefix: str) -> pd.DatetimeIndex:

@@ -12,13 +12,16 @@ from __future__ import annotations
 # Absolute import: this is the standard library's csv, not this module.
 import csv
 import io
+import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from forecaster.sources.base import to_kpi_series
+from forecaster.sources.base import duplicate_fix, to_kpi_series
+from forecaster.sources.frames import number_fix
 from forecaster.types import BadInputError, KPISeries
 
 _SEPARATORS = (",", ";", "\t")
@@ -27,7 +30,23 @@ _MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "#n/a"})
 # dateutil turns a lone month name like "Jan" into year 1; no KPI is that old.
 _EARLIEST_YEAR = 1000
 
+# A cell of digits only, and one grouped like a '.'-thousands number (1.234, 12.345.678).
+_WHOLE = re.compile(r"[+-]?\d+")
+_DOT_GROUPED = re.compile(r"[+-]?[1-9]\d{0,2}(?:\.\d{3})+")
+# Repeated timestamps named one by one in a message, at most.
+_SHOW_LINES = 5
+
 Row = tuple[int, list[str]]  # (line number in the file, cells)
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """The two columns as parsed, in file order, with where each row came from."""
+
+    stamps: pd.DatetimeIndex  # UTC
+    values: np.ndarray  # float64, NaN = missing
+    lines: list[int]  # line of each row in the file (header = line 1)
+    texts: list[str]  # the timestamp cells as written (stripped)
 
 
 def read_series_csv(
@@ -49,8 +68,11 @@ def read_series_csv(
     The frequency is inferred (see `base.infer_freq`); missing periods become NaN.
     Raises `BadInputError` with one line naming the file, the line, the bad value and the fix.
     """
-    series = read_csv_columns(path, timestamp_col, value_col)
-    return to_kpi_series(name or value_col, series, origin=f"{path}, column '{value_col}'")
+    columns = _read_columns(path, timestamp_col, value_col)
+    origin = f"{path}, column '{value_col}'"
+    _refuse_duplicates(columns, origin)
+    series = pd.Series(columns.values, index=columns.stamps, name=value_col)
+    return to_kpi_series(name or value_col, series, origin=origin)
 
 
 def read_csv_columns(path: str | Path, timestamp_col: str = "timestamp", value_col: str = "value") -> pd.Series:
@@ -59,13 +81,46 @@ def read_csv_columns(path: str | Path, timestamp_col: str = "timestamp", value_c
     Cells are checked (dates parse, values are numbers, as in `read_series_csv`) but the rows
     are not: duplicates and irregular spacing are left for the caller to refuse or resolve.
     """
+    columns = _read_columns(path, timestamp_col, value_col)
+    return pd.Series(columns.values, index=columns.stamps, name=value_col)
+
+
+def _read_columns(path: str | Path, timestamp_col: str, value_col: str) -> _Columns:
+    """The two columns parsed cell by cell (see `read_csv_columns`), with their line numbers."""
     label = str(path)
-    header, rows = _split_rows(_read_text(Path(path), label), label)
+    text = _read_text(Path(path), label)
+    header, rows = _split_rows(text, label)
     ts_at, value_at = _column_positions(header, timestamp_col, value_col, label)
     lines = [line for line, _ in rows]
-    stamps = _parse_timestamps([cells[ts_at] for _, cells in rows], lines, timestamp_col, label)
-    values = _parse_values([cells[value_at] for _, cells in rows], lines, value_col, label)
-    return pd.Series(values, index=stamps, name=value_col)
+    texts = [cells[ts_at].strip() for _, cells in rows]
+    stamps = _parse_timestamps(texts, lines, timestamp_col, label)
+    sep = _separator(_first_line(text) or "")
+    values = _parse_values([cells[value_at] for _, cells in rows], lines, value_col, label, sep)
+    return _Columns(stamps, values, lines, texts)
+
+
+def _refuse_duplicates(columns: _Columns, origin: str) -> None:
+    """Raise BadInputError when a timestamp repeats, naming the line that repeats it and the
+    line it repeats ("line 4 repeats the timestamp 2025-01-02 of line 3"), with the count and
+    the first few lines when there are several.
+
+    Here rather than in `to_kpi_series`, which sees only the timestamps: the file's lines are
+    what the user can find and fix.
+    """
+    repeat = columns.stamps.duplicated(keep="first")
+    if not repeat.any():
+        return
+    at = np.flatnonzero(repeat)
+    first = int(at[0])
+    earlier = int(np.flatnonzero(columns.stamps == columns.stamps[first])[0])
+    lines, texts = columns.lines, columns.texts
+    what = f"line {lines[first]} repeats the timestamp {texts[earlier]} of line {lines[earlier]}"
+    if texts[first] != texts[earlier]:  # 2024-01-03T00:00:00Z repeats 2024-01-03
+        what += f" (written {texts[first]})"
+    if len(at) > 1:
+        shown = ", ".join(str(lines[i]) for i in at[:_SHOW_LINES]) + (", ..." if len(at) > _SHOW_LINES else "")
+        what = f"{len(at)} duplicate timestamps (lines {shown}); {what}"
+    raise BadInputError(f"{origin}: {what}; {duplicate_fix(columns.stamps[at], columns.stamps)}")
 
 
 def _read_text(path: Path, label: str) -> str:
@@ -92,7 +147,7 @@ def _read_text(path: Path, label: str) -> str:
 
 def _split_rows(text: str, label: str) -> tuple[list[str], list[Row]]:
     """The header cells and the data rows (with their line numbers); blank rows skipped."""
-    header_text = next((line for line in text.split("\n") if line.strip()), None)
+    header_text = _first_line(text)
     if header_text is None:
         raise BadInputError(
             f"{label}: empty file; give a header line (e.g. timestamp,value) and one row per period"
@@ -116,6 +171,11 @@ def _split_rows(text: str, label: str) -> tuple[list[str], list[Row]]:
             f"{label}: line {reader.line_num}: {err}; check the quoting"
         ) from None
     return header or [], rows
+
+
+def _first_line(text: str) -> str | None:
+    """The first non-blank line of `text` (the header), or None when there is none."""
+    return next((line for line in text.split("\n") if line.strip()), None)
 
 
 def _header(cells: list[str]) -> list[str]:
@@ -239,8 +299,14 @@ def _show(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
-def _parse_values(cells: list[str], lines: list[int], column: str, label: str) -> np.ndarray:
-    """The value cells as floats, NaN for missing-value cells; the first bad cell is an error."""
+def _parse_values(cells: list[str], lines: list[int], column: str, label: str, sep: str = ",") -> np.ndarray:
+    """The value cells as floats, NaN for missing-value cells; the first bad cell is an error.
+
+    Only plain numbers with '.' as the decimal point are read: a cell in another convention
+    ("1,5", "1,234.5", "1.234,5") is refused with the way to write it, never guessed, so one
+    column cannot be read in two conventions. `sep` is the file's separator (see
+    `_refuse_dot_thousands`).
+    """
     texts = [cell.strip() for cell in cells]
     missing = np.array([text.lower() in _MISSING for text in texts], dtype=bool)
     given = pd.Series([np.nan if gap else text for text, gap in zip(texts, missing)], dtype=object)
@@ -248,9 +314,35 @@ def _parse_values(cells: list[str], lines: list[int], column: str, label: str) -
     bad = ~np.isfinite(numbers) & ~missing  # "inf" and 1e400 too: no KPI is infinite
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise BadInputError(
-            f"{label}: line {lines[first]}: column '{column}' has {_show(texts[first])}, not a "
-            "number; give a number with '.' as the decimal point, or leave the cell empty "
-            "for a missing value"
+        fix = number_fix(texts[first]) or (
+            "give a number with '.' as the decimal point, or leave the cell empty for a missing value"
         )
+        raise BadInputError(f"{label}: line {lines[first]}: column '{column}' has {_show(texts[first])}, not a number; {fix}")
+    _refuse_dot_thousands([t for t, gap in zip(texts, missing) if not gap],
+                          [n for n, gap in zip(lines, missing) if not gap], column, label, sep)
     return numbers
+
+
+def _refuse_dot_thousands(texts: list[str], lines: list[int], column: str, label: str, sep: str) -> None:
+    """Raise BadInputError when a ';' or tab file mixes whole numbers with '.'-grouped ones.
+
+    Spreadsheets in most of Europe write such files with '.' as the thousands separator, so
+    "987" and "1.234" next to each other are most likely 987 and 1234; read as written they
+    would be 987 and 1.234, a thousand times apart without a word. One cell with another use
+    of '.' ("12.5", "0.234") shows '.' is the decimal point, and then nothing is refused. A
+    ','-separated file cannot use ',' as the decimal point unquoted, so it is left alone.
+    """
+    if sep == ",":
+        return
+    grouped = next(((t, n) for t, n in zip(texts, lines) if _DOT_GROUPED.fullmatch(t)), None)
+    whole = next(((t, n) for t, n in zip(texts, lines) if _WHOLE.fullmatch(t)), None)
+    if grouped is None or whole is None:
+        return
+    if any("." in t and not _DOT_GROUPED.fullmatch(t) for t in texts):
+        return
+    (cell, line), (plain, plain_line) = grouped, whole
+    raise BadInputError(
+        f"{label}: line {line}: column '{column}' has {cell!r} but line {plain_line} has {plain!r}: if '.' "
+        f"separates thousands, write {cell.replace('.', '')} (no thousands separators); if it is the decimal "
+        f"point, write {plain}.0"
+    )

@@ -23,6 +23,12 @@ MISSING_TEXTS = frozenset({"", "na", "n/a", "nan", "null", "none", "#n/a"})
 # A trailing UTC offset on a timestamp text: Z, +01, +0100, +01:00.
 _OFFSET = re.compile(r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$")
 _TIME_PART = re.compile(r"\d[T ]\d")
+# A number written with ',' as the decimal point: 1,5 / -0,25 / ,5.
+_DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+")
+# A number with thousands separators (',' '.' space, apostrophe, no-break spaces) and an optional
+# decimal part: 1,234.5 / 1.234,5 / 1 234 / 1'234'567. The first group never starts with 0.
+_GROUPED = re.compile(r"[+-]?[1-9]\d{0,2}(?P<sep>[,. '\u00a0\u202f\u2019])\d{3}(?:(?P=sep)\d{3})*"
+                      r"(?:(?P<dec>[.,])(?P<decimals>\d+))?")
 
 
 def check_freq(freq: str, where: str) -> None:
@@ -94,6 +100,35 @@ def localize_naive(stamps: pd.DatetimeIndex, timezone: str) -> pd.DatetimeIndex:
     return stamps.tz_localize(timezone, ambiguous=flags, nonexistent="shift_forward").tz_convert("UTC")
 
 
+def has_utc_offset(text: str) -> bool:
+    """Whether a timestamp text carries a UTC offset after its time (Z, +01, +0100, +01:00); a bare
+    date's "-31" is not one."""
+    return bool(_TIME_PART.search(text) and _OFFSET.search(text))
+
+
+def number_fix(text: str) -> str | None:
+    """How to write `text` when it is a number in another convention, or None when it is not one.
+
+    "1,5" -> "write it as 1.5: ...", "1,234.5" / "1.234,5" / "1 234" -> "write it as 1234.5: ...",
+    and "1,234" (a thousands separator or a decimal comma, the cell alone cannot tell) names both
+    readings. Used in "not a number" messages: a cell is never guessed into a number, because a
+    file mixing conventions would then be read 1000 times off on some rows.
+    """
+    cell = text.strip()
+    grouped = _GROUPED.fullmatch(cell)
+    if grouped and grouped["sep"] != grouped["dec"]:
+        whole = cell[: grouped.start("dec")] if grouped["dec"] else cell
+        digits = whole.replace(grouped["sep"], "")
+        if grouped["sep"] == "," and not grouped["dec"] and cell.count(",") == 1:
+            return (f"write {digits} if ',' separates thousands or {cell.replace(',', '.')} if it is the "
+                    "decimal point")
+        plain = f"{digits}.{grouped['decimals']}" if grouped["dec"] else digits
+        return f"write it as {plain}: no thousands separators, '.' as the decimal point"
+    if _DECIMAL_COMMA.fullmatch(cell):
+        return f"write it as {cell.replace(',', '.')}: '.' as the decimal point, in every row"
+    return None
+
+
 def parse_time_texts(
     texts: Sequence[str], rows: Sequence[int], column: str, where: str, row_word: str = "line"
 ) -> tuple[pd.DatetimeIndex, bool]:
@@ -108,7 +143,7 @@ def parse_time_texts(
     if len(empty):
         raise BadInputError(f"{where}: {row_word} {rows[empty[0]]}: empty timestamp in column '{column}'; "
                             "fill it in or delete the row")
-    with_offset = np.array([bool(_TIME_PART.search(c) and _OFFSET.search(c)) for c in cells], dtype=bool)
+    with_offset = np.array([has_utc_offset(c) for c in cells], dtype=bool)
     aware = bool(with_offset.any())
     if aware and not with_offset.all():
         first = int(np.flatnonzero(~with_offset)[0])
@@ -179,8 +214,8 @@ def _parse_numbers(
         first = int(np.flatnonzero(bad)[0])
         shown = str(series.iloc[first])
         shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        raise BadInputError(f"{where}: {row_word} {rows[first]}: column '{column}' has {shown!r}, not a number; "
-                            "give numbers with '.' as the decimal point (empty for missing)")
+        fix = number_fix(shown) or "give numbers with '.' as the decimal point (empty for missing)"
+        raise BadInputError(f"{where}: {row_word} {rows[first]}: column '{column}' has {shown!r}, not a number; {fix}")
     return numbers
 
 
