@@ -241,9 +241,9 @@ def summary(frame: pd.DataFrame, freq: str) -> str:
     history = int((frame["value"].notna() & frame["score"].isna()).sum())
     gaps = int(frame["value"].isna().sum())
     return (
-        f"{alerts} alert(s) over {judged} judged periods ({days:,.1f} days): {rate}; "
-        f"first {history} periods used as history only"
-        + (f"; {gaps} period(s) without a value not judged" if gaps else "")
+        f"{alerts:,} alert(s) over {judged:,} judged periods ({days:,.1f} days): {rate}; "
+        f"first {history:,} values used as history only"
+        + (f"; {gaps:,} row(s) without a value not judged" if gaps else "")
     )
 
 
@@ -314,6 +314,9 @@ class _State:
             return
         error = actual - forecast
         if len(self.errors) < MIN_CALIBRATION:  # still learning the size of normal errors
+            # History only: no band is shown from the few errors seen so far (it would be
+            # razor-thin and judge nothing).
+            expected[i] = lower[i] = upper[i] = math.nan
             self.clean[i] = actual
             self.errors.append(error)
             return
@@ -771,7 +774,7 @@ def replay_rows(
     rows["anomaly"] = rows["anomaly"].to_numpy() * first_of_period
     rows["timestamp"] = stamps
     rows["value"] = values
-    return rows[COLUMNS], _notes(stamps, period, grid, step)
+    return rows[COLUMNS], _notes(stamps, period, grid, step) + _warm_up_note(judged, _plan(series, config))
 
 
 def _usual_spacing(sorted_stamps: pd.DatetimeIndex) -> Step:
@@ -844,6 +847,19 @@ def _describe(step: Step) -> str:
     return "calendar-month" if step.n == 1 else f"{step.n}-month"
 
 
+def _warm_up_note(judged: pd.DataFrame, plan: _Plan) -> list[str]:
+    """A note when sub-daily data alerted before two daily cycles were seen: the warm-up model
+    has no daily season, so the first mornings' rise can alert (`_first_judged`)."""
+    if not plan.day or plan.season <= 1:
+        return []
+    warm = min(_seasonal_history(plan.season), len(judged))
+    early = int(judged["anomaly"].iloc[:warm].sum())
+    if not early:
+        return []
+    return [f"{early} alert(s) in the first {warm / plan.per_day:.1f} days, judged before two daily cycles "
+            "were seen (by a model without the daily season): they may be the daily cycle itself"]
+
+
 def _notes(stamps: pd.DatetimeIndex, period: np.ndarray, grid: pd.DatetimeIndex, step: Step) -> list[str]:
     notes = []
     repeated = int(pd.Series(period).duplicated().sum())
@@ -856,4 +872,8 @@ def _notes(stamps: pd.DatetimeIndex, period: np.ndarray, grid: pd.DatetimeIndex,
     off_grid = int((abs(stamps - grid[period]) > tolerance).sum())
     if off_grid:
         notes.append(f"{off_grid} row(s) lie between the {_describe(step)} steps and were judged with their period")
+    missing = len(grid) - len(np.unique(period))
+    if missing:
+        notes.append(f"{missing:,} period(s) of the {_describe(step)} grid have no row in the file: kept as gaps (not judged; "
+                     "the model carries on from its forecast)")
     return notes

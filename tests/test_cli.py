@@ -161,11 +161,14 @@ def test_bad_csv_is_one_line_exit_2(tmp_path: Path, content: str, args: list[str
         (["forecast", "sessions", "--level", "95"], ["--level '95': `level` must be between 0 and 1"]),
         (["forecast", "sessions", "--horizon", "0"], ["--horizon '0': `horizon` must be a whole number"]),
         (["forecast", "sessions", "--segment", "device"], ["use DIMENSION=VALUE"]),
+        (["forecast", "sessions", "--segment", "device=phone"],
+         ["no data for segment device=phone; device is one of desktop, mobile, tablet (--segment DIM=VALUE)"]),
         (["forecast", "sessions", "--model", "arima"], ["unknown model 'arima'"]),
         (["forecast"], ["give a KPI name or --csv FILE"]),
         (["validate", "--config", "missing.yaml"], ["missing.yaml: no such config file"]),
     ],
-    ids=["unknown-kpi", "bad-at", "level-percent", "horizon-0", "bad-segment", "unknown-model", "nothing", "no-config"],
+    ids=["unknown-kpi", "bad-at", "level-percent", "horizon-0", "bad-segment", "unknown-segment-value",
+         "unknown-model", "nothing", "no-config"],
 )
 def test_bad_arguments_are_one_line_exit_2(args: list[str], fragments: list[str]) -> None:
     assert_one_line_error(run(*args), *fragments)

@@ -76,7 +76,7 @@ def test_a_monthly_summary_counts_calendar_days_and_rates_per_year() -> None:
     frame, _ = replay_rows(yearly_pattern(stamps), "x")
     frame.loc[frame.index[-1], "anomaly"] = 1  # one alert, to read the rate
     line = summary(frame, "MS")
-    assert "over 24 judged periods (731.0 days): 0.5 per year; first 60 periods used as history only" in line
+    assert "over 24 judged periods (731.0 days): 0.5 per year; first 60 values used as history only" in line
 
 
 def test_months_off_the_first_of_the_month_share_their_month() -> None:
@@ -179,7 +179,7 @@ def test_replay_cli_a_monthly_file_judges_by_calendar_month(tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     assert "note:" not in result.stderr  # no month merged with another, none between the steps
     assert "over 233 judged periods (7,091.0 days)" in result.stdout
-    assert "per year; first 60 periods used as history only." in result.stdout
+    assert "per year; first 60 values used as history only." in result.stdout
 
 
 # --- summary: gaps are not history -----------------------------------------------------------
@@ -191,11 +191,45 @@ def test_summary_counts_gaps_apart_from_history() -> None:
     frame, _ = replay_rows(raw, "x")
     line = summary(frame, "5min")
     # 90 values before the first judged one (two gaps among them); 205 judged; 5 empty rows
-    assert line.endswith("over 205 judged periods (0.7 days): 0 in under a day; first 90 periods used as history only; "
-                         "5 period(s) without a value not judged")
+    assert line.endswith("over 205 judged periods (0.7 days): 0 in under a day; first 90 values used as history only; "
+                         "5 row(s) without a value not judged")
 
 
 def test_summary_without_gaps_is_unchanged() -> None:
     raw = yearly_pattern(pd.date_range("2025-01-01", periods=300, freq="5min", tz="UTC"))
     frame, _ = replay_rows(raw, "x")
-    assert summary(frame, "5min").endswith("first 90 periods used as history only")
+    assert summary(frame, "5min").endswith("first 90 values used as history only")
+
+
+def test_rows_missing_from_the_file_are_noted_as_gaps() -> None:
+    stamps = pd.date_range("2024-01-01", periods=200, freq="D", tz="UTC")
+    raw = yearly_pattern(stamps).drop(stamps[list(range(20, 30)) + [150, 160]])
+    frame, notes = replay_rows(raw, "x")
+    assert len(frame) == 188  # one output row per input row
+    assert "12 period(s) of the D grid have no row in the file: kept as gaps" in " ".join(notes)
+    assert "over 98 judged periods" in summary(frame, "D")  # 200 periods less 12 gaps less 90 of history
+
+
+def test_history_rows_show_no_band() -> None:
+    raw = yearly_pattern(pd.date_range("2025-01-01", periods=300, freq="5min", tz="UTC"))
+    frame, _ = replay_rows(raw, "x")
+    unjudged = frame["score"].isna()
+    assert frame.loc[unjudged, ["expected", "lower", "upper"]].isna().all().all()
+    assert frame.loc[~unjudged, ["expected", "lower", "upper"]].notna().all().all()
+
+
+def test_alerts_before_two_daily_cycles_are_noted() -> None:
+    stamps = pd.date_range("2025-01-01", periods=288 * 5, freq="5min", tz="UTC")
+    hours = stamps.hour.to_numpy()
+    raw = pd.Series(np.where((hours >= 9) & (hours < 18), 80.0, 20.0), index=stamps)  # a clean square wave
+    frame, notes = replay_rows(raw, "x")
+    early = int(frame["anomaly"].iloc[: 2 * 288 + 10].sum())
+    warm_up = [note for note in notes if "before two daily cycles were seen" in note]
+    assert early >= 1 and warm_up and warm_up[0].startswith(f"{early} alert(s) in the first 2.0 days")
+    assert int(frame["anomaly"].iloc[2 * 288 + 10 :].sum()) == 0  # once the daily season is known: quiet
+
+
+def test_no_warm_up_note_without_early_alerts() -> None:
+    raw = yearly_pattern(pd.date_range("2025-01-01", periods=300, freq="D", tz="UTC"))
+    _, notes = replay_rows(raw, "x")
+    assert not [note for note in notes if "daily cycles" in note]
