@@ -37,6 +37,7 @@ import pandas as pd
 
 from forecaster.models import fit_forecast, model_names, season_length
 from forecaster.models.base import check_horizon, check_level
+from forecaster.models.fallback import reject_constant
 from forecaster.sources.base import MIN_POINTS
 from forecaster.types import BadInputError, Forecast
 
@@ -300,9 +301,13 @@ def backtest(
                 f"`train_window` must be at least {min_train} periods (the horizon, and never under "
                 f"{MIN_POINTS}). Got: {train_window}"
             )
-    cuts = rolling_origins(len(y), horizon, origins, min_train=min_train)
-    values = y.to_numpy(dtype="float64", na_value=np.nan)
     label = str(y.name) if y.name is not None else "series"
+    reject_constant(y, label)  # said once for the series, not as the first origin's failure
+    try:
+        cuts = rolling_origins(len(y), horizon, origins, min_train=min_train)
+    except BadInputError as err:
+        raise BadInputError(f"{label}: {err}") from None
+    values = y.to_numpy(dtype="float64", na_value=np.nan)
     tallies = {name: _Tally() for name in names}
     total, done = len(cuts) * len(names), 0
     for number, cut in enumerate(cuts, start=1):

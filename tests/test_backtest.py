@@ -251,7 +251,8 @@ def test_season_sets_the_scale_period() -> None:
         ({"train_window": 5}, "`train_window` must be at least 8 periods (the horizon, and never under 8). Got: 5"),
         ({"horizon": 0}, "`horizon` must be a whole number of periods >= 1. Got: 0"),
         ({"level": 95}, "`level` must be between 0 and 1 (exclusive), e.g. 0.95. Got: 95"),
-        ({"origins": 20}, "needs at least 148 periods for 20 origins of 7; got 60. Use fewer --origins or a shorter --horizon"),
+        ({"origins": 20},
+         "value: needs at least 148 periods for 20 origins of 7; got 60. Use fewer --origins or a shorter --horizon"),
     ],
 )
 def test_backtest_rejects_bad_arguments(kwargs: dict[str, object], message: str) -> None:
@@ -268,6 +269,13 @@ def test_a_constant_training_window_names_the_origin() -> None:
     assert str(info.value).startswith(
         "backtest origin 1 (training data up to 2024-01-30 00:00:00+00:00): kpi: every value is 5"
     )
+
+
+def test_a_constant_series_is_said_once_not_as_an_origin() -> None:
+    with pytest.raises(BadInputError) as info:
+        backtest(_daily(np.full(60, 5.0)), ["seasonal_naive"], horizon=7, origins=2)
+    assert str(info.value) == ("kpi: every value is 5, a constant series has nothing to forecast; "
+                               "check the value column or the KPI's query")
 
 
 def test_an_index_without_freq_is_a_caller_bug() -> None:

@@ -44,7 +44,7 @@ def fit_forecast_with_model(
     that never goes below zero (counts, money, rates) gets a forecast clipped at zero.
     """
     horizon, level = check_horizon(horizon), check_level(level)
-    _reject_constant(y, name)
+    reject_constant(y, name)
     fitted = make_model(model, **dict(params or {}))
     try:
         forecast = fitted.fit(y).predict(horizon, level)
@@ -60,7 +60,8 @@ def fit_forecast_with_model(
     return forecast, fitted
 
 
-def _reject_constant(y: pd.Series, name: str) -> None:
+def reject_constant(y: pd.Series, name: str) -> None:
+    """BadInputError (one line, naming the series) when `y` has no values or only one value."""
     observed = y.dropna()
     if observed.empty:
         raise BadInputError(f"{name}: no values in the history (every period is missing); check the source or the dates")
