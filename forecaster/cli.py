@@ -244,44 +244,82 @@ def _send(report: CheckReport, settings: Settings) -> None:
 
 
 @cli.command()
-@click.option("--csv", "csv_file", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The series to replay.")
+@click.argument("kpi_name", required=False, metavar="[KPI]")
+@click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Replay this file instead of a configured KPI.")
 @click.option("--timestamp-col", default="timestamp", show_default=True)
 @click.option("--value-col", default="value", show_default=True)
 @click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the judged rows (CSV).")
 @click.option("--level", default=0.99, show_default=True, type=_Probability(example=0.99),
               help="Band probability per day of data (given, it overrides the KPI's level).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Judge with a KPI's level and alerting guardrails from this config (default: none, "
-                   "the default detector; $KPIWATCH_CONFIG is not read).")
-@click.option("--kpi", "kpi", help="The KPI of --config whose settings apply (needed when it has several).")
+              help="With --csv: judge with a KPI's settings from this config (default: none, the default "
+                   "detector; $KPIWATCH_CONFIG is not read). With KPI: the config (default as for check).")
+@click.option("--kpi", "kpi", help="With --csv: the KPI of --config whose settings apply (needed when it has several).")
+@click.option("--segment", "segments", multiple=True, metavar="DIM=VALUE", help="With KPI: one segment (default: the total).")
+@click.option("--from", "start", help="With KPI: the first day (or hour) replayed (default: 90 days before the end).")
+@click.option("--to", "end", help="With KPI: the last time replayed (default: now by the source's clock).")
 @click.pass_context
-def replay(ctx: click.Context, csv_file: Path, timestamp_col: str, value_col: str, output: Path, level: float,
-           config_file: Path | None, kpi: str | None) -> None:
-    """Walk forward over a CSV as the daemon would, each row judged only from earlier rows."""
+def replay(ctx: click.Context, kpi_name: str | None, csv_file: Path | None, timestamp_col: str, value_col: str,
+           output: Path, level: float, config_file: Path | None, kpi: str | None, segments: tuple[str, ...],
+           start: str | None, end: str | None) -> None:
+    """Walk forward over history as the daemon would, each period judged only from earlier ones.
+
+    `replay KPI`: a configured KPI from its source, run as the daemon on a simulated clock (it
+    counts the Slack messages it would have sent). `replay --csv FILE`: the rows of a file.
+    """
+    if (kpi_name is None) == (csv_file is None):
+        raise BadInputError("give a KPI name or --csv FILE (one of the two)")
+    if csv_file is not None and output.exists() and (output.resolve() == csv_file.resolve()
+                                                     or (csv_file.exists() and output.samefile(csv_file))):
+        raise BadInputError(f"--output {output} is the input file: it would be overwritten; write elsewhere")
+    level_given = ctx.get_parameter_source("level") is click.core.ParameterSource.COMMANDLINE
+    if kpi_name is not None:
+        if kpi is not None:
+            raise BadInputError("--kpi is for --csv; name the KPI as the argument: kpiwatch replay KPI")
+        _replay_configured(kpi_name, config_file, segments, start, end, output, level if level_given else None)
+        return
+    assert csv_file is not None
+    if segments or start or end:
+        raise BadInputError("--segment, --from and --to are for a configured KPI (kpiwatch replay KPI), not --csv")
+    _replay_csv(csv_file, timestamp_col, value_col, output, level, level_given, config_file, kpi)
+
+
+def _replay_csv(csv_file: Path, timestamp_col: str, value_col: str, output: Path, level: float, level_given: bool,
+                config_file: Path | None, kpi: str | None) -> None:
+    from forecaster.detect import Detector, Rules
     from forecaster.models.base import check_level
-    from forecaster.replay import ReplayConfig, replay_rows, summary
+    from forecaster.replay import replay_rows, summary
     from forecaster.sources.base import duplicate_fix, repeated_by_clock_change
     from forecaster.sources.csv import read_csv_columns
 
-    level_given = ctx.get_parameter_source("level") is click.core.ParameterSource.COMMANDLINE
-    if output.resolve() == csv_file.resolve() or (output.exists() and csv_file.exists() and output.samefile(csv_file)):
-        raise BadInputError(f"--output {output} is the input file: it would be overwritten; write elsewhere")
     if config_file is None:
         # Only an explicit --config: benchmarks and scripts replay with the default detector.
         if kpi is not None:
             raise BadInputError(f"--kpi {kpi} needs --config FILE (the config that defines it)")
-        config = ReplayConfig(level=check_level(level))
+        rules = Rules(level=check_level(level))
+
+        def detector_for(freq: str) -> Detector:
+            return Detector(rules, freq, model="auto")
     else:
         settings = load_config(config_file)
         name = _replay_kpi(settings, kpi)
-        config = ReplayConfig.from_settings(settings, name)
+        kpi_config = settings.kpi(name)
         if level_given:
-            config = dataclasses.replace(config, level=check_level(level))
+            kpi_config = kpi_config.model_copy(update={"level": check_level(level)})
+        if kpi_config.ratio is not None and kpi_config.min_volume:
+            # The service measures a ratio's volume by its denominator, which a file lacks.
+            kpi_config = kpi_config.model_copy(update={"min_volume": 0.0})
+
+        def detector_for(freq: str) -> Detector:
+            return Detector.for_kpi(kpi_config, freq, settings.calendar, settings.timezone, settings.alerting.repeat_hours)
     raw = read_csv_columns(csv_file, timestamp_col, value_col)
     with _bar("replaying") as advance:
-        frame, notes = replay_rows(raw, f"{csv_file.name}:{value_col}", config, progress=advance)
+        frame, notes = replay_rows(raw, f"{csv_file.name}:{value_col}", detector_for, progress=advance)
+    freq = _freq_of(frame)
     if config_file is not None:  # said once the file is read: a bad file gets its one line only
-        out.print(f"settings of KPI {name} ({config_file}): {config.describe(daily=_freq_of(frame) == 'D')}"
+        events = _event_days(settings) if freq == "D" else ""
+        out.print(f"settings of KPI {name} ({config_file}): {detector_for(freq).rules.describe(events)}"
                   f"{' (--level given)' if level_given else ''}", markup=False)
         if settings.kpi(name).ratio is not None and settings.kpi(name).min_volume:
             err.print(f"note: min_volume of ratio KPI {name} not applied: the file has no denominator", markup=False)
@@ -293,11 +331,40 @@ def replay(ctx: click.Context, csv_file: Path, timestamp_col: str, value_col: st
         # ended are two different hours: say how to keep them apart.
         err.print(f"note: {repeated[0]:%Y-%m-%d %H:%M} appears twice in {csv_file}; "
                   f"{duplicate_fix(repeated, raw.index)}", markup=False)
+    _write_replay(frame, output)
+    out.print(f"{csv_file}: {summary(frame, freq)}. Written to {output}", markup=False)
+
+
+def _event_days(settings: Settings) -> str:
+    """What a config's event days are, for the settings line: "holidays of NL, retail peaks, 2 own event(s)"."""
+    calendar = settings.calendar
+    days = [f"holidays of {calendar.country}"] if calendar.country else []
+    days += ["retail peaks"] if calendar.retail else []
+    days += [f"{len(calendar.events)} own event(s)"] if calendar.events else []
+    return f"{', '.join(days) or 'no event days'}; days in {settings.timezone}"
+
+
+def _write_replay(frame: pd.DataFrame, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
-    frame.assign(timestamp=frame["timestamp"].map(lambda t: t.isoformat())).to_csv(
-        output, index=False, float_format="%.10g"
-    )
-    out.print(f"{csv_file}: {summary(frame, _freq_of(frame))}. Written to {output}", markup=False)
+    frame.assign(timestamp=frame["timestamp"].map(lambda t: t.isoformat())).to_csv(output, index=False, float_format="%.10g")
+
+
+def _replay_configured(name: str, config_file: Path | None, segments: tuple[str, ...], start: str | None,
+                       end: str | None, output: Path, level: float | None) -> None:
+    """`kpiwatch replay KPI`: the daemon on a simulated clock over the KPI's history."""
+    from forecaster.rehearsal import replay_kpi
+
+    settings = load_config(config_file)
+    settings.kpi(name)  # an unknown name lists the configured ones
+    if level is not None:
+        kpis = dict(settings.kpis)
+        kpis[name] = kpis[name].model_copy(update={"level": level})
+        settings = settings.model_copy(update={"kpis": kpis})
+    with _bar("replaying") as advance:
+        result = replay_kpi(settings, name, _parse_segment(segments), _parse_at(start, settings, "--from"),
+                            _parse_at(end, settings, "--to"), progress=advance)
+    _write_replay(result.frame, output)
+    out.print(f"{result.label}: {result.summary}. Written to {output}", markup=False)
 
 
 def _replay_kpi(settings: Settings, name: str | None) -> str:
@@ -648,9 +715,9 @@ def _print_forecast(series: KPISeries, result: Forecast, fmt: str, unit: str) ->
 
 def _freq_of(frame: pd.DataFrame) -> str:
     """The usual spacing of a replay's rows as an alias, for its summary."""
-    from forecaster.replay import _alias, _usual_spacing
+    from forecaster.timegrid import alias, usual_spacing
 
-    return _alias(_usual_spacing(pd.DatetimeIndex(frame["timestamp"]).sort_values()))
+    return alias(usual_spacing(pd.DatetimeIndex(frame["timestamp"]).sort_values()))
 
 
 class SourcesFailed(KPIWatchError):

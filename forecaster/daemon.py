@@ -25,7 +25,7 @@ import signal
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,6 +40,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from alerts.delivery import DeliveryPolicy, deliver
 from alerts.slack import Notifier, SlackError, make_notifier
 from forecaster.completeness import is_complete
+from forecaster.detect import State
 from forecaster.notify import record_and_send
 from forecaster.pipeline import CheckReport, check, completeness_of, last_closed_period
 from forecaster.schedule import Clock, default_schedule, due_periods, moment_after, parse_schedule
@@ -136,9 +137,11 @@ class StoreLock:
 # -- the worker process --------------------------------------------------------------------------
 
 
-def _check_in_worker(settings: Settings, at: pd.Timestamp, name: str) -> CheckReport:
-    """One KPI's check in a worker process (one process per period: nothing leaks across)."""
-    return check(settings, at=at, kpis=[name], workers=1)
+def _check_in_worker(settings: Settings, at: pd.Timestamp, name: str,
+                     states: Mapping[tuple[str, str], State]) -> CheckReport:
+    """One KPI's check in a worker process (one process per period: nothing leaks across),
+    stepping each series on from its stored detector state."""
+    return check(settings, at=at, kpis=[name], workers=1, states=states)
 
 
 class Worker:
@@ -280,9 +283,13 @@ def _event(level: int, message: str, **fields: Any) -> None:
 class Daemon:
     """The long-running service; `run()` blocks until SIGTERM/SIGINT and returns the exit code."""
 
-    def __init__(self, config_file: Path | None, clock: Clock | None = None, wait_for_lock: bool = True) -> None:
+    def __init__(self, config_file: Path | None, clock: Clock | None = None, wait_for_lock: bool = True,
+                 settings: Settings | None = None, rehearsal: bool = False) -> None:
+        """settings: use these instead of reading `config_file`. rehearsal: replay's daemon: checks
+        run in this process, messages are queued in the store but never sent (no Slack)."""
         self.config_file = config_file
-        self.settings = load_config(config_file)  # a typo ends here, exit 2, before any Slack call
+        self.settings = settings or load_config(config_file)  # a typo ends here, exit 2, before any Slack call
+        self.rehearsal = rehearsal
         self.clock = clock or Clock.from_env()
         self.wait_for_lock = wait_for_lock
         self.metrics = Metrics()
@@ -428,6 +435,11 @@ class Daemon:
         self.metrics.duration.labels(name).observe(seconds)
         _event(level, "job", **fields, seconds=round(seconds, 2))
 
+    def judge_due(self, name: str) -> dict[str, Any]:
+        """Judge the KPI's due periods now (by the daemon's clock); errors are raised (the job,
+        `judge_kpi`, logs them instead). Returns the job's log fields."""
+        return self._judge_due(name, self.settings.kpi(name), self.settings)
+
     def _judge_due(self, name: str, kpi: KPIConfig, settings: Settings) -> dict[str, Any]:
         """Judge the due periods oldest first, each in its own worker and transaction.
 
@@ -465,11 +477,9 @@ class Daemon:
                 continue
             report = None
             if _has_value(source, kpi, period):
-                worker = self.workers.get()
-                try:
-                    report = worker.call(_check_in_worker, (settings, ended, name), settings.daemon.job_timeout_seconds)
-                finally:
-                    self.workers.put(worker)
+                states = self.store.detector_states(name)
+                stored = {(name, segment): state for segment, state in states.items()}
+                report = self._check(settings, ended, name, stored)
             if report is None or name not in report.period:
                 # The source has nothing for the period (its data stopped, or is later than its
                 # delay): judged, it would store an empty evaluation and move on without a word.
@@ -483,7 +493,8 @@ class Daemon:
                 continue
             late = _late_note(period, latest, kpi.freq)
             outcome = record_and_send(report, settings, self.store, self.notifier, now.to_pydatetime(),
-                                      judged={(name, ""): period.to_pydatetime()}, late_note=late, deliver_now=False)
+                                      judged={(name, ""): period.to_pydatetime()}, late_note=late, deliver_now=False,
+                                      states=report.states)
             anomalies += len(report.alerts)
             queued += outcome.queued
             judged.append(period)
@@ -495,6 +506,18 @@ class Daemon:
             fields["no_data"] = ",".join(no_data)
         shown = ",".join(_label(p, kpi.freq) for p in judged)
         return {"status": "ok", "periods": shown or "none due", "anomalies": anomalies, "queued": queued, **fields}
+
+    def _check(self, settings: Settings, ended: pd.Timestamp, name: str,
+               states: Mapping[tuple[str, str], State]) -> CheckReport:
+        """One KPI's check for the period ended at `ended`, in a worker process with a time limit
+        (in this process when rehearsing: replay has no hung fits to fear and no time to lose)."""
+        if self.rehearsal:
+            return _check_in_worker(settings, ended, name, states)
+        worker = self.workers.get()
+        try:
+            return worker.call(_check_in_worker, (settings, ended, name, states), settings.daemon.job_timeout_seconds)
+        finally:
+            self.workers.put(worker)
 
     def _no_data(self, name: str, kpi: KPIConfig, settings: Settings, period: pd.Timestamp, found: str,
                  since_end: pd.Timedelta, now: pd.Timestamp) -> int:
@@ -520,7 +543,7 @@ class Daemon:
             self.exit_code = 3
             self.stop()
             return
-        if self.notifier is None or self.store is None:
+        if self.notifier is None or self.store is None or self.rehearsal:
             return
         if not self.channels_checked and not self._check_slack(at_start=False):
             return  # Slack still unreachable: the outbox keeps everything

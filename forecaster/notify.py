@@ -309,11 +309,13 @@ def record_and_send(
     judged: Mapping[tuple[str, str], datetime] | None = None,
     late_note: str = "",
     deliver_now: bool = True,
+    states: Mapping[tuple[str, str], object] | None = None,
 ) -> CycleOutcome:
     """Store the check and queue its messages (one transaction), then deliver the outbox.
 
     judged: ledger entries that move in the same transaction (the daemon). late_note: see
     `plan_cycle`. deliver_now: False leaves delivery to the caller (the daemon's delivery job).
+    states: detector states by (kpi, segment) stored in the same transaction (the daemon).
 
     notifier None (no Slack configured): only the evaluations are stored; nothing is queued, so
     nothing piles up to be sent stale once Slack is configured. A Slack that refuses the token or
@@ -321,14 +323,14 @@ def record_and_send(
     """
     now = now or utcnow()
     if notifier is None:
-        store.record_cycle(evaluation_records(report), CyclePlan(judged=judged or {}), now)
+        store.record_cycle(evaluation_records(report), CyclePlan(judged=judged or {}, states=states or {}), now)
         return CycleOutcome(0, None)
     snoozes = config_snoozes(settings) + store.snoozes(now)
     incidents = store.open_incidents()
     plan = plan_cycle(report, settings, incidents, snoozes, now,
                       charts=settings.alerting.charts and notifier.supports_files, late_note=late_note,
                       previous_actuals=previous_actuals_of(store, incidents))
-    plan = dataclasses.replace(plan, judged=judged or {})
+    plan = dataclasses.replace(plan, judged=judged or {}, states=states or {})
     queued = store.record_cycle(evaluation_records(report), plan, now)
     if not deliver_now:
         return CycleOutcome(queued, None)

@@ -1,47 +1,53 @@
-"""Where the pieces meet: source -> KPI series -> model -> detector -> explainer -> alerts.
+"""Where the pieces meet: source -> KPI series -> detector -> explainer -> alerts.
 
 The CLI and the daemon both call these functions and hold no logic of their own.
-`evaluate_series` is a pure function of (series, KPI settings, period) so it can be run in a
+`evaluate_series` is a pure function of (series, detector, period, state) so it can be run in a
 worker process, batched, or shipped to a cluster; I/O stays in `check`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
 from forecaster.calendar import Calendar
-from forecaster.clean import mask_outliers
 from forecaster.completeness import completeness, is_complete, rows_per_period, usual_phase
-from forecaster.detect import Rules, anomaly_at, judge_series
+from forecaster.detect import Detector, State
+from forecaster.detect.rules import to_anomaly
 from forecaster.explain import Evaluated, add_related_hints, build_alerts
 from forecaster.kpis import kpi_series
-from forecaster.models import fit_forecast, fit_forecast_with_model
-from forecaster.selection import Selection, SelectionCache
+from forecaster.models import fit_forecast
 from forecaster.settings import AUTO_MODEL, KPIConfig, Settings
 from forecaster.sources import Source, make_source
+from forecaster.store import segment_key
+from forecaster.timegrid import last_closed_period
 from forecaster.types import Alert, Anomaly, BadInputError, Forecast, Judgement, KPISeries, segment_label
 from forecaster.units import format_period
 
 Progress = Callable[[int, int], None]  # (series finished, series in all)
-Job = tuple[KPISeries, KPIConfig, pd.Timestamp, "Selection | None"]
+Job = tuple[KPISeries, KPIConfig, Detector, pd.Timestamp, "State | None"]
+
+__all__ = ["CheckReport", "SeriesResult", "check", "evaluate_series", "last_closed_period"]
 
 
 @dataclass(frozen=True)
 class SeriesResult:
-    """One series judged over its check window; `skipped` says why it was not judged."""
+    """One series judged up to a period; `skipped` says why that period was not judged.
+
+    judgements: the last `check_window` periods (the band a chart draws); forecast: the same as
+    a Forecast. state: the detector's state after the period (the daemon stores it).
+    """
 
     series: KPISeries
     forecast: Forecast | None
     judgements: tuple[Judgement, ...]
     anomaly: Anomaly | None
     skipped: str = ""
-    selection: Selection | None = None
+    state: State | None = None
 
 
 @dataclass(frozen=True)
@@ -66,76 +72,55 @@ class CheckReport:
         """One line per series that could not be judged."""
         return [f"{r.series.label}: {r.skipped}" for r in self.results if r.skipped]
 
+    @property
+    def states(self) -> dict[tuple[str, str], State]:
+        """The detector state of every series, by (kpi, segment key) as the store keeps them."""
+        return {(r.series.name, segment_key(r.series.segment)): r.state for r in self.results if r.state is not None}
+
 
 COMPLETE_LOOKBACK = 7
 """How many periods back `check` looks for a complete one when the latest is still incomplete."""
 
 
-def last_closed_period(now: pd.Timestamp, freq: str, timezone: str) -> pd.Timestamp:
-    """The start of the latest period that has fully ended at `now`.
-
-    Days are cut in `timezone` and labelled by their calendar date (midnight UTC of that date);
-    hours are UTC. An incomplete period is never judged (it would read as a drop).
-    """
-    now = pd.Timestamp(now)
-    now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
-    if freq == "D":
-        today = now.tz_convert(timezone).date()
-        return pd.Timestamp(today, tz="UTC") - pd.Timedelta(days=1)
-    return now.floor("h") - pd.Timedelta(hours=1)
-
-
-def model_params(
-    model: str, params: dict[str, object], calendar: Calendar, horizon: int, selection: Selection | None
-) -> dict[str, object]:
-    """The configured `model_params`, plus what the pipeline knows: the calendar for Prophet and
-    auto, the periods about to be judged (auto looks for events there), a remembered selection."""
+def model_params(model: str, params: dict[str, object], calendar: Calendar) -> dict[str, object]:
+    """The configured `model_params`, plus the calendar for the models that learn it (Prophet, auto)."""
     chosen = dict(params)
     if model in ("prophet", AUTO_MODEL):
         chosen.setdefault("calendar", calendar)
-    if model == AUTO_MODEL:
-        chosen.setdefault("event_horizon", horizon)
-        if selection is not None:
-            chosen.update(choice=selection.model, scale=selection.scale)
     return chosen
 
 
-def evaluate_series(
-    series: KPISeries, kpi: KPIConfig, calendar: Calendar, until: pd.Timestamp, selection: Selection | None = None
-) -> SeriesResult:
-    """Fit on the history before the check window and judge every period of the window.
-
-    The window (`kpi.check_window` periods ending at `until`) is left out of the fit, so an
-    incident that started a few periods ago does not drag the forecast towards itself; gross
-    outliers before it (past incidents) are masked (`forecaster.clean`).
-    selection: for `model: auto`, a remembered choice (None = choose now by a short backtest).
-    """
-    step = pd.tseries.frequencies.to_offset(series.freq)
-    window = pd.date_range(end=until, periods=kpi.check_window, freq=step)
-    history = series.values[series.values.index < window[0]]
-    if history.index.freq is None:
-        history = history.asfreq(step)
-    if kpi.mask_outliers:
-        history = mask_outliers(history, series.freq, _event_periods(history.index, series.freq, calendar))
-    params = model_params(kpi.model, kpi.model_params, calendar, kpi.check_window, selection)
-    try:
-        forecast, used = fit_forecast_with_model(history, kpi.model, len(window), kpi.level, params, series.label)
-    except BadInputError as exc:  # constant or too short: this series cannot be judged now
-        return SeriesResult(series, None, (), None, skipped=str(exc).removeprefix(f"{series.label}: "))
-    rules = Rules.from_kpi(kpi)
-    judgements = judge_series(series, forecast, rules, _event_periods(window, series.freq, calendar))
-    anomaly = anomaly_at(series, judgements, rules, forecast.model, kpi.unit)
-    chosen = selection
-    if kpi.model == AUTO_MODEL and selection is None and hasattr(used, "choice_"):
-        chosen = Selection(used.choice_, used.scale_, until.isoformat())
-    return SeriesResult(series, forecast, tuple(judgements), anomaly, selection=chosen)
+def detector_of(settings: Settings, kpi: KPIConfig) -> Detector:
+    """The one detector of a configured KPI (its rules, model, the config's calendar and timezone)."""
+    return Detector.for_kpi(kpi, kpi.freq, settings.calendar, settings.timezone, settings.alerting.repeat_hours)
 
 
-def _event_periods(window: pd.DatetimeIndex, freq: str, calendar: Calendar) -> frozenset[pd.Timestamp]:
-    """The daily periods of `window` that fall on a holiday or retail peak."""
-    if freq != "D":
-        return frozenset()
-    return frozenset(period for period in window if calendar.events_on(period.date()))
+def evaluate_series(series: KPISeries, kpi: KPIConfig, detector: Detector, until: pd.Timestamp,
+                    state: State | None = None) -> SeriesResult:
+    """Walk the detector forward up to `until` (from `state`, or from the series' first period)
+    and report the last `kpi.check_window` periods; `until`'s judgement decides the anomaly."""
+    state, _ = detector.advance(state, series, until)
+    window = tuple(j for j in state.recent if j.period <= until)[-kpi.check_window:]
+    last = window[-1] if window and window[-1].period == until else None
+    if last is None or pd.isna(last.score):
+        reason = last.reason if last is not None else "no judgement for this period"
+        return SeriesResult(series, _as_forecast(window, kpi.level), window, None, skipped=reason, state=state)
+    anomaly = to_anomaly(series, last, detector.rules, kpi.unit)
+    return SeriesResult(series, _as_forecast(window, kpi.level), window, anomaly, state=state)
+
+
+def _as_forecast(window: Sequence[Judgement], level: float) -> Forecast | None:
+    """The judged periods' bands as a Forecast (for charts and hints)."""
+    if not window:
+        return None
+    index = pd.DatetimeIndex([j.period for j in window])
+    return Forecast(
+        mean=pd.Series([j.expected for j in window], index=index, dtype="float64"),
+        lower=pd.Series([j.lower for j in window], index=index, dtype="float64"),
+        upper=pd.Series([j.upper for j in window], index=index, dtype="float64"),
+        level=level,
+        model=window[-1].model,
+    )
 
 
 def check(
@@ -145,6 +130,7 @@ def check(
     progress: Progress | None = None,
     workers: int | None = None,
     require_complete: bool = False,
+    states: Mapping[tuple[str, str], State] | None = None,
 ) -> CheckReport:
     """Judge the latest closed period of each KPI (all, or those named) and build the alerts.
 
@@ -156,9 +142,12 @@ def check(
         share (an export still being written) is judged on the latest complete period of the
         `COMPLETE_LOOKBACK` before it instead, and not at all when none is; `incomplete` says so.
         Off by default: the daemon checks completeness itself before it asks for a period.
+    states: detector states by (kpi, segment key) (the daemon's store): a series steps on from its
+        state instead of walking forward from its first period (same verdicts either way; a
+        state from other settings, or ahead of the period, is rebuilt). Default: none.
     """
     names = list(kpis) if kpis else list(settings.kpis)
-    cache = SelectionCache(Path(settings.state_dir), settings.reselect_days)
+    states = states or {}
     jobs: list[Job] = []
     periods: dict[str, pd.Timestamp] = {}
     incomplete: list[str] = []
@@ -189,9 +178,9 @@ def check(
             no_data.append(f"{name}: {gap}")
             continue
         periods[name] = until
-        jobs.extend((series, kpi, until, cache.fresh(series.label, until)) for series in found)
-    results = _run_all(jobs, settings.calendar, progress, workers)
-    _remember(cache, results)
+        detector = detector_of(settings, kpi)
+        jobs.extend((series, kpi, detector, until, _usable(states.get((name, segment_key(series.segment))), until)) for series in found)
+    results = _run_all(jobs, progress, workers)
     evaluated = {r.series.label: _evaluated(r, periods[r.series.name], settings.kpi(r.series.name)) for r in results}
     alerts = []
     for name in names:
@@ -258,18 +247,11 @@ def latest_complete_period(source: Source, kpi: KPIConfig, latest: pd.Timestamp)
                   "half-written export is not a drop); check the export, or lower the KPI's `completeness`")
 
 
-def _remember(cache: SelectionCache, results: Sequence[SeriesResult]) -> None:
-    """Save the auto choices made in this check (a read-only state folder costs only speed)."""
-    changed = False
-    for result in results:
-        if result.selection is not None and cache.entries.get(result.series.label) != result.selection:
-            cache.remember(result.series.label, result.selection)
-            changed = True
-    if changed:
-        try:
-            cache.save()
-        except OSError:
-            pass  # the next check chooses again; nothing is lost
+def _usable(state: State | None, until: pd.Timestamp) -> State | None:
+    """A stored state that can step on to `until` (None: walk forward from the first period)."""
+    if state is None or state.next_period > until:
+        return None
+    return state
 
 
 def _evaluated(result: SeriesResult, period: pd.Timestamp, kpi: KPIConfig) -> Evaluated:
@@ -285,15 +267,13 @@ def _evaluated(result: SeriesResult, period: pd.Timestamp, kpi: KPIConfig) -> Ev
     )
 
 
-def _run_all(
-    jobs: list[Job], calendar: Calendar, progress: Progress | None, workers: int | None
-) -> list[SeriesResult]:
+def _run_all(jobs: list[Job], progress: Progress | None, workers: int | None) -> list[SeriesResult]:
     """Evaluate every job, in worker processes when there are several CPUs and jobs."""
     workers = workers if workers is not None else (os.cpu_count() or 1)
     results: list[SeriesResult] = []
     if workers <= 1 or len(jobs) <= 1:
-        for series, kpi, until, selection in jobs:
-            results.append(evaluate_series(series, kpi, calendar, until, selection))
+        for job in jobs:
+            results.append(evaluate_series(*job))
             if progress:
                 progress(len(results), len(jobs))
         return results
@@ -301,7 +281,7 @@ def _run_all(
     # breaks the executor with an error, where a Pool replaces the worker and waits forever.
     pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)))
     try:
-        futures = [pool.submit(evaluate_series, s, kpi, calendar, until, sel) for s, kpi, until, sel in jobs]
+        futures = [pool.submit(evaluate_series, *job) for job in jobs]
         for future in futures:
             results.append(future.result())
             if progress:
@@ -333,7 +313,7 @@ def forecast_series(
     country: str | None = None,
 ) -> Forecast:
     """Fit on the whole series and forecast `horizon` periods ahead at `level`."""
-    chosen = model_params(model, dict(params or {}), Calendar(country), min(horizon, 28), None)
+    chosen = model_params(model, dict(params or {}), Calendar(country))
     return fit_forecast(series.values, model, horizon, level, chosen, name=series.label)
 
 

@@ -16,7 +16,9 @@ The schema is created on first use. Times are stored as naive UTC and returned t
 from __future__ import annotations
 
 import json
+import pickle
 import time
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -158,6 +160,17 @@ feedback = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
+# The detector's state per series (`forecaster.detect.State`, pickled and compressed): judging a
+# new period steps it instead of walking two years of history again. Losing it costs only time.
+detector_states = sa.Table(
+    "detector_states", metadata,
+    sa.Column("kpi", sa.String(128), primary_key=True),
+    sa.Column("segment", sa.String(512), primary_key=True),
+    sa.Column("next_period", UTCDateTime, nullable=False),
+    sa.Column("state", sa.LargeBinary, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
 ledger = sa.Table(
     "ledger", metadata,
     sa.Column("kpi", sa.String(128), primary_key=True),
@@ -227,6 +240,7 @@ class CyclePlan:
     still_open: incident id -> its latest anomalous period; renotified: ids repeated now;
     resolved: ids back to normal (each with a `resolve` item in `items`).
     judged: (kpi, segment) -> the period now judged (the daemon's ledger moves with the cycle).
+    states: (kpi, segment) -> the detector state after the check (stored with its evaluations).
     """
 
     opened: Sequence[IncidentOpen] = ()
@@ -235,6 +249,7 @@ class CyclePlan:
     resolved: Sequence[int] = ()
     items: Sequence[OutboxItem] = ()
     judged: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
+    states: Mapping[tuple[str, str], Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -367,7 +382,23 @@ class Store:
                              .values(state="resolved", resolved_at=now))
             for (kpi, segment), period in plan.judged.items():
                 self.set_judged(kpi, segment, period, conn)
+            for (kpi, segment), state in plan.states.items():
+                _upsert_state(conn, kpi, segment, state, now)
             return sum(_queue(conn, item, now) for item in plan.items)
+
+    def detector_states(self, kpi: str) -> dict[str, Any]:
+        """The stored detector states of a KPI's series by segment key; a state that cannot be
+        read (written by another version) is left out: the series walks forward again."""
+        with self.transaction() as conn:
+            rows = conn.execute(sa.select(detector_states.c.segment, detector_states.c.state)
+                                .where(detector_states.c.kpi == kpi)).all()
+        found = {}
+        for segment, blob in rows:
+            try:
+                found[segment] = pickle.loads(zlib.decompress(blob))
+            except (pickle.UnpicklingError, zlib.error, AttributeError, ImportError, EOFError, TypeError, ValueError):
+                continue
+        return found
 
     def evaluations_of(self, kpi: str, segment: str = "") -> list[EvaluationRecord]:
         """The stored evaluations of one KPI segment, oldest first."""
@@ -590,6 +621,15 @@ def _upsert_evaluation(conn: Connection, record: EvaluationRecord, now: datetime
     updated = conn.execute(evaluations.update().where(*where).values(**values, judged_at=now))
     if updated.rowcount == 0:
         conn.execute(evaluations.insert().values(**values, judged_at=now))
+
+
+def _upsert_state(conn: Connection, kpi: str, segment: str, state: Any, now: datetime) -> None:
+    """Insert or replace one series' detector state (delete + insert: portable, one transaction)."""
+    blob = zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 3)
+    where = (detector_states.c.kpi == kpi, detector_states.c.segment == segment)
+    conn.execute(detector_states.delete().where(*where))
+    conn.execute(detector_states.insert().values(kpi=kpi, segment=segment, state=blob, updated_at=now,
+                                                 next_period=state.next_period.to_pydatetime()))
 
 
 def _open_incident(conn: Connection, opened: IncidentOpen, now: datetime) -> None:

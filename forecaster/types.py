@@ -113,7 +113,14 @@ class Judgement:
     """The detector's verdict on one period of one series (anomalous or not).
 
     score: in [0, 1], monotone in how far `actual` lies from `expected` in units of the band;
-    it equals the band's level exactly at the band's edge.
+    it equals the band's level exactly at the band's edge (NaN: not judged, `reason` says why).
+    is_anomaly: outside the band (or a change of behaviour) and past the guardrails, either way.
+    alert: the KPI's rules make it an alert (its bad way or good news, "for N periods").
+    direction: "up" | "down" (the way it moved), "" when not judged.
+    run_length: alerting periods in a row ending here (0 when not an alert).
+    model: the model that forecast it (after any fallback).
+    notice: "new" when the alert starts an episode, "repeat" when an ongoing one is announced
+        again (`Rules.repeat_hours`), else "".
     """
 
     period: pd.Timestamp
@@ -124,6 +131,11 @@ class Judgement:
     score: float
     is_anomaly: bool
     reason: str = ""
+    alert: bool = False
+    direction: str = ""
+    run_length: int = 0
+    model: str = ""
+    notice: str = ""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,12 @@ by `scale`: it keeps the model's shape over the horizon (wider further out) and 
 the data show.
 
 `choice` and `scale` may be passed in to skip the backtest (a remembered selection).
+
+One-step selection (`selection="one_step"`, what the detector uses): each candidate is fitted on
+the history before its last `holdout` periods, then stepped over them with `update` (its
+parameters kept), and the one with the smaller mean |one-step error| there is refitted on the
+whole history. That is the error the detector's band is made of; no scale is learned, since the
+detector calibrates every model's band from its own one-step errors.
 """
 
 from __future__ import annotations
@@ -38,7 +44,15 @@ import pandas as pd
 
 from forecaster.calendar import Calendar
 from forecaster.models.fallback import FIT_ERRORS
-from forecaster.models.base import check_horizon, check_level, make_model, register, require_fitted, z_value
+from forecaster.models.base import (
+    check_horizon,
+    check_level,
+    make_model,
+    register,
+    require_fitted,
+    season_length,
+    z_value,
+)
 from forecaster.types import Forecast
 
 CALENDAR_MODELS = ("prophet",)  # models that learn holiday and retail-peak effects
@@ -77,6 +91,9 @@ class AutoModel:
         scale: float | None = None,
         calendar: Calendar | None = None,
         event_horizon: int = 7,
+        selection: str = "backtest",
+        holdout: int | None = None,
+        candidate_params: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.candidates = candidates
         self.origins = origins
@@ -86,6 +103,11 @@ class AutoModel:
         self.event_horizon = event_horizon
         self.choice = choice
         self.scale = scale
+        if selection not in ("backtest", "one_step"):
+            raise ValueError(f"auto: `selection` must be 'backtest' or 'one_step'. Got: {selection!r}")
+        self.selection = selection
+        self.holdout = holdout
+        self.candidate_params = candidate_params or {}
         self.model_: Any = None
         self.choice_: str | None = None
         self.scale_: float = 1.0
@@ -93,6 +115,10 @@ class AutoModel:
         self.scales_: dict[str, float] = {}
 
     def fit(self, y: pd.Series) -> Self:
+        if self.selection == "one_step":
+            self.choice_, self.scale_ = self.choice or self._select_one_step(y), 1.0
+            self.model_ = self._make(self.choice_).fit(y)
+            return self
         if self.choice is not None and self.scale is not None:
             self.choice_, self.scale_ = self.choice, float(self.scale)
         else:
@@ -116,6 +142,50 @@ class AutoModel:
         days = pd.date_range(y.index[-1] + pd.Timedelta(days=1), periods=self.event_horizon, freq="D")
         return any(self.calendar.events_on(day.date()) for day in days)
 
+    def next_value(self) -> float:
+        require_fitted(self, "model_")
+        return float(self.model_.next_value())
+
+    def push(self, value: float) -> None:
+        self.model_.push(value)
+
+    def update(self, y: pd.Series) -> Self:
+        require_fitted(self, "model_")
+        self.model_.update(y)
+        return self
+
+    @property
+    def seasonal_(self) -> bool:
+        """Whether the chosen model has a season (the detector's band keeps errors per form)."""
+        return bool(getattr(self.model_, "seasonal_", True))
+
+    def _select_one_step(self, y: pd.Series) -> str:
+        """The candidate with the smallest mean |one-step error| over the last `holdout` periods
+        (default: four seasons, at least 28 and at most a quarter of the history), each fitted
+        on the periods before them; the first candidate when the history cannot spare them."""
+        candidates = self._candidates(y)
+        season = season_length(y.index.freqstr or "D")
+        holdout = self.holdout or min(max(28, 4 * season), len(y) // 4)
+        if holdout < 7:
+            return candidates[0]
+        train, test = y.iloc[:-holdout], y.iloc[-holdout:].to_numpy(dtype="float64")
+        errors: dict[str, float] = {}
+        for name in candidates:
+            try:
+                model = self._make(name).fit(train)
+            except FIT_ERRORS:
+                continue
+            total, count = 0.0, 0
+            for value in test:
+                if not np.isnan(value):
+                    total += abs(value - model.next_value())
+                    count += 1
+                model.push(float(value))
+            errors[name] = total / count if count else math.inf
+        if not errors:
+            return candidates[0]
+        return min(errors, key=lambda name: (errors[name], candidates.index(name)))
+
     def predict(self, horizon: int, level: float = 0.95) -> Forecast:
         require_fitted(self, "model_")
         horizon, level = check_horizon(horizon), check_level(level)
@@ -137,6 +207,8 @@ class AutoModel:
         return ["seasonal_naive", "ets", *(["prophet"] if daily_year else [])]
 
     def _make(self, name: str) -> Any:
+        if name in self.candidate_params:
+            return make_model(name, **self.candidate_params[name])
         if name == "prophet":
             # The band is recalibrated from backtest errors, so Prophet's 1,000 simulated paths
             # would only give its shape: the analytic band has the same shape, ~20 ms sooner.

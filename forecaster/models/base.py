@@ -1,12 +1,19 @@
 """The model contract, shared helpers, and the registry every model is found through.
 
 Contract (statsforecast-style): a fresh instance per fit; parameters go to `__init__`, fitted
-state lives in attributes ending in `_`; `fit(y) -> self`; `predict(horizon, level) -> Forecast`.
+state lives in attributes ending in `_`; `fit(y) -> self`; `update(y) -> self` takes in the
+values that followed, parameters kept (sktime's `update(update_params=False)`, statsforecast's
+`forward`); `predict(horizon, level) -> Forecast` forecasts from the last value seen.
 `y` is a float series on a regular, tz-aware DatetimeIndex whose `freq` is set; NaN = missing.
+
+The detector's hot path steps one value at a time without pandas: `next_value()` is the
+one-step mean, `push(value)` takes one value in (NaN: a gap, the model carries on from its
+forecast). `update(y)` is `push` over `y`.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, Protocol, Self
 
@@ -14,11 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from forecaster.timegrid import season_length  # noqa: F401  (models read the season here)
 from forecaster.types import BadInputError, Forecast
-
-# Season length of the calendar frequencies that have no fixed duration.
-_SEASON_BY_FREQ = {"w": 52, "ms": 12, "me": 12, "qs": 4}
-
 
 class Model(Protocol):
     """What every forecasting model offers."""
@@ -27,30 +31,22 @@ class Model(Protocol):
 
     def fit(self, y: pd.Series) -> Self: ...
 
+    def update(self, y: pd.Series) -> Self: ...
+
     def predict(self, horizon: int, level: float = 0.95) -> Forecast: ...
 
+    def next_value(self) -> float: ...
 
-def season_length(freq: str) -> int:
-    """Periods in one seasonal cycle for a pandas alias: "h" -> 24, "D" -> 7, "5min" -> 288.
+    def push(self, value: float) -> None: ...
 
-    Sub-daily data cycles daily, daily data weekly, weekly and monthly data yearly.
-    Returns 1 (no seasonality) for anything else.
-    """
-    offset = pd.tseries.frequencies.to_offset(freq)
-    try:
-        step = pd.Timedelta(offset)
-    except ValueError:  # calendar offsets (week-anchored, month) have no fixed length
-        step = None
-    if step is not None:
-        if step < pd.Timedelta(days=1):
-            return max(1, int(pd.Timedelta(days=1) / step))
-        if step == pd.Timedelta(days=1):
-            return 7
-        if step == pd.Timedelta(days=7):
-            return 52
-        return 1
-    base = "".join(ch for ch in freq.lower().split("-")[0] if ch.isalpha())
-    return _SEASON_BY_FREQ.get(base, 1)
+
+def update_by_push(model: Any, y: pd.Series) -> None:
+    """The contract's `update`: push every value of `y` (which follows what the model has seen)
+    and extend `model.y_`, so `predict` labels its periods after the new values."""
+    require_fitted(model, "y_")
+    for value in y.to_numpy(dtype="float64", na_value=np.nan):
+        model.push(float(value))
+    model.y_ = pd.concat([model.y_, y]).asfreq(model.y_.index.freq)
 
 
 def check_level(level: float) -> float:
@@ -86,8 +82,10 @@ def future_index(y: pd.Series, horizon: int) -> pd.DatetimeIndex:
     return pd.date_range(y.index[-1] + freq, periods=horizon, freq=freq)
 
 
+@functools.lru_cache(maxsize=64)
 def z_value(level: float) -> float:
-    """The standard normal quantile of a central interval: 0.95 -> 1.96."""
+    """The standard normal quantile of a central interval: 0.95 -> 1.96 (the one helper; cached,
+    since the detector asks it once per judged period)."""
     return float(stats.norm.ppf(0.5 + level / 2.0))
 
 

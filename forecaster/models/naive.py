@@ -5,12 +5,22 @@ Fast (microseconds), assumption-free, and the fallback when a richer model fails
 
 from __future__ import annotations
 
+import math
 from typing import Self
 
 import numpy as np
 import pandas as pd
 
-from forecaster.models.base import check_horizon, check_season, check_level, future_index, register, require_fitted, season_length
+from forecaster.models.base import (
+    check_horizon,
+    check_level,
+    check_season,
+    future_index,
+    register,
+    require_fitted,
+    season_length,
+    update_by_push,
+)
 from forecaster.types import Forecast
 
 
@@ -39,6 +49,22 @@ class SeasonalNaive:
         self.last_season_ = _last_seen_per_phase(values, m)
         errors = values[m:] - values[:-m]
         self.abs_errors_ = np.abs(errors[~np.isnan(errors)])
+        return self
+
+    def next_value(self) -> float:
+        """The value one season ago (the next phase's last value)."""
+        require_fitted(self, "last_season_")
+        assert self.last_season_ is not None
+        return float(self.last_season_[0])
+
+    def push(self, value: float) -> None:
+        """The next value becomes its phase's last value (NaN: the phase keeps its old one)."""
+        assert self.last_season_ is not None
+        kept = self.last_season_[0] if math.isnan(value) else value
+        self.last_season_ = np.append(self.last_season_[1:], kept)
+
+    def update(self, y: pd.Series) -> Self:
+        update_by_push(self, y)
         return self
 
     def predict(self, horizon: int, level: float = 0.95) -> Forecast:

@@ -22,8 +22,19 @@ import numpy as np
 import pandas as pd
 
 from forecaster.calendar import Calendar
-from forecaster.models.base import check_horizon, check_level, future_index, register, require_fitted, z_value
+from forecaster.models.base import (
+    check_horizon,
+    check_level,
+    future_index,
+    register,
+    require_fitted,
+    update_by_push,
+    z_value,
+)
 from forecaster.types import Forecast
+
+
+PATH_CHUNK = 400  # periods of the fitted curve computed at once for stepping (over a year of days)
 
 
 def quiet_prophet() -> None:
@@ -76,6 +87,9 @@ class ProphetModel:
         self.changepoint_prior_scale = changepoint_prior_scale
         self.prophet_: Any = None
         self.y_: pd.Series | None = None
+        self.fitted_y_: pd.Series | None = None  # the history of the last fit: the path starts after it
+        self.path_: np.ndarray | None = None  # the fitted curve's means after that history
+        self.pushed_ = 0  # values taken in since the fit
 
     def fit(self, y: pd.Series) -> Self:
         Prophet = _prophet_class()  # imported late: ~1 s, only when Prophet is really used
@@ -98,8 +112,54 @@ class ProphetModel:
             warnings.simplefilter("ignore", DeprecationWarning)  # pandas deprecations inside Prophet
             model.fit(frame)
         self.prophet_ = model
-        self.y_ = y
+        self.y_ = self.fitted_y_ = y
+        self.path_, self.pushed_ = None, 0
         return self
+
+    def next_value(self) -> float:
+        """The fitted curve at the next period. Values taken in since the fit do not move it:
+        Prophet's update is its fitted forecast, used until the next refit."""
+        require_fitted(self, "prophet_")
+        if self.path_ is None or self.pushed_ >= len(self.path_):
+            self._extend_path(self.pushed_ + PATH_CHUNK)
+        assert self.path_ is not None
+        return float(self.path_[self.pushed_])
+
+    def push(self, value: float) -> None:
+        """Move one period on (the value itself waits for the next fit)."""
+        self.pushed_ += 1
+
+    def update(self, y: pd.Series) -> Self:
+        update_by_push(self, y)
+        return self
+
+    def _extend_path(self, steps: int) -> None:
+        """The fitted curve's means for the `steps` periods after the fitted history (one
+        Prophet predict for many steps: a predict costs ~20 ms whatever its length)."""
+        assert self.fitted_y_ is not None
+        index = future_index(self.fitted_y_, steps)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            out = self.prophet_.predict(pd.DataFrame({"ds": index.tz_convert("UTC").tz_localize(None)}))
+        self.path_ = out["yhat"].to_numpy(dtype="float64")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (the daemon stores a detector's state) through Prophet's own JSON form: the
+        fitted Stan backend does not pickle reliably."""
+        state = dict(self.__dict__)
+        if state.get("prophet_") is not None:
+            from prophet.serialize import model_to_json
+
+            state["prophet_"] = model_to_json(state["prophet_"])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("prophet_"), str):
+            _prophet_class()  # quiet loggers before prophet's import
+            from prophet.serialize import model_from_json
+
+            state["prophet_"] = model_from_json(state["prophet_"])
+        self.__dict__.update(state)
 
     def predict(self, horizon: int, level: float = 0.95) -> Forecast:
         require_fitted(self, "prophet_")
