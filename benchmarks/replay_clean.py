@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from forecaster.replay import replay
+from forecaster.replay import default_detectors, replay
 from forecaster.sources.base import to_kpi_series
 
 SHAPES = {"D": (730, 1), "h": (120 * 24, 24), "5min": (28 * 288, 288)}  # periods, periods per day
@@ -37,7 +37,8 @@ def main() -> None:
     for freq in SHAPES:
         cells = []
         for seed in range(args.seeds):
-            frame = replay(to_kpi_series("clean", clean_series(freq, seed), freq=freq, origin="clean"))
+            frame = replay(to_kpi_series("clean", clean_series(freq, seed), freq=freq, origin="clean"),
+                           default_detectors()(freq))
             judged = frame[frame["score"].notna()]
             outside = ((judged["value"] < judged["lower"]) | (judged["value"] > judged["upper"])).mean()
             cells.append(f"{int(frame['anomaly'].sum())} ({outside:.2%})")

@@ -28,7 +28,9 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from forecaster.replay import ReplayConfig, _periods_per_day, _usual_spacing, _alias, replay_rows  # noqa: E402
+from forecaster.detect import Rules  # noqa: E402
+from forecaster.replay import default_detectors, replay_rows  # noqa: E402
+from forecaster.timegrid import alias, periods_per_day, usual_spacing  # noqa: E402
 from forecaster.sources.csv import read_csv_columns  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "nab-dev"
@@ -58,7 +60,7 @@ def coverage(frame: pd.DataFrame, windows: list[list[str]], level: float) -> Cov
         inside = (stamps >= pd.Timestamp(start, tz="UTC")) & (stamps <= pd.Timestamp(end, tz="UTC"))
         normal &= ~np.asarray(inside)
     rows = frame[normal]
-    per_day = _periods_per_day(_alias(_usual_spacing(stamps.sort_values())))
+    per_day = periods_per_day(alias(usual_spacing(stamps.sort_values())))
     per_period = 1.0 - (1.0 - level) / max(per_day, 1.0)
     half = rows["upper"] - rows["expected"]
     sigma = half / stats.norm.ppf(0.5 + per_period / 2)
@@ -69,12 +71,12 @@ def coverage(frame: pd.DataFrame, windows: list[list[str]], level: float) -> Cov
 def replay_file(source: Path, target: Path, windows: list[list[str]]) -> tuple[str, int, int, float, Coverage]:
     """Replay one file; returns (name, rows, alerts, seconds, coverage on normal rows)."""
     started = time.perf_counter()
-    config = ReplayConfig()
-    frame, _ = replay_rows(read_csv_columns(source, "timestamp", "value"), source.name, config)
+    rules = Rules()  # the defaults `kpiwatch replay --csv` uses
+    frame, _ = replay_rows(read_csv_columns(source, "timestamp", "value"), source.name, default_detectors(rules))
     seconds = time.perf_counter() - started
     target.parent.mkdir(parents=True, exist_ok=True)
     frame.assign(timestamp=frame["timestamp"].map(lambda t: t.isoformat())).to_csv(target, index=False)
-    return source.name, len(frame), int(frame["anomaly"].sum()), seconds, coverage(frame, windows, config.level)
+    return source.name, len(frame), int(frame["anomaly"].sum()), seconds, coverage(frame, windows, rules.level)
 
 
 def main() -> None:

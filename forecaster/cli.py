@@ -139,8 +139,6 @@ def demo(out_dir: Path, fmt: str) -> None:
     from forecaster.sources.demo import DEMO_NOW
 
     settings = parse_config(bundled_config_text("kpiwatch.yaml"), origin="config/kpiwatch.yaml")
-    # auto's model choices are remembered next to the charts: a second demo run skips the backtests
-    settings = settings.model_copy(update={"state_dir": str(out_dir / ".state")})
     report = _run_check(settings, at=DEMO_NOW, kpis=None, quiet=fmt == "json")
     charts = _write_charts(report, out_dir)
     if fmt == "json":
@@ -289,7 +287,7 @@ def _replay_csv(csv_file: Path, timestamp_col: str, value_col: str, output: Path
                 config_file: Path | None, kpi: str | None) -> None:
     from forecaster.detect import Detector, Rules
     from forecaster.models.base import check_level
-    from forecaster.replay import replay_rows, summary
+    from forecaster.replay import default_detectors, replay_rows, summary
     from forecaster.sources.base import duplicate_fix, repeated_by_clock_change
     from forecaster.sources.csv import read_csv_columns
 
@@ -297,10 +295,7 @@ def _replay_csv(csv_file: Path, timestamp_col: str, value_col: str, output: Path
         # Only an explicit --config: benchmarks and scripts replay with the default detector.
         if kpi is not None:
             raise BadInputError(f"--kpi {kpi} needs --config FILE (the config that defines it)")
-        rules = Rules(level=check_level(level))
-
-        def detector_for(freq: str) -> Detector:
-            return Detector(rules, freq, model="auto")
+        detector_for = default_detectors(Rules(level=check_level(level)))
     else:
         settings = load_config(config_file)
         name = _replay_kpi(settings, kpi)

@@ -227,7 +227,8 @@ def _messages(
 def _resolves(
     report: CheckReport, open_incidents: Mapping[tuple[str, str], Incident], now: datetime, timezone: str
 ) -> tuple[list[Incident], list[OutboxItem]]:
-    """Open incidents whose series was judged normal at its latest period: resolved, with a thread
+    """Open incidents whose series was judged normal at its latest period and whose alert episode
+    has ended (`Judgement.episode`: a calm spell after the last anomaly): resolved, with a thread
     reply (and an update of the original message) per message that announced them."""
     latest = {(r.series.name, segment_key(r.series.segment)): _last_judgement(r) for r in report.results}
     alerted = {(a.anomaly.kpi, segment_key(a.anomaly.segment)) for a in report.alerts}
@@ -235,8 +236,8 @@ def _resolves(
     items: list[OutboxItem] = []
     for where, incident in open_incidents.items():
         judgement = latest.get(where)
-        if where in alerted or judgement is None or judgement.is_anomaly:
-            continue  # still anomalous, or not judged this time: no false "resolved"
+        if where in alerted or judgement is None or judgement.is_anomaly or judgement.episode:
+            continue  # still anomalous (or not calm for long enough), or not judged this time
         if judgement.period <= pd.Timestamp(incident.last_period):
             continue  # an older period (catch-up, `check --at` in the past) says nothing about now
         resolved.append(incident)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from forecaster.detect import Detector, history_needed
+from forecaster.detect import Detector, Rules, history_needed
 from forecaster.sources.base import to_kpi_series
 from forecaster.timegrid import (
     Step,
@@ -35,6 +35,14 @@ from forecaster.types import BadInputError, Judgement, KPISeries
 COLUMNS = ["timestamp", "value", "expected", "lower", "upper", "score", "anomaly"]
 Progress = Callable[[int, int], None]
 DetectorFor = Callable[[str], Detector]  # a pandas alias -> the detector for data of that spacing
+
+
+def default_detectors(rules: Rules = Rules()) -> DetectorFor:
+    """The detectors `kpiwatch replay --csv` uses without a config: `rules` (default: either way
+    is news, level 0.99) and the model a KPI gets by default (`auto`), no calendar."""
+    from forecaster.settings import AUTO_MODEL
+
+    return lambda freq: Detector(rules, freq, model=AUTO_MODEL)
 
 
 def replay(series: KPISeries, detector: Detector, progress: Progress | None = None) -> pd.DataFrame:

@@ -121,6 +121,8 @@ class Judgement:
     model: the model that forecast it (after any fallback).
     notice: "new" when the alert starts an episode, "repeat" when an ongoing one is announced
         again (`Rules.repeat_hours`), else "".
+    episode: an alert episode of this series is still going on after this period (its incident
+        stays open); it ends after a calm spell (`forecaster.detect.engine`).
     """
 
     period: pd.Timestamp
@@ -136,6 +138,7 @@ class Judgement:
     run_length: int = 0
     model: str = ""
     notice: str = ""
+    episode: bool = False
 
 
 @dataclass(frozen=True)

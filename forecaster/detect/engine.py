@@ -33,7 +33,8 @@ How a period is judged (defaults in brackets):
   of this time yesterday was outside too, by at least half its error, the same way.
 - rules (`Rules`): guardrails, direction, "for N periods" decide `alert`; an episode of alerts
   is announced when it starts and again every `repeat_hours` while it lasts (`notice`), as the
-  incident planner does.
+  incident planner does; it ends after half that interval without an anomaly (a day for daily
+  data), when the planner resolves its incident.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class Plan:
     train_window: int
     accept_after: int
     repeat_after: int
+    calm_after: int
     min_fit: int
 
     @property
@@ -123,6 +125,7 @@ def make_plan(freq: str, rules: Rules, refit_every: int | None = None, train_win
         train_window=train_window or min(max(4 * season, 7 * day, 200), 4032),
         accept_after=accept_after or max(day, 3),
         repeat_after=periods_in(rules.repeat_hours, freq),
+        calm_after=max(1, periods_in(rules.repeat_hours, freq) // 2),
         min_fit=MIN_FIT if per_day >= 1 else MIN_FIT_COARSE,
     )
 
@@ -206,6 +209,7 @@ class State:
     alert_up: bool = False
     last_alertable: int = -2  # position of the last alertable period
     episode: bool = False  # an announced episode is going on
+    calm: int = 0  # judged periods in a row without an anomaly
     since_notice: int = 0
     volumes: deque[float] = field(default_factory=lambda: deque(maxlen=28))
     effects: dict[tuple[tuple[str, ...], int], tuple[str, float]] = field(default_factory=dict)
@@ -465,7 +469,7 @@ class Detector:
             self._remember_error(state, max(-cap, min(cap, value - forecast)))
         return Judgement(period, value, expected, expected - half, expected + half, score, is_anomaly, reason,
                          alert=alert, direction=direction.value, run_length=state.alert_run if alert else 0,
-                         model=state.model_label, notice=notice)
+                         model=state.model_label, notice=notice, episode=state.episode)
 
     def _alert(self, state: State, alertable: bool, up: bool) -> bool:
         """"For N periods": alertable periods in a row the same way (a gap, an unjudged or a quiet
@@ -482,10 +486,13 @@ class Detector:
 
     def _notice(self, state: State, alert: bool, is_anomaly: bool) -> str:
         """"new" when an alert starts an episode, "repeat" every `repeat_after` periods while it
-        lasts, "" otherwise; a judged period inside its band ends the episode (as the incident
-        planner resolves an incident)."""
+        lasts, "" otherwise. An episode ends after `calm_after` judged periods in a row without an
+        anomaly (half the repeat interval, at least one period: a day for daily data), so a
+        flapping series is one episode, not an alert every other period. The incident planner
+        resolves an incident when its episode has ended (`Judgement.episode`)."""
         state.since_notice += 1
-        if not is_anomaly:
+        state.calm = 0 if is_anomaly else state.calm + 1
+        if state.calm >= self.plan.calm_after:
             state.episode = False
         if not alert:
             return ""
