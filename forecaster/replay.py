@@ -39,10 +39,10 @@ DetectorFor = Callable[[str], Detector]  # a pandas alias -> the detector for da
 
 def default_detectors(rules: Rules = Rules()) -> DetectorFor:
     """The detectors `kpiwatch replay --csv` uses without a config: `rules` (default: either way
-    is news, level 0.99) and the model a KPI gets by default (`auto`), no calendar."""
-    from forecaster.settings import AUTO_MODEL
+    is news, level 0.99) and the model a KPI gets by default, no calendar."""
+    from forecaster.settings import DEFAULT_MODEL
 
-    return lambda freq: Detector(rules, freq, model=AUTO_MODEL)
+    return lambda freq: Detector(rules, freq, model=DEFAULT_MODEL)
 
 
 def replay(series: KPISeries, detector: Detector, progress: Progress | None = None) -> pd.DataFrame:

@@ -26,6 +26,10 @@ from forecaster.types import BadInputError, Direction
 
 DEFAULT_CONFIG = Path("config/kpiwatch.yaml")
 AUTO_MODEL = "auto"
+# The detector's model when a KPI names none: ETS without trend, stepped one period at a time.
+# `auto` (ETS or seasonal naive by their one-step errors) judged no better on the daily incident
+# benchmark and worse on NAB dev, at twice the cost (BENCHMARKS.md).
+DEFAULT_MODEL = "ets"
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -174,11 +178,15 @@ class KPIConfig(_Strict):
     good_news: also report anomalies in the good direction, as good news (default False).
     event_margin: on a public holiday or retail peak the band widens by this fraction of the
         expected value (default 0.15): such effects are learned from only one or two past years.
-    check_window: periods judged together at each check, left out of the fit (default 7).
+    model: the detector's one-step model: ets (default), seasonal_naive, prophet or auto (ets or
+        seasonal naive, whichever had the smaller one-step errors before each refit; with
+        `model_params: {candidates: [ets, prophet]}` Prophet too); every one gets the same
+        calibrated band (`forecaster.detect`).
+    check_window: periods a check reports and stores (the band a chart draws) (default 7).
     related: KPIs to look at when this one alerts (same segment, same period), e.g.
         page_load_time and bounce_rate for conversion_rate; they must be configured too.
-    mask_outliers: keep gross past outliers (incidents) out of the fit (default True; see
-        forecaster/clean.py).
+    mask_outliers: kept for old configs; no effect: the detector always keeps past anomalies out
+        of its model and its band.
     phase, goal: the funnel phase (see, think, do, care) and what the KPI is for (catalogue text).
     target: a SMART target `{value, by}`, tracked by `kpiwatch goals`.
     tags: labels for routing alerts to channels (`alerting.routes[].tags`).
@@ -206,7 +214,7 @@ class KPIConfig(_Strict):
     source: str = "default"
     segments: list[str] = Field(default_factory=list)
     filter: dict[str, list[str]] = Field(default_factory=dict)
-    model: str = AUTO_MODEL
+    model: str = DEFAULT_MODEL
     model_params: dict[str, Any] = Field(default_factory=dict)
     level: float = Field(default=0.99, gt=0.5, lt=1.0)
     min_volume: float = Field(default=0.0, ge=0.0)
@@ -272,10 +280,10 @@ class Settings(_Strict):
 
     timezone: IANA name in which days are cut and "now" is read (default UTC).
     country: ISO code whose public holidays the models learn (default none).
-    state_dir: folder for what kpiwatch remembers between runs (default `.kpiwatch`, relative
-        to the working directory); today the model choices of `model: auto`.
-    reselect_days: how long an `auto` model choice is kept before it is backtested again
-        (default 30).
+    state_dir: folder of the default state store (default `.kpiwatch`, relative to the working
+        directory).
+    reselect_days: kept for old configs; no effect: `auto` chooses again at each refit of the
+        detector, whose state the store keeps.
     events: the team's own events (campaign launches, promotions, releases): the models learn
         their effect like a holiday's, the band widens on them, and alerts name them.
     state: SQLAlchemy URL of the state store (evaluations, outbox, snoozes); default

@@ -367,8 +367,7 @@ class Store:
         """
         now = now or utcnow()
         with self.transaction() as conn:
-            for record in records:
-                _upsert_evaluation(conn, record, now)
+            _replace_evaluations(conn, records, now)
             for opened in plan.opened:
                 _open_incident(conn, opened, now)
             for incident_id, period in plan.still_open.items():
@@ -614,13 +613,18 @@ def _engine(url: str) -> Engine:
                          "for PostgreSQL install kpiwatch[postgres]") from None
 
 
-def _upsert_evaluation(conn: Connection, record: EvaluationRecord, now: datetime) -> None:
-    values = {k: _nan_to_none(v) for k, v in record.__dict__.items()}
-    where = (evaluations.c.kpi == record.kpi, evaluations.c.segment == record.segment,
-             evaluations.c.period == record.period)
-    updated = conn.execute(evaluations.update().where(*where).values(**values, judged_at=now))
-    if updated.rowcount == 0:
-        conn.execute(evaluations.insert().values(**values, judged_at=now))
+def _replace_evaluations(conn: Connection, records: Sequence[EvaluationRecord], now: datetime) -> None:
+    """Insert or replace a check's evaluations: one DELETE per KPI segment (its periods) and one
+    batched INSERT, not a statement per row (a cycle writes a week of rows for every series)."""
+    periods: dict[tuple[str, str], list[datetime]] = {}
+    for record in records:
+        periods.setdefault((record.kpi, record.segment), []).append(record.period)
+    for (kpi, segment), stamps in periods.items():
+        conn.execute(evaluations.delete().where(evaluations.c.kpi == kpi, evaluations.c.segment == segment,
+                                                evaluations.c.period.in_(stamps)))
+    rows = [{**{k: _nan_to_none(v) for k, v in record.__dict__.items()}, "judged_at": now} for record in records]
+    if rows:
+        conn.execute(evaluations.insert(), rows)
 
 
 def _upsert_state(conn: Connection, kpi: str, segment: str, state: Any, now: datetime) -> None:

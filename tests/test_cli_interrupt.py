@@ -56,7 +56,7 @@ def test_ctrl_c_during_a_check_ends_it_and_its_workers_within_seconds(tmp_path):
         check.wait(30)
 
 
-def _fails_fast_or_fits_slowly(series, kpi, calendar, until, selection=None):
+def _fails_fast_or_fits_slowly(series, kpi, detector, until, state=None):
     """Stands in for `evaluate_series` in the forked workers: one bad series, the rest slow."""
     if series.name == "bad":
         raise BadInputError("bad: this series cannot be judged")
@@ -67,11 +67,11 @@ def test_a_failed_series_ends_the_other_workers_at_once(monkeypatch):
     # In-process callers (not only a CLI that exits) must not keep fitting after a failure.
     monkeypatch.setattr(pipeline, "evaluate_series", _fails_fast_or_fits_slowly)
     index = pd.date_range("2025-01-01", periods=10, freq="D", tz="UTC")
-    jobs = [(KPISeries(name, pd.Series(1.0, index=index), "D"), None, index[-1], None)
+    jobs = [(KPISeries(name, pd.Series(1.0, index=index), "D"), None, None, index[-1], None)
             for name in ("bad", "slow1", "slow2", "slow3")]
     started = time.monotonic()
     with pytest.raises(BadInputError):
-        pipeline._run_all(jobs, None, None, workers=2)
+        pipeline._run_all(jobs, None, workers=2)
     assert time.monotonic() - started < 60
     deadline = time.time() + 10
     while multiprocessing.active_children() and time.time() < deadline:

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from forecaster.calendar import Calendar
+from forecaster.detect import Detector, walk_forward
 from forecaster.kpis import kpi_series
 from forecaster.pipeline import SeriesResult, evaluate_series
 from forecaster.settings import KPIConfig, RatioConfig
@@ -23,7 +24,7 @@ from forecaster.sources.demo import INCIDENTS, SMALL_CHANNEL, DemoSource
 from forecaster.types import KPISeries
 
 DAYS = 730
-WINDOW = 30  # judge a month per fit: 24 fits cover the two years
+WINDOW = 30  # periods a check reports
 
 
 def conversion_rate(sessions_per_day: float, drop_from: int | None = None, seed: int = 0):
@@ -39,15 +40,19 @@ def conversion_rate(sessions_per_day: float, drop_from: int | None = None, seed:
                          denominator=pd.Series(sessions, index=index))
 
 
+def detector(kpi: KPIConfig, calendar: Calendar = Calendar()) -> Detector:
+    return Detector.for_kpi(kpi, "D", calendar, "UTC")
+
+
+def down(judgements) -> list[pd.Timestamp]:
+    """The periods judged anomalous the bad way (down): what would alert with default settings."""
+    return [j.period for j in judgements if j.is_anomaly and j.actual < j.expected]
+
+
 def alerts_over_history(series) -> list[pd.Timestamp]:
-    """Judge the whole history month by month with default settings; the alerted periods."""
-    kpi = KPIConfig(ratio=RatioConfig(numerator="conversions", denominator="sessions"), unit="%",
-                    model="ets", check_window=WINDOW)
-    flagged = []
-    for end in range(120 + WINDOW - 1, DAYS, WINDOW):
-        result = evaluate_series(series, kpi, Calendar(), series.values.index[end])
-        flagged += [j.period for j in result.judgements if j.is_anomaly and j.actual < j.expected]
-    return flagged
+    """Walk the detector over the whole history with default settings; the alerted periods."""
+    kpi = KPIConfig(ratio=RatioConfig(numerator="conversions", denominator="sessions"), unit="%")
+    return down(walk_forward(detector(kpi), series))
 
 
 @pytest.mark.slow
@@ -69,8 +74,7 @@ def test_the_same_relative_drop_on_a_large_segment_alerts() -> None:
 
 DROP = 0.6  # incident 1's size: the conversion rate at 0.6x for 3 days
 DROP_DAYS = 3
-# Default settings (level 0.99, no min_volume, no min_abs_change, model auto), judged a month
-# per fit so ~21 fits cover the two years; the fit never sees the month it judges.
+# Default settings (level 0.99, no min_volume, no min_abs_change, the default model).
 DEMO_KPI = KPIConfig(ratio=RatioConfig(numerator="conversions", denominator="sessions"), unit="%",
                      segments=["channel"], check_window=WINDOW)
 CALENDAR = Calendar("NL")
@@ -84,8 +88,8 @@ def demo_rates() -> dict[str, KPISeries]:
 
 
 def drops(result: SeriesResult) -> list[pd.Timestamp]:
-    """The periods judged anomalous the bad way (down): what would alert with default settings."""
-    return [j.period for j in result.judgements if j.is_anomaly and j.actual < j.expected]
+    """The periods of a check judged anomalous the bad way (down)."""
+    return down(result.judgements)
 
 
 def with_rate_drop(series: KPISeries, first: pd.Timestamp) -> KPISeries:
@@ -123,14 +127,9 @@ def test_the_demo_has_a_tiny_channel(demo_rates: dict[str, KPISeries]) -> None:
 
 @pytest.mark.slow
 def test_the_tiny_demo_channel_never_alerts_in_two_years(demo_rates: dict[str, KPISeries]) -> None:
-    tiny = demo_rates[SMALL_CHANNEL]
-    index = tiny.values.index
-    flagged = []
-    for end in range(120 + WINDOW - 1, len(index), WINDOW):
-        result = evaluate_series(tiny, DEMO_KPI, CALENDAR, index[end])
-        assert not result.skipped, result.skipped
-        flagged += drops(result)
-    assert flagged == []
+    judgements = walk_forward(detector(DEMO_KPI, CALENDAR), demo_rates[SMALL_CHANNEL])
+    assert sum(1 for j in judgements if not np.isnan(j.score)) > 600  # judged, not skipped
+    assert down(judgements) == []
 
 
 @pytest.mark.slow
@@ -143,7 +142,7 @@ def test_incident_sized_drop_alerts_on_a_large_channel_only(
     dropped = with_rate_drop(series, first)
     days = pd.date_range(first, periods=DROP_DAYS, freq="D")
     assert (dropped.values.loc[days] < series.values.loc[days]).any()  # the drop really moved the data
-    result = evaluate_series(dropped, DEMO_KPI, CALENDAR, days[-1])
+    result = evaluate_series(dropped, DEMO_KPI, detector(DEMO_KPI, CALENDAR), days[-1])
     if alerts:
         assert set(days) <= set(drops(result)), drops(result)
         assert result.anomaly is not None and result.anomaly.direction.value == "down"

@@ -20,15 +20,16 @@ How a period is judged (defaults in brackets):
   within 0..1) over a small denominator widens by its binomial noise.
 - calendar (daily data with a calendar): an event day's expected value is the forecast times
   the effect the same event day had the last time (its value over the median of the same weekday
-  in the four weeks before); its band widens by `event_margin`. The first occurrence of an event
+  in the four weeks before); its band is that of two days (today's noise and the noise in the
+  effect measured once), scaled by the effect, plus `event_margin`. The first occurrence of an event
   is learned, not judged. Event days never size the band and reach the model with their effect
   taken out.
 - robust to the past: an anomalous value reaches the model pulled back to the band's edge (Huber
   cleaning), so a spike barely drags the forecast while a lasting shift is followed; after
   `accept_after` anomalous periods in a row [a day, at least 3] values are taken as they are.
-- change of behaviour: the mean size of the last 10 standardised errors against its own long-run
-  distribution (`BehaviourShift`, after Numenta's anomaly likelihood) flags denser spikes or a
-  noisier stretch even when no single value leaves the band.
+- change of behaviour (sub-daily data): the mean size of the last 10 standardised errors against
+  its own long-run distribution (`BehaviourShift`, after Numenta's anomaly likelihood) flags
+  denser spikes or a noisier stretch even when no single value leaves the band.
 - daily habits (sub-daily data): a period outside the band is not news when one within an hour
   of this time yesterday was outside too, by at least half its error, the same way.
 - rules (`Rules`): guardrails, direction, "for N periods" decide `alert`; an episode of alerts
@@ -39,6 +40,7 @@ How a period is judged (defaults in brackets):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections import deque
@@ -432,14 +434,22 @@ class Detector:
             typical = float(np.median(state.volumes)) if state.volumes else math.nan
             extra, least = sampling_sigma(expected, volume, typical, self.z)
             sigma = max(math.hypot(sigma, extra), least)
-        half = self.z * sigma
+        if effect is not None:
+            # The effect was measured on one earlier occurrence, as noisy as today's value: two
+            # errors of the day's size (scaled by the effect: a day twice as big varies twice as
+            # much), plus the margin for how the event itself changes from year to year.
+            sigma *= math.sqrt(2.0) * (max(abs(effect[1]), 1.0) if effect[0] == "ratio" else 1.0)
+        half = self.z * max(sigma, 1e-12)
         if event is not None:
             half += rules.event_margin * abs(expected)
         # A hair of tolerance: a true zero must not read as below a band clipped at zero.
         outside = abs(error) > half * (1 + 1e-9)
         score = math.erf(abs(error) / (half / self.z) / math.sqrt(2.0))
         habit = outside and self._seen_yesterday(state, value, forecast, error)
-        shifted = state.behaviour.update(MEAN_ABS_NORMAL if habit else abs(error) / tail.sigma)
+        # The change-of-behaviour test is for sub-daily data (denser spikes on a machine metric);
+        # on a daily KPI "noisier lately" inside the band is not news, and event days are their own.
+        ordinary = MEAN_ABS_NORMAL if habit or event is not None else abs(error) / tail.sigma
+        shifted = state.behaviour.update(ordinary) and self.plan.day > 1
         state.run = state.run + 1 if outside else 0
         flagged = (outside and not habit) or shifted
         reason = guardrail(value, expected, volume, rules) if flagged else ""
@@ -558,7 +568,8 @@ class Detector:
     def _learn_event(self, state: State, period: pd.Timestamp, value: float) -> bool:
         """On an event day with a value: remember its effect, the value against the median of the
         same weekday over the `EVENT_BASELINE_CYCLES` cycles before (event days left out); a
-        ratio for a positive series, a difference otherwise. True on an event day."""
+        ratio when both are positive, a difference otherwise (a zero day is no factor for next
+        year). True on an event day."""
         key = self._event_key(period)
         if key is None:
             return False
@@ -569,7 +580,7 @@ class Detector:
         if math.isnan(value) or not earlier:
             return True
         baseline = float(np.median(earlier))
-        state.effects[key] = ("ratio", value / baseline) if baseline > 0 and value >= 0 else ("shift", value - baseline)
+        state.effects[key] = ("ratio", value / baseline) if baseline > 0 and value > 0 else ("shift", value - baseline)
         return True
 
 
@@ -633,6 +644,7 @@ def _local_date(period: pd.Timestamp, timezone: str) -> date:
     return period.tz_convert(timezone).date()
 
 
+@functools.lru_cache(maxsize=32)
 def _offset(freq: str) -> pd.DateOffset:
     return pd.tseries.frequencies.to_offset(freq)
 

@@ -46,7 +46,7 @@ class ETS:
     initialization: "estimated" or "heuristic" (initial states read off the first cycles: only
         the smoothing weights are estimated, milliseconds even for a 288-period season); None
         (default) = heuristic for seasons longer than 24 periods.
-    A degenerate stretch that statsmodels cannot fit falls back to simple exponential smoothing.
+    A stretch that statsmodels cannot fit with a season is fitted without one.
     """
 
     name = "ets"
@@ -60,6 +60,7 @@ class ETS:
         self.result_: object | None = None
         self.y_: pd.Series | None = None
         self.seasonal_ = False
+        self.alpha_: float | None = None  # set by `fit`: the smoothing weights and states follow
         self.updated_ = 0  # values pushed since the fit (0: statsmodels' own forecast is used)
 
     def fit(self, y: pd.Series) -> Self:
@@ -72,9 +73,11 @@ class ETS:
             warnings.simplefilter("ignore", RuntimeWarning)
             try:
                 self.result_ = self._model(endog, m if seasonal else 0).fit(disp=False)
-            except (ValueError, np.linalg.LinAlgError):  # a degenerate stretch: simple smoothing
-                seasonal = False
-                self.result_ = ETSModel(endog, error="add").fit(disp=False)
+            except (ValueError, np.linalg.LinAlgError):
+                if not seasonal:
+                    raise
+                seasonal = False  # a degenerate stretch for the season: the same model without it
+                self.result_ = self._model(endog, 0).fit(disp=False)
         self.seasonal_ = seasonal
         self._read_states(m if seasonal else 1)
         self.y_ = y
@@ -111,7 +114,7 @@ class ETS:
 
     def next_value(self) -> float:
         """The next period's expected value."""
-        require_fitted(self, "result_")
+        require_fitted(self, "alpha_")
         return self.level_ + self.phi_ * self.slope_ + self.seasonals_[0]
 
     def push(self, value: float) -> None:
@@ -128,11 +131,11 @@ class ETS:
         return self
 
     def predict(self, horizon: int, level: float = 0.95) -> Forecast:
-        require_fitted(self, "result_")
+        require_fitted(self, "alpha_")
         assert self.y_ is not None
         horizon, level = check_horizon(horizon), check_level(level)
         index = future_index(self.y_, horizon)
-        if self.updated_:
+        if self.updated_ or self.result_ is None:
             mean, half = self._recursive_forecast(horizon, level)
             return Forecast.symmetric(mean, half, index, level, self.name)
         n = len(self.y_)
@@ -149,6 +152,13 @@ class ETS:
             level=level,
             model=self.name,
         )
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled without statsmodels' results (the fitted data and matrices: most of the bytes;
+        the daemon stores a detector's state every cycle). `predict` then runs the recursion."""
+        state = dict(self.__dict__)
+        state["result_"] = None
+        return state
 
     def _recursive_forecast(self, horizon: int, level: float) -> tuple[np.ndarray, np.ndarray]:
         """Mean and half-width `horizon` steps from the updated states; the half-width grows as
