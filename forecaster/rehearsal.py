@@ -23,7 +23,7 @@ from forecaster.replay import COLUMNS
 from forecaster.schedule import Clock, moment_after
 from forecaster.settings import Settings
 from forecaster.sources import make_source
-from forecaster.store import Store, segment_key
+from forecaster.store import EvaluationRecord, Store, segment_key
 from forecaster.timegrid import last_closed_period
 from forecaster.types import BadInputError
 from forecaster.units import format_period
@@ -45,7 +45,9 @@ class Rehearsal:
     frame: the chosen series' judged periods (replay's COLUMNS; anomaly 1 where a message
     announced it). alerts: alerts announced in messages (new and repeats, every series of the
     KPI); messages: Slack messages (one per channel and cycle that had alerts); resolves: thread
-    replies saying an incident is over; periods: periods judged.
+    replies saying an incident is over; periods: periods judged. records: every series'
+    stored evaluations; texts: the queued messages' texts, in the order they were queued;
+    announced: (kpi, segment key, period) of every alert a message carried.
     """
 
     label: str
@@ -57,6 +59,9 @@ class Rehearsal:
     first: pd.Timestamp
     last: pd.Timestamp
     freq: str
+    records: tuple[EvaluationRecord, ...] = ()
+    texts: tuple[str, ...] = ()
+    announced: frozenset[tuple[str, str, pd.Timestamp]] = frozenset()
 
     @property
     def summary(self) -> str:
@@ -115,10 +120,11 @@ def _rehearsal_daemon(settings: Settings, store: Store) -> Daemon:
 def _rehearsal(store: Store, name: str, segment: dict[str, str], periods: pd.DatetimeIndex, freq: str) -> Rehearsal:
     """Read what the rehearsal stored: the series' evaluations and the queued messages."""
     where = segment_key(segment)
-    rows = store.rows(limit=10**9)
+    rows = store.rows(limit=10**9)[::-1]  # oldest first
     messages = [row for row in rows if row.kind == "message" and row.payload.get("alert_keys")]
     keys = [key for row in messages for key in row.payload["alert_keys"]]
-    announced = {_announced_period(key) for key in keys if key.split("|")[:2] == [name, where]}
+    everywhere = frozenset((key.split("|")[0], key.split("|")[1], _announced_period(key)) for key in keys)
+    announced = {period for kpi, segment, period in everywhere if (kpi, segment) == (name, where)}
     records = {pd.Timestamp(r.period): r for r in store.evaluations_of(name, where)}
     frame = pd.DataFrame({
         "timestamp": periods,
@@ -131,7 +137,11 @@ def _rehearsal(store: Store, name: str, segment: dict[str, str], periods: pd.Dat
     })[COLUMNS]
     label = name + (f"[{where}]" if where else "")
     resolves = sum(1 for row in rows if row.kind == "resolve")
-    return Rehearsal(label, frame, len(keys), len(messages), resolves, len(periods), periods[0], periods[-1], freq)
+    segments = sorted({segment for kpi, segment in store.judged_series() if kpi == name})
+    records = tuple(r for segment in segments for r in store.evaluations_of(name, segment))
+    texts = tuple(row.text for row in rows if row.kind == "message")
+    return Rehearsal(label, frame, len(keys), len(messages), resolves, len(periods), periods[0], periods[-1], freq,
+                     records, texts, everywhere)
 
 
 def _announced_period(key: str) -> pd.Timestamp:

@@ -407,6 +407,11 @@ class Store:
             rows = conn.execute(query).mappings().all()
         return [EvaluationRecord(**{k: r[k] for k in EvaluationRecord.__dataclass_fields__}) for r in rows]
 
+    def judged_series(self) -> list[tuple[str, str]]:
+        """Every (kpi, segment) with a stored evaluation."""
+        with self.transaction() as conn:
+            return [tuple(row) for row in conn.execute(sa.select(evaluations.c.kpi, evaluations.c.segment).distinct())]
+
     def evaluation(self, kpi: str, segment: str, period: datetime) -> EvaluationRecord | None:
         """The stored evaluation of one period of a KPI segment (None: never judged)."""
         query = sa.select(evaluations).where(evaluations.c.kpi == kpi, evaluations.c.segment == segment,

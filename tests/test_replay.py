@@ -1,4 +1,6 @@
-"""Replay: causal, one output row per input row, calibrated quiet on normal data, loud on a shift."""
+"""Replay: the one engine walked forward over a series; causal, one output row per input row,
+calibrated quiet on normal data, loud on a shift. Also the engine's cadences that replay shows:
+the first judged period, the refits, the robust cleaning, the change-of-behaviour test."""
 
 from __future__ import annotations
 
@@ -12,9 +14,12 @@ import pytest
 from click.testing import CliRunner
 
 from forecaster.cli import cli
-from forecaster.replay import COLUMNS, replay, replay_rows
+from forecaster.detect import Detector, Rules, history_needed, walk_forward
+from forecaster.detect.calibration import quantile
+from forecaster.detect.engine import MIN_CALIBRATION, MIN_FIT, BehaviourShift
+from forecaster.replay import COLUMNS, default_detectors, replay, replay_rows
 from forecaster.sources.base import to_kpi_series
-from forecaster.types import BadInputError
+from forecaster.types import BadInputError, KPISeries
 
 
 def hourly(periods: int = 24 * 30, seed: int = 0, noise: float = 2.0) -> pd.Series:
@@ -24,9 +29,25 @@ def hourly(periods: int = 24 * 30, seed: int = 0, noise: float = 2.0) -> pd.Seri
     return pd.Series(values, index=index)
 
 
+def series_of(values: pd.Series) -> KPISeries:
+    return to_kpi_series("x", values)
+
+
+def run(values: pd.Series, **detector: object) -> pd.DataFrame:
+    """Replay `values` with the detector `kpiwatch replay --csv` uses (the default rules and model);
+    `detector`: Detector arguments that differ."""
+    series = series_of(values)
+    if detector:
+        from forecaster.settings import DEFAULT_MODEL
+
+        return replay(series, Detector(freq=series.freq, model=DEFAULT_MODEL, **detector))  # type: ignore[arg-type]
+    return replay(series, default_detectors()(series.freq))
+
+
 def test_normal_data_gives_at_most_a_rare_alert() -> None:
-    frame = replay(to_kpi_series("x", hourly(seed=1)))
+    frame = run(hourly(seed=1))
     assert list(frame.columns) == COLUMNS
+    assert len(frame) == 24 * 30  # one row per period
     judged = frame["score"].notna()
     assert judged.sum() > 0.8 * len(frame)
     # default: ~1% of *days* may hold a false alarm; 30 days of clean data should give 0 or 1
@@ -46,7 +67,7 @@ def test_a_daily_band_keeps_its_level_over_two_clean_years() -> None:
     # 13% of days outside a 99% band (39 and 59 alerts in two years).
     outside = []
     for seed in range(6):
-        frame = replay(to_kpi_series("x", daily_weekly(seed)))
+        frame = run(daily_weekly(seed))
         judged = frame[frame["score"].notna()]
         outside.append(((judged["value"] < judged["lower"]) | (judged["value"] > judged["upper"])).mean())
         assert frame["anomaly"].sum() <= 15, (seed, frame["anomaly"].sum())
@@ -57,7 +78,7 @@ def test_a_daily_band_keeps_its_level_over_two_clean_years() -> None:
 def test_a_level_shift_alerts_once_then_becomes_the_new_normal() -> None:
     y = hourly(seed=2)
     y.iloc[24 * 20:] += 40.0  # a lasting shift of 20 noise sigmas
-    frame = replay(to_kpi_series("x", y))
+    frame = run(y)
     alerts = frame.index[frame["anomaly"] == 1].tolist()
     assert alerts and alerts[0] == 24 * 20, alerts  # the first shifted hour, not later
     after = frame.iloc[24 * 23:]
@@ -68,7 +89,7 @@ def test_a_level_shift_alerts_once_then_becomes_the_new_normal() -> None:
 def test_a_spike_does_not_drag_the_forecast_or_widen_the_band() -> None:
     y = hourly(seed=3)
     y.iloc[24 * 15] += 200.0
-    frame = replay(to_kpi_series("x", y))
+    frame = run(y)
     assert frame["anomaly"].iloc[24 * 15] == 1
     band_before = (frame["upper"] - frame["lower"]).iloc[24 * 15 - 1]
     band_after = (frame["upper"] - frame["lower"]).iloc[24 * 15 + 1]
@@ -78,13 +99,23 @@ def test_a_spike_does_not_drag_the_forecast_or_widen_the_band() -> None:
 
 def test_each_row_is_judged_from_earlier_rows_only() -> None:
     y = hourly(seed=4)
-    full = replay(to_kpi_series("x", y))
-    cut = replay(to_kpi_series("x", y.iloc[: 24 * 25]))
+    full = run(y)
+    cut = run(y.iloc[: 24 * 25])
     pd.testing.assert_frame_equal(full.iloc[: 24 * 25], cut)
 
 
+def test_progress_reaches_every_period_and_does_not_change_the_result() -> None:
+    y = hourly(seed=4, periods=24 * 10)
+    seen: list[tuple[int, int]] = []
+    detector = default_detectors()("h")
+    with_progress = replay(series_of(y), detector, progress=lambda done, total: seen.append((done, total)))
+    pd.testing.assert_frame_equal(with_progress, run(y))
+    assert seen and seen[-1] == (len(y), len(y))
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
 def test_scores_are_in_unit_interval_and_monotone_in_distance() -> None:
-    frame = replay(to_kpi_series("x", hourly(seed=5)))
+    frame = run(hourly(seed=5))
     judged = frame.dropna(subset=["score"])
     assert judged["score"].between(0, 1).all()
     distance = (judged["value"] - judged["expected"]).abs() / (judged["upper"] - judged["expected"])
@@ -95,9 +126,11 @@ def test_scores_are_in_unit_interval_and_monotone_in_distance() -> None:
 def test_gaps_stay_gaps_and_are_not_judged() -> None:
     y = hourly(seed=6)
     y.iloc[300:310] = np.nan
-    frame = replay(to_kpi_series("x", y))
+    frame = run(y)
+    assert frame["value"].iloc[300:310].isna().all()
     assert frame["score"].iloc[300:310].isna().all()
     assert frame["anomaly"].iloc[300:310].sum() == 0
+    assert frame["score"].iloc[310:].notna().all()  # judged again from the next value on
 
 
 def test_duplicate_and_irregular_rows_keep_one_output_row_each() -> None:
@@ -106,22 +139,30 @@ def test_duplicate_and_irregular_rows_keep_one_output_row_each() -> None:
     stamps[400] = stamps[399]  # a duplicate timestamp
     stamps[500] = stamps[500] + pd.Timedelta(minutes=7)  # off the grid
     raw = pd.Series(y.to_numpy(), index=pd.DatetimeIndex(stamps))
-    frame, notes = replay_rows(raw, "x")
+    frame, notes = replay_rows(raw, "x", default_detectors())
+    assert list(frame.columns) == COLUMNS
     assert len(frame) == len(raw)
     assert (frame["timestamp"] == raw.index).all()
+    assert (frame["value"].to_numpy() == raw.to_numpy()).all()  # each row keeps its own value
     assert any("shared" in note for note in notes) and any("between" in note for note in notes)
+    assert not any("long-format" in note for note in notes)
+    # the duplicate shares its period's judgement (the mean of the two), alerting once
+    assert frame["score"].iloc[400] == frame["score"].iloc[399] and frame["anomaly"].iloc[400] == 0
+    # hour 400 of the grid has no row of its own now: a gap, noted
+    assert any("1 period(s) of the h grid have no row in the file" in note for note in notes)
 
 
 def test_too_little_history_is_one_clear_error() -> None:
+    assert history_needed("h") == MIN_FIT + MIN_CALIBRATION + 1 == 91
     with pytest.raises(BadInputError, match="^x: too little history to replay: needs at least 91 values, got 20; "
                        "give a longer file$"):
-        replay(to_kpi_series("x", hourly(periods=20)))
+        run(hourly(periods=20))
 
 
 def test_a_constant_stretch_gives_no_alert_storm() -> None:
     y = hourly(seed=8)
     y.iloc[200:400] = 50.0
-    frame = replay(to_kpi_series("x", y))
+    frame = run(y)
     assert frame["anomaly"].sum() <= 3  # entering and leaving the flat stretch, not every wiggle
 
 
@@ -132,10 +173,12 @@ def test_replay_cli_writes_the_columns_and_prints_the_summary(tmp_path: Path) ->
     result = CliRunner().invoke(cli, ["replay", "--csv", str(source), "--output", str(output)])
     assert result.exit_code == 0, result.output
     assert "alert(s) over" in result.stdout and "per 30 days" in result.stdout
+    assert f"Written to {output}" in result.stdout
     with output.open() as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == COLUMNS and len(rows) == 24 * 30
     assert {row["anomaly"] for row in rows} <= {"0", "1"}
+    assert rows[0]["timestamp"] == "2025-01-01T00:00:00+00:00"
 
 
 def test_replay_cli_bad_file_is_one_line(tmp_path: Path) -> None:
@@ -166,40 +209,51 @@ def test_replay_config_level_is_checked() -> None:
     assert result.exit_code == 2 and "`level` must be between 0 and 1" in result.stderr
 
 
+def test_the_level_on_the_command_line_is_the_detectors(tmp_path: Path) -> None:
+    # --level without a config: the default rules at that level (a wider band at 0.9999)
+    source = tmp_path / "in.csv"
+    hourly(seed=9).rename_axis("timestamp").rename("value").to_csv(source)
+    wide = tmp_path / "wide.csv"
+    result = CliRunner().invoke(cli, ["replay", "--csv", str(source), "--output", str(wide), "--level", "0.9999"])
+    assert result.exit_code == 0, result.output
+    expected = replay(series_of(hourly(seed=9)), default_detectors(Rules(level=0.9999))("h"))
+    written = pd.read_csv(wide)
+    np.testing.assert_allclose(written["upper"].to_numpy(), expected["upper"].to_numpy(), rtol=1e-9)
+    narrow = run(hourly(seed=9))
+    judged = narrow["score"].notna()
+    assert ((written["upper"] - written["lower"])[judged] > (narrow["upper"] - narrow["lower"])[judged]).all()
+
+
 # --- warm-up, refit cadence, robust cleaning, change of behaviour -------------------------------
-
-from forecaster.replay import ReplayConfig, _BehaviourShift, _next_refit, _Plan  # noqa: E402
-
-PLAN_5MIN = _Plan(season=288, week=2016, day=288, jitter=12, per_day=288.0, level=0.99, refit_every=2016,
-                  train_window=2016,
-                  accept_after=288, repeat_after=144)
 
 
 @pytest.mark.parametrize(
-    ("start", "seasonal_from", "end"),
+    ("start", "end"),
     [
-        (61, 586, 122),      # short history: refit when it has doubled
-        (122, 586, 244),
-        (488, 586, 586),     # the seasonal model takes over as soon as two cycles exist
-        (586, 586, 1172),
-        (1500, 586, 3000),
-        (2016, 586, 4032),   # long history: every refit_every periods
-        (5000, 586, 7016),
-        (10, 586, 40),       # never fewer than MIN_CALIBRATION periods per block early on
+        (61, 122),      # short history: refit when it has doubled
+        (122, 244),
+        (488, 586),     # the seasonal model takes over as soon as two cycles (2 * 288 + 10) exist
+        (586, 1172),
+        (1500, 3000),
+        (2016, 4032),   # long history: every refit_every periods
+        (5000, 7016),
+        (10, 40),       # never fewer than MIN_CALIBRATION periods per block early on
     ],
 )
-def test_refits_come_as_the_history_doubles_then_every_refit_every(start: int, seasonal_from: int, end: int) -> None:
-    assert _next_refit(start, seasonal_from, PLAN_5MIN) == end
+def test_refits_come_as_the_history_doubles_then_every_refit_every(start: int, end: int) -> None:
+    detector = Detector(freq="5min")
+    assert (detector.plan.season, detector.plan.refit_every, detector.plan.train_window) == (288, 2016, 2016)
+    assert detector._next_refit(start) == end
 
 
 def test_a_short_file_is_judged_after_sixty_values_not_after_two_seasons() -> None:
     index = pd.date_range("2025-01-01", periods=400, freq="5min", tz="UTC")
     y = pd.Series(50 + np.random.default_rng(11).normal(0, 1, 400), index=index)
-    frame = replay(to_kpi_series("x", y))
+    frame = run(y)
     judged = np.flatnonzero(frame["score"].notna().to_numpy())
-    assert judged[0] == 90  # 60 values for the first fit, 30 calibration errors, then judged
+    assert judged[0] == MIN_FIT + MIN_CALIBRATION == 90  # 60 values for the first fit, 30 calibration errors
     y.iloc[300] += 30  # a spike long before two daily cycles (576 periods) exist
-    assert replay(to_kpi_series("x", y))["anomaly"].iloc[300] == 1
+    assert run(y)["anomaly"].iloc[300] == 1
 
 
 NORMAL_ERRORS = list(np.abs(np.random.default_rng(16).normal(0, 1, 400)))  # |N(0, 1)|: mean 0.8
@@ -222,7 +276,7 @@ NORMAL_ERRORS = list(np.abs(np.random.default_rng(16).normal(0, 1, 400)))  # |N(
     ],
 )
 def test_behaviour_shift_flags_a_lasting_rise_in_error_size(errors: list[float], first_flag: range | None) -> None:
-    shift = _BehaviourShift()
+    shift = BehaviourShift()
     flagged = [i for i, e in enumerate(errors) if shift.update(e)]
     if first_flag is None:
         assert flagged == []
@@ -233,7 +287,7 @@ def test_behaviour_shift_flags_a_lasting_rise_in_error_size(errors: list[float],
 def test_a_lasting_shift_is_followed_even_before_it_is_accepted() -> None:
     y = hourly(seed=12)
     y.iloc[24 * 20:] += 40.0
-    frame = replay(to_kpi_series("x", y), ReplayConfig(accept_after=10**6))  # never taken as it is
+    frame = run(y, accept_after=10**6)  # never taken as it is
     later = frame.iloc[24 * 24: 24 * 25]
     # Huber cleaning lets the level follow the clipped values: within days the forecast has
     # caught up, where replacing anomalies by the forecast would stay 40 below for ever.
@@ -244,7 +298,7 @@ def test_a_lasting_shift_is_followed_even_before_it_is_accepted() -> None:
 def test_spikes_that_keep_coming_become_normal_and_stop_alerting() -> None:
     y = hourly(periods=24 * 60, seed=13)
     y.iloc[::12] += 30.0  # every 12 hours: 8% of the periods, this series' normal
-    frame = replay(to_kpi_series("x", y))
+    frame = run(y)
     second_month = frame["anomaly"].iloc[24 * 30:]
     assert second_month.sum() <= 2
 
@@ -253,7 +307,7 @@ def test_a_noisier_stretch_alerts_though_few_values_leave_the_band() -> None:
     y = hourly(periods=24 * 40, seed=14, noise=1.0)
     noisy = slice(24 * 30, 24 * 32)
     y.iloc[noisy] += np.random.default_rng(15).normal(0, 2.5, 48)  # noise x2.7 for two days
-    frame = replay(to_kpi_series("x", y))
+    frame = run(y)
     judged = frame.iloc[noisy]
     assert judged["anomaly"].sum() >= 1
     assert (judged["value"] > judged["upper"]).sum() + (judged["value"] < judged["lower"]).sum() <= 3
@@ -269,17 +323,15 @@ def test_a_noisier_stretch_alerts_though_few_values_leave_the_band() -> None:
     ],
 )
 def test_quantile_matches_numpy_linear(values: list[float], q: float, expected: float) -> None:
-    from forecaster.replay import _quantile
-
-    assert _quantile(np.array(values), q) == pytest.approx(expected)
-    assert _quantile(np.array(values), q) == pytest.approx(float(np.quantile(values, q)))
+    assert quantile(np.array(values), q) == pytest.approx(expected)
+    assert quantile(np.array(values), q) == pytest.approx(float(np.quantile(values, q)))
 
 
 def test_hourly_data_with_quiet_weekends_learns_the_week_and_stops_alerting_on_saturdays() -> None:
     y = hourly(periods=24 * 56, seed=21)
     weekend = y.index.day_of_week >= 5
     y[weekend] -= 40.0  # a shop whose traffic halves at the weekend
-    frame = replay(to_kpi_series("x", y))
+    frame = run(y)
     stamps = pd.to_datetime(frame["timestamp"])
     after_three_weeks = frame[(stamps >= y.index[24 * 21]).to_numpy()]
     # A daily season alone sees every Saturday morning as a drop (and Monday as a jump); once two
@@ -293,7 +345,7 @@ def test_a_nightly_spike_whose_time_wanders_alerts_once_not_every_night() -> Non
     values = 10 + rng.normal(0, 0.5, len(index))
     for day in range(14):  # a backup job near 03:00 that starts up to 40 minutes late
         values[day * 288 + 36 + int(rng.integers(0, 9))] += 15.0
-    frame = replay(to_kpi_series("x", pd.Series(values, index=index)))
+    frame = run(pd.Series(values, index=index))
     stamps = pd.to_datetime(frame["timestamp"])
     nights = frame[frame["anomaly"].astype(bool).to_numpy() & (stamps.dt.hour.isin([2, 3])).to_numpy()]
     # Without the habit rule all 12 judged nights alert. With it: the first night, and a night
@@ -309,7 +361,7 @@ def test_the_same_wandering_spike_twice_as_high_one_night_is_news() -> None:
     for row in spikes:
         values[row] += 15.0
     values[spikes[10]] += 30.0  # night 11: the job writes three times as much
-    frame = replay(to_kpi_series("x", pd.Series(values, index=index)))
+    frame = run(pd.Series(values, index=index))
     assert frame["anomaly"].iloc[spikes[10]] == 1
 
 
@@ -318,5 +370,20 @@ def test_a_drop_the_day_after_a_spike_at_the_same_hour_is_still_news() -> None:
     spike, drop = 24 * 30 + 14, 24 * 31 + 14  # 14:00 one day, 14:00 the next
     y.iloc[spike] += 40.0
     y.iloc[drop] -= 40.0
-    frame = replay(to_kpi_series("x", y))
+    frame = run(y)
     assert frame["anomaly"].iloc[drop] == 1
+
+
+def test_replay_is_the_engine_walked_forward_announcing_each_episode() -> None:
+    # The same verdicts as `check` (walk_forward over the same detector); `anomaly` is 1 where
+    # the service would announce: an alert that starts an episode, not every alerting period.
+    y = hourly(seed=12)
+    y.iloc[24 * 20:] += 40.0
+    series = series_of(y)
+    detector = default_detectors()("h")
+    judgements = walk_forward(detector, series)
+    frame = replay(series, detector)
+    assert frame["anomaly"].tolist() == [int(bool(j.notice)) for j in judgements]
+    assert frame["score"].isna().tolist() == [np.isnan(j.score) for j in judgements]
+    alerts = sum(j.alert for j in judgements)
+    assert 1 <= frame["anomaly"].sum() <= alerts

@@ -231,37 +231,43 @@ class Detector:
     name [ets]; model_params its parameters. calendar: event days for daily data [None = none].
     timezone: whose dates daily stamps other than midnight UTC fall on ["UTC"].
     refit_every, train_window, accept_after: None = from the frequency (`make_plan`).
+    share: the series is a share of its denominator (a conversion rate: conversions are some of
+        the sessions), so a period with a small denominator widens the band by its binomial
+        noise [False]. Decided by the KPI's definition, never by the values seen so far.
     """
 
     def __init__(self, rules: Rules = Rules(), freq: str = "D", model: str = "ets",
                  model_params: dict[str, Any] | None = None, calendar: Calendar | None = None,
                  timezone: str = "UTC", refit_every: int | None = None, train_window: int | None = None,
-                 accept_after: int | None = None) -> None:
+                 accept_after: int | None = None, share: bool = False) -> None:
         self.rules = rules
         self.freq = freq
         self.model = model
         self.model_params = dict(model_params or {})
         self.calendar = calendar if freq == "D" else None  # event days are days
         self.timezone = timezone
+        self.share = share
         self.plan = make_plan(freq, rules, refit_every, train_window, accept_after)
         self.z = z_value(self.plan.level)
-        settings = (rules, freq, model, sorted(self.model_params.items(), key=str), self.calendar, timezone, self.plan)
+        settings = (rules, freq, model, sorted(self.model_params.items(), key=str), self.calendar, timezone, self.plan,
+                    share)
         self.fingerprint = hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
 
     @classmethod
     def for_kpi(cls, kpi: KPIConfig, freq: str, calendar: Calendar | None, timezone: str,
                 repeat_hours: float = 24.0) -> Detector:
-        """The detector of a configured KPI: its rules, model and parameters, the config's calendar."""
-        return cls(Rules.from_kpi(kpi, repeat_hours), freq, kpi.model, kpi.model_params, calendar, timezone)
+        """The detector of a configured KPI: its rules, model and parameters, the config's calendar.
+        A ratio KPI in percent (`unit: "%"`: a conversion rate, a bounce rate) is a share of its
+        denominator; a ratio in money or times (CPC, ROAS) is not."""
+        return cls(Rules.from_kpi(kpi, repeat_hours), freq, kpi.model, kpi.model_params, calendar, timezone,
+                   share=kpi.ratio is not None and kpi.unit == "%")
 
     # -- the contract ----------------------------------------------------------------------
 
     def new_state(self, series: KPISeries) -> State:
         """An empty state for `series`, starting at its first period."""
-        values = series.values.dropna()
-        proportion = series.denominator is not None and bool(len(values)) and bool(values.between(0.0, 1.0).all())
         first = series.values.index[0]
-        return State(self.fingerprint, self.plan, proportion, first, first)
+        return State(self.fingerprint, self.plan, self.share and series.denominator is not None, first, first)
 
     def warm_up(self, history: KPISeries) -> State:
         """The state after walking forward over all of `history`."""
