@@ -18,6 +18,11 @@ Metrics (all skip NaN actuals; `e = actual - forecast`):
 - sMAPE, percent: mean over all test points of 200 * |e| / (|actual| + |forecast|) (a term
   whose denominator is 0 has actual = forecast = 0 and counts as 0).
 - coverage: share (0..1) of all test actuals inside [lower, upper], both ends included.
+- alert band coverage: the detector's view (`forecaster.detect`, the one engine the daemon,
+  `check` and `replay` judge with): the model stepped one period at a time over the whole series
+  with its conformal band at `level` (per period: the level for daily data, tighter for finer
+  data); the share of judged periods inside that band. It says how often a normal period would
+  be flagged with this model, which the multi-step coverage above does not.
 - MSIS (Gneiting & Raftery 2007; M4 competition): per origin, the mean over the test window
   of (U - L) + (2/a)(L - y)[y < L] + (2/a)(y - U)[y > U], a = 1 - level, divided by the same
   seasonal naive scale as MASE; the score is the mean over origins. Lower is better; it
@@ -26,6 +31,7 @@ Metrics (all skip NaN actuals; `e = actual - forecast`):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +45,8 @@ from forecaster.models import fit_forecast, model_names, season_length
 from forecaster.models.base import check_horizon, check_level
 from forecaster.models.fallback import reject_constant
 from forecaster.sources.base import MIN_POINTS
-from forecaster.types import BadInputError, Forecast
+from forecaster.detect import Detector, Rules, walk_forward
+from forecaster.types import BadInputError, Forecast, KPISeries
 
 Progress = Callable[[int, int], None]
 
@@ -55,6 +62,8 @@ class ModelScore:
     penalty, in units of the in-sample seasonal naive MAE).
     seconds_per_fit: wall-clock seconds of one fit + predict (via `fit_forecast`), averaged.
     fallbacks: fits where the model failed and seasonal naive stood in (`Forecast.note` set).
+    alert_coverage: share (0..1) of the periods the detector judged that lay inside its band
+        with this model (NaN when the series is too short for the detector).
     """
 
     model: str
@@ -66,6 +75,7 @@ class ModelScore:
     msis: float
     seconds_per_fit: float
     fallbacks: int
+    alert_coverage: float = math.nan
 
 
 # --------------------------------------------------------------------------- origins
@@ -325,7 +335,19 @@ def backtest(
             done += 1
             if progress is not None:
                 progress(done, total)
-    return [tallies[name].score(name, horizon) for name in names]
+    scores = [tallies[name].score(name, horizon) for name in names]
+    return [dataclasses.replace(score, alert_coverage=alert_coverage(y, score.model, level, (params or {}).get(score.model)))
+            for score in scores]
+
+
+def alert_coverage(y: pd.Series, model: str, level: float, params: Mapping[str, Any] | None = None) -> float:
+    """The share of periods the detector judges with `model` that lie inside its band at `level`."""
+    series = KPISeries(str(y.name) if y.name is not None else "series", y, _freq_of(y))
+    detector = Detector(Rules(level=level), series.freq, model=model, model_params=dict(params or {}))
+    judged = [j for j in walk_forward(detector, series) if not math.isnan(j.score)]
+    if not judged:
+        return math.nan
+    return sum(j.lower <= j.actual <= j.upper for j in judged) / len(judged)
 
 
 def _check_models(models: Sequence[str], params: Mapping[str, Mapping[str, Any]] | None) -> list[str]:

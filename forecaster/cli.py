@@ -287,7 +287,7 @@ def _replay_csv(csv_file: Path, timestamp_col: str, value_col: str, output: Path
                 config_file: Path | None, kpi: str | None) -> None:
     from forecaster.detect import Detector, Rules
     from forecaster.models.base import check_level
-    from forecaster.replay import default_detectors, replay_rows, summary
+    from forecaster.replay import default_detectors, replay_file, summary
     from forecaster.sources.base import duplicate_fix, repeated_by_clock_change
     from forecaster.sources.csv import read_csv_columns
 
@@ -310,8 +310,8 @@ def _replay_csv(csv_file: Path, timestamp_col: str, value_col: str, output: Path
             return Detector.for_kpi(kpi_config, freq, settings.calendar, settings.timezone, settings.alerting.repeat_hours)
     raw = read_csv_columns(csv_file, timestamp_col, value_col)
     with _bar("replaying") as advance:
-        frame, notes = replay_rows(raw, f"{csv_file.name}:{value_col}", detector_for, progress=advance)
-    freq = _freq_of(frame)
+        frame, periods, notes = replay_file(raw, f"{csv_file.name}:{value_col}", detector_for, progress=advance)
+    freq = _freq_of(periods)
     if config_file is not None:  # said once the file is read: a bad file gets its one line only
         events = _event_days(settings) if freq == "D" else ""
         out.print(f"settings of KPI {name} ({config_file}): {detector_for(freq).rules.describe(events)}"
@@ -327,7 +327,7 @@ def _replay_csv(csv_file: Path, timestamp_col: str, value_col: str, output: Path
         err.print(f"note: {repeated[0]:%Y-%m-%d %H:%M} appears twice in {csv_file}; "
                   f"{duplicate_fix(repeated, raw.index)}", markup=False)
     _write_replay(frame, output)
-    out.print(f"{csv_file}: {summary(frame, freq)}. Written to {output}", markup=False)
+    out.print(f"{csv_file}: {summary(periods, freq)}. Written to {output}", markup=False)
 
 
 def _event_days(settings: Settings) -> str:
@@ -395,7 +395,8 @@ def backtest_command(
     segments: tuple[str, ...], models: str, horizon: int, origins: int, train_window: int | None, level: float,
     fmt: str,
 ) -> None:
-    """Rolling-origin accuracy per model: MASE, sMAPE, interval coverage, MSIS, time per fit."""
+    """Rolling-origin accuracy per model: MASE, sMAPE, interval coverage, MSIS, time per fit, and the
+    coverage of the detector's alert band with that model."""
     from forecaster.backtest import backtest
 
     kpi = kpi or kpi_option
@@ -416,12 +417,15 @@ def backtest_command(
                                "scores": [dataclasses.asdict(score) for score in scores]}, indent=2))
         return
     table = Table(title=f"{escape(series.label)}: {origins} origins x {horizon} periods, {level:.0%} band")
-    for column in ("model", "MASE", "sMAPE %", "coverage", "MSIS", "ms/fit", "fallbacks"):
+    for column in ("model", "MASE", "sMAPE %", "coverage", "MSIS", "ms/fit", "fallbacks", "alert band"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for score in scores:
         table.add_row(score.model, f"{score.mase:.3f}", f"{score.smape:.2f}", f"{score.coverage:.3f}",
-                      f"{score.msis:.2f}", f"{score.seconds_per_fit * 1000:.1f}", str(score.fallbacks))
+                      f"{score.msis:.2f}", f"{score.seconds_per_fit * 1000:.1f}", str(score.fallbacks),
+                      f"{score.alert_coverage:.3f}")
     out.print(table)
+    out.print("coverage: of the multi-step forecasts from each origin; alert band: of the detector's one-step band "
+              "over the whole series (the band check, the daemon and replay judge with)", markup=False)
 
 
 @cli.command()

@@ -331,15 +331,15 @@ def kpi_total_series(
     for series in kpi_series(name, view, frame):
         if dict(series.segment) == wanted or (not wanted and not series.segment):
             return series
-    raise BadInputError(f"{name}: no data for segment {_spelled(wanted)}; {_values_seen(frame, wanted)}")
+    raise BadInputError(f"{name}: no data for segment {spelled(wanted)}; {values_seen(frame, wanted)}")
 
 
-def _spelled(segment: dict[str, str]) -> str:
+def spelled(segment: dict[str, str]) -> str:
     """A segment as the user typed it: "device=phone" (several joined by ", ")."""
     return ", ".join(f"{dim}={value}" for dim, value in segment.items()) or "the total"
 
 
-def _values_seen(frame: pd.DataFrame, wanted: dict[str, str]) -> str:
+def values_seen(frame: pd.DataFrame, wanted: dict[str, str]) -> str:
     """The fix for an unknown segment value: the values the source has for each dimension asked."""
     known = []
     for dim in wanted:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from forecaster.daemon import Daemon
+from forecaster.pipeline import spelled, values_seen
 from forecaster.replay import COLUMNS
 from forecaster.schedule import Clock, moment_after
 from forecaster.settings import Settings
@@ -87,6 +88,10 @@ def replay_kpi(settings: Settings, name: str, segment: Mapping[str, str] | None 
     source = make_source(settings.sources[kpi.source], settings.timezone, kpi.source)
     delay = max(pd.Timedelta(hours=kpi.data_delay_hours), source.data_delay)
     last = last_closed_period((end if end is not None else source.now()) - delay, kpi.freq, settings.timezone)
+    if wanted:  # an unknown value would replay an empty series without a word
+        frame = source.fetch(kpi.metrics[:1], sorted(wanted), kpi.freq, end=last)
+        if not all((frame[dim].astype(str) == value).any() for dim, value in wanted.items()):
+            raise BadInputError(f"{name}: no data for segment {spelled(wanted)}; {values_seen(frame, wanted)}")
     step = pd.tseries.frequencies.to_offset(kpi.freq)
     first = (last_closed_period(start, kpi.freq, settings.timezone) + step if start is not None
              else last - pd.Timedelta(days=DEFAULT_DAYS) + step)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from forecaster.detect import Detector, Rules, history_needed
+from forecaster.detect.engine import seasonal_history
 from forecaster.sources.base import to_kpi_series
 from forecaster.timegrid import (
     Step,
@@ -112,7 +113,16 @@ def summary(frame: pd.DataFrame, freq: str) -> str:
 def replay_rows(
     raw: pd.Series, name: str, detector_for: DetectorFor, progress: Progress | None = None
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Replay a file's rows as they are, one output row per input row, plus notes on what was resolved.
+    """`replay_file` without the per-period frame: (one row per input row, notes)."""
+    rows, _, notes = replay_file(raw, name, detector_for, progress)
+    return rows, notes
+
+
+def replay_file(
+    raw: pd.Series, name: str, detector_for: DetectorFor, progress: Progress | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Replay a file's rows as they are: (one output row per input row, one row per period of
+    the grid they were judged on — what `summary` counts —, notes on what was resolved).
 
     Rows that repeat a timestamp or lie off the usual spacing share the period of a grid at the
     usual spacing. A long-format export (most periods hold several rows: one per channel, say)
@@ -156,7 +166,22 @@ def replay_rows(
     rows["anomaly"] = rows["anomaly"].to_numpy() * first_of_period
     rows["timestamp"] = stamps
     rows["value"] = values
-    return rows[COLUMNS], _notes(stamps, period, grid, step, long_format)
+    detector = detector_for(freq)
+    return rows[COLUMNS], judged, _notes(stamps, period, grid, step, long_format) + _warm_up_note(judged, detector)
+
+
+def _warm_up_note(judged: pd.DataFrame, detector: Detector) -> list[str]:
+    """A note when sub-daily data alerted before two daily cycles were seen: until then a model
+    without the daily season judges, so the first mornings' rise can alert."""
+    plan = detector.plan
+    if not plan.day or plan.season <= 1:
+        return []
+    warm = min(seasonal_history(plan.season), len(judged))
+    early = int(judged["anomaly"].iloc[:warm].sum())
+    if not early:
+        return []
+    return [f"{early} alert(s) in the first {warm / plan.per_day:.1f} days, judged before two daily cycles "
+            "were seen (by a model without the daily season): they may be the daily cycle itself"]
 
 
 def _too_short(name: str, got: int, freq: str | None) -> BadInputError:

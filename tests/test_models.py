@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -96,6 +97,104 @@ def test_model_contract(name: str, freq: str) -> None:
         with pytest.raises(BadInputError) as info:
             model.predict(horizon, bad)
         assert str(info.value) == LEVEL_MESSAGE.format(bad)
+
+
+# --------------------------------------------------------------------------- stepping: update, next_value, push
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_update_next_value_and_push(name: str) -> None:
+    # The detector's side of the contract: fit on a part, take the rest in without refitting.
+    y = _with_gaps(make_series(periods=200, seed=1), [5, 150, 175, 199])  # gaps in both parts and at the end
+    fit_part, rest = y.iloc[:150], y.iloc[150:]
+    unfitted = make_model(name)
+    message = f"^{re.escape(f'{name}: call fit() before predict()')}$"
+    for call in (lambda: unfitted.predict(3), unfitted.next_value, lambda: unfitted.update(rest)):
+        with pytest.raises(RuntimeError, match=message):
+            call()
+
+    model = make_model(name).fit(fit_part)
+    # Straight after the fit the one-step mean is the model's own first forecast.
+    assert model.next_value() == pytest.approx(model.predict(1).mean.iloc[0], rel=1e-12)
+    # Prophet's fitted curve over the periods after the fitted ones.
+    curve = make_model(name).fit(fit_part).predict(len(rest) + 2).mean if name == "prophet" else None
+
+    assert model.update(rest) is model
+    forecast = model.predict(4, 0.9)
+    day = pd.Timedelta(days=1)
+    # Labelled after the updated values, not after the fitted ones.
+    pd.testing.assert_index_equal(forecast.mean.index, pd.date_range(y.index[-1] + day, periods=4, freq="D"))
+    assert forecast.mean.index.freq == y.index.freq
+    assert model.next_value() == pytest.approx(forecast.mean.iloc[0], rel=1e-12)
+
+    # `update` is `push` over the values: a twin that took them one at a time is the same model.
+    twin = make_model(name).fit(fit_part)
+    for value in rest:
+        twin.push(float(value))
+    assert twin.next_value() == model.next_value()
+
+    model.push(250.0)
+    if name == "prophet":
+        # Prophet's update is its fitted forecast: the curve goes on, the values wait for a refit.
+        assert curve is not None
+        assert forecast.mean.iloc[0] == pytest.approx(curve.iloc[len(rest)], rel=1e-9)
+        assert model.next_value() == pytest.approx(curve.iloc[len(rest) + 1], rel=1e-9)
+    else:
+        # The value pushed moved the states: the next one-step mean is the one-step forecast.
+        assert model.next_value() == pytest.approx(model.predict(1).mean.iloc[0], rel=1e-12)
+        if name in ("ets", "auto"):
+            assert model.next_value() != twin.next_value()
+
+
+@pytest.mark.filterwarnings("ignore:The 'convert_dates' keyword")  # inside prophet.serialize (pandas 3)
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("pushed", [0, 9], ids=["fitted", "pushed"])
+def test_a_pickled_model_forecasts_and_steps_the_same(name: str, pushed: int) -> None:
+    # The daemon keeps a fitted model inside the detector's state in its store.
+    y = make_series(periods=150, seed=3)
+    model = make_model(name).fit(y.iloc[:-pushed] if pushed else y)
+    for value in y.iloc[len(y) - pushed:]:
+        model.push(float(value))
+    again = pickle.loads(pickle.dumps(model))
+    assert again.next_value() == pytest.approx(model.next_value(), rel=1e-12)
+    np.testing.assert_allclose(again.predict(7).mean.to_numpy(), model.predict(7).mean.to_numpy(), rtol=1e-9)
+    for value in (80.0, nan, 120.0):
+        model.push(value)
+        again.push(value)
+        assert again.next_value() == pytest.approx(model.next_value(), rel=1e-12)
+
+
+def test_seasonal_naive_updated_is_seasonal_naive_refitted() -> None:
+    # Its only state is the last value of each phase, so updating is refitting (gaps keep a phase's value).
+    y = _with_gaps(make_series(periods=120, seed=2), [90, 100, 101, 119])
+    updated = make_model("seasonal_naive").fit(y.iloc[:80]).update(y.iloc[80:])
+    refitted = make_model("seasonal_naive").fit(y)
+    assert updated.next_value() == refitted.next_value()
+    pd.testing.assert_series_equal(updated.predict(14).mean, refitted.predict(14).mean)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"trend": None}, {"damped": False}, {"trend": None, "initialization": "heuristic"}, {"season": 14}],
+    ids=["damped-trend", "no-trend", "trend", "heuristic", "season-14"],
+)
+def test_ets_update_runs_statsmodels_own_filter(params: dict) -> None:
+    # The hand-written recursion after the fit equals statsmodels smoothing the whole series with
+    # the fitted parameters: `update` keeps the parameters and moves only the states.
+    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+
+    y = make_series(periods=200, seed=1)
+    model = make_model("ets", **params).fit(y.iloc[:160]).update(y.iloc[160:])
+    spec = model.result_.model  # type: ignore[attr-defined]
+    whole = ETSModel(pd.Series(y.to_numpy()), error="add", trend=spec.trend, damped_trend=spec.damped_trend,
+                     seasonal=spec.seasonal, seasonal_periods=spec.seasonal_periods,
+                     initialization_method=spec.initialization_method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        smoothed = whole.smooth(model.result_.params)  # type: ignore[attr-defined]
+    assert model.seasonal_
+    np.testing.assert_allclose(model.predict(10).mean.to_numpy(), smoothed.forecast(10).to_numpy(), rtol=1e-12)
+    assert model.next_value() == pytest.approx(float(smoothed.forecast(1).iloc[0]), rel=1e-12)
 
 
 # --------------------------------------------------------------------------- coverage

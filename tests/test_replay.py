@@ -18,6 +18,7 @@ from forecaster.detect import Detector, Rules, history_needed, walk_forward
 from forecaster.detect.calibration import quantile
 from forecaster.detect.engine import MIN_CALIBRATION, MIN_FIT, BehaviourShift
 from forecaster.replay import COLUMNS, default_detectors, replay, replay_rows
+from forecaster.settings import DEFAULT_MODEL
 from forecaster.sources.base import to_kpi_series
 from forecaster.types import BadInputError, KPISeries
 
@@ -38,8 +39,6 @@ def run(values: pd.Series, **detector: object) -> pd.DataFrame:
     `detector`: Detector arguments that differ."""
     series = series_of(values)
     if detector:
-        from forecaster.settings import DEFAULT_MODEL
-
         return replay(series, Detector(freq=series.freq, model=DEFAULT_MODEL, **detector))  # type: ignore[arg-type]
     return replay(series, default_detectors()(series.freq))
 

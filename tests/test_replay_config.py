@@ -243,7 +243,8 @@ def test_without_config_the_output_is_the_default_detectors(tmp_path: Path, monk
 
 def test_a_config_with_default_rules_judges_as_no_config(tmp_path: Path) -> None:
     # A KPI without `good:` etc. is judged by the same engine with the same defaults (its `good`
-    # defaults to up, so only the direction of the alerts may differ): the band is the same.
+    # defaults to up, so only the direction of the alerts may differ; no event day in range):
+    # the band is the same.
     source = write_csv(tmp_path, daily({SPIKE: SIZE, DROP: -SIZE}))
     plain = run_replay(tmp_path, source)[1]
     configured = run_replay(tmp_path, source, "--config", str(write_config(tmp_path, "  orders: {metric: orders}\n")))[1]
@@ -387,9 +388,6 @@ def test_replay_csv_refuses_the_options_of_a_configured_kpi(tmp_path: Path) -> N
         assert frame is None
 
 
-@pytest.mark.xfail(reason="production bug: `replay KPI --segment DIM=UNKNOWN_VALUE` exits 0 and reports the "
-                          "periods as judged though the series has no data (every row empty); `forecast` and "
-                          "`backtest` refuse an unknown segment value and list the source's values")
 def test_replay_kpi_of_an_unknown_segment_value_is_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result = replay_demo(tmp_path, monkeypatch, "sessions", "--segment", "channel=nope", "--from", "2025-12-09")
     assert_one_line_error(result, "channel=nope")

@@ -318,6 +318,18 @@ def test_replay_cli_a_long_format_export_says_it_summed(tmp_path: Path) -> None:
     assert int(day_out["anomaly"].sum()) >= 2
 
 
+def test_the_summary_of_a_long_format_export_counts_periods_not_rows(tmp_path: Path) -> None:
+    total = daily_with_changes()
+    raw = long_format(total).sort_index(kind="stable")  # day by day, a row per channel
+    source = tmp_path / "channels.csv"
+    pd.DataFrame({"timestamp": raw.index.strftime("%Y-%m-%d"), "value": raw.to_numpy()}).to_csv(source, index=False)
+    result = CliRunner().invoke(cli, ["replay", "--csv", str(source), "--output", str(tmp_path / "o.csv")])
+    assert result.exit_code == 0, result.output
+    daily_line = summary(rows(total)[0], "D")
+    assert daily_line.startswith("2 alert(s) over 110 judged periods (110.0 days): 0.5 per 30 days")
+    assert "over 110 judged periods (110.0 days): 0.5 per 30 days" in result.stdout, result.stdout
+
+
 def test_a_stray_duplicate_is_judged_on_the_mean_not_the_sum() -> None:
     total = daily_with_changes()
     plain, _ = rows(total)
@@ -395,7 +407,10 @@ def test_a_square_wave_is_quiet_once_the_daily_season_is_known() -> None:
     hours = stamps.hour.to_numpy()
     raw = pd.Series(np.where((hours >= 9) & (hours < 18), 80.0, 20.0), index=stamps)  # a clean square wave
     frame, notes = rows(raw)
-    assert notes == []
+    early = int(frame["anomaly"].iloc[: 2 * 288 + 10].sum())
+    # An alert before two daily cycles were seen is said to be possibly the cycle itself.
+    assert notes == ([f"{early} alert(s) in the first 2.0 days, judged before two daily cycles were seen (by a "
+                      "model without the daily season): they may be the daily cycle itself"] if early else [])
     assert int(frame["anomaly"].iloc[2 * 288 + 10 :].sum()) == 0  # once the daily season is known: quiet
 
 
