@@ -136,7 +136,7 @@ def cli() -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def demo(out_dir: Path, fmt: str) -> None:
     """Run the whole pipeline on the built-in demo shop data (no config, no network)."""
-    from forecaster.sources.demo import DEMO_NOW
+    from forecaster.demo import DEMO_NOW
 
     settings = parse_config(bundled_config_text("kpiwatch.yaml"), origin="config/kpiwatch.yaml")
     report = _run_check(settings, at=DEMO_NOW, kpis=None, quiet=fmt == "json")

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from forecaster.cli import cli
-from forecaster.sources.demo import INCIDENTS
+from forecaster.demo import INCIDENTS
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PEYTON = SHARED_DATA / "forecast-examples" / "example_wp_log_peyton_manning.csv"

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecaster.sources import demo
-from forecaster.sources.demo import (
+from forecaster.demo import shop as demo
+from forecaster.demo import (
     CHANNELS,
     DEMO_END,
     DEMO_NOW,
@@ -27,9 +27,9 @@ from forecaster.sources.demo import (
     METRICS,
     QUIET_DAYS,
     SMALL_CHANNEL,
-    DemoSource,
     demo_frame,
 )
+from forecaster.sources.demo import DemoSource
 from forecaster.types import BadInputError
 
 N_SEGMENTS = len(CHANNELS) * len(DEVICES)
@@ -395,7 +395,7 @@ def test_demo_frame_rejects_other_freqs() -> None:
 
 
 def test_generation_is_fast() -> None:
-    demo._frame_cached.cache_clear()
+    demo.cached_frame.cache_clear()
     demo._daily_cached.cache_clear()
     t0 = time.perf_counter()
     demo_frame("D", seed=11)

@@ -1,4 +1,4 @@
-"""The whole pipeline on the demo shop against its ground truth (forecaster.sources.demo.INCIDENTS).
+"""The whole pipeline on the demo shop against its ground truth (forecaster.demo.INCIDENTS).
 
 Each incident, checked the morning after its last day, must alert on the right KPI, segment and
 direction; the holiday peaks that have an earlier year to learn from must stay quiet.
@@ -16,7 +16,7 @@ from alerts.message import hint_to_dict
 from forecaster.goals import ON_TRACK
 from forecaster.pipeline import CheckReport, check
 from forecaster.settings import Settings, load_config
-from forecaster.sources.demo import DEMO_TIMEZONE, INCIDENTS, QUIET_DAYS, Incident
+from forecaster.demo import DEMO_TIMEZONE, INCIDENTS, QUIET_DAYS, Incident
 from forecaster.types import Severity
 
 pytestmark = pytest.mark.slow

@@ -28,7 +28,7 @@ from forecaster.rehearsal import replay_kpi
 from forecaster.schedule import Clock, moment_after
 from forecaster.settings import Settings, load_config
 from forecaster.sources import make_source
-from forecaster.sources.demo import DEMO_END, DEMO_TIMEZONE, INCIDENTS, QUIET_DAYS
+from forecaster.demo import DEMO_END, DEMO_TIMEZONE, INCIDENTS, QUIET_DAYS
 from forecaster.store import Store, segment_key
 
 pytestmark = pytest.mark.slow

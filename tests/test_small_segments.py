@@ -20,7 +20,8 @@ from forecaster.kpis import kpi_series
 from forecaster.pipeline import SeriesResult, evaluate_series
 from forecaster.settings import KPIConfig, RatioConfig
 from forecaster.sources.base import to_kpi_series
-from forecaster.sources.demo import INCIDENTS, SMALL_CHANNEL, DemoSource
+from forecaster.demo import INCIDENTS, SMALL_CHANNEL
+from forecaster.sources.demo import DemoSource
 from forecaster.types import KPISeries
 
 DAYS = 730

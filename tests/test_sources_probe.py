@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from forecaster.settings import parse_config
-from forecaster.sources.demo import DEMO_NOW
+from forecaster.demo import DEMO_NOW
 from forecaster.sources.probe import SourceProbe, probe_sources
 
 TZ = "Europe/Amsterdam"

@@ -20,7 +20,8 @@ from forecaster.pipeline import last_closed_period
 from forecaster.settings import ConfigError, Settings, load_config, parse_config
 from forecaster.sources import make_source
 from forecaster.sources.config import SQLSourceConfig
-from forecaster.sources.demo import DEMO_NOW, DemoSource, demo_frame
+from forecaster.demo import DEMO_NOW, demo_frame
+from forecaster.sources.demo import DemoSource
 from forecaster.sources.sql import SQLSource
 from forecaster.types import BadInputError, SourceError
 from tests.storage import BACKENDS, postgres_url_or_skip, store_url
@@ -419,7 +420,7 @@ DEMO_KPIS = ["sessions", "conversion_rate", "cpa", "page_load_time"]
 def demo_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A PostgreSQL schema holding the demo's daily data (table shop_daily), or a skip."""
     postgres_url_or_skip()
-    from forecaster.sources.demo_load import load_demo
+    from forecaster.demo.load import load_demo
 
     for url in store_url("postgresql", tmp_path_factory.mktemp("demo")):
         assert load_demo(url) == len(demo_frame("D"))

@@ -1,6 +1,6 @@
 """What every real source does to its rows: period labels, bounds, numbers, the final sum.
 
-Period labels are the demo's (`forecaster.sources.demo`): an hourly row is labelled by the UTC
+Period labels are the demo's (`forecaster.demo`): an hourly row is labelled by the UTC
 start of its hour; a daily row by its calendar date in the KPI timezone, written as midnight UTC
 of that date (so a day of 23 or 25 hours is still one row and the label never slides a day).
 Bounds passed to `fetch` are such labels, both inclusive.

@@ -1,9 +1,9 @@
 """Load the demo shop's daily data into a SQL database, for `config/kpiwatch.postgres.yaml`.
 
-    python -m forecaster.sources.demo_load "$WAREHOUSE_URL"          # table shop_daily
+    python -m forecaster.demo.load "$WAREHOUSE_URL"          # table shop_daily
 
 The table has one row per local day, channel and device: `day` (a DATE: the local calendar day
-in Europe/Amsterdam), `channel`, `device` and the demo's metrics (see `forecaster.sources.demo`)
+in Europe/Amsterdam), `channel`, `device` and the demo's metrics (see `forecaster.demo`)
 as double precision. Reading it through the SQL source gives exactly the demo source's frames.
 """
 
@@ -13,7 +13,7 @@ import sys
 
 import sqlalchemy as sa
 
-from forecaster.sources.demo import DIMENSIONS, METRICS, demo_frame
+from forecaster.demo.shop import DIMENSIONS, METRICS, demo_frame
 from forecaster.sources.sql import database_url
 
 DEFAULT_TABLE = "shop_daily"
@@ -53,10 +53,10 @@ def load_demo(url: str, table: str = DEFAULT_TABLE, seed: int = 7) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m forecaster.sources.demo_load URL [TABLE]`."""
+    """`python -m forecaster.demo.load URL [TABLE]`."""
     args = sys.argv[1:] if argv is None else argv
     if not 1 <= len(args) <= 2:
-        print("usage: python -m forecaster.sources.demo_load URL [TABLE]", file=sys.stderr)
+        print("usage: python -m forecaster.demo.load URL [TABLE]", file=sys.stderr)
         return 2
     rows = load_demo(args[0], *args[1:])
     print(f"loaded {rows} demo rows into {args[1] if len(args) > 1 else DEFAULT_TABLE}")
