@@ -98,7 +98,11 @@ def detector_of(settings: Settings, kpi: KPIConfig) -> Detector:
 def evaluate_series(series: KPISeries, kpi: KPIConfig, detector: Detector, until: pd.Timestamp,
                     state: State | None = None) -> SeriesResult:
     """Walk the detector forward up to `until` (from `state`, or from the series' first period)
-    and report the last `kpi.check_window` periods; `until`'s judgement decides the anomaly."""
+    and report the last `kpi.check_window` periods; `until`'s judgement decides the anomaly.
+    A state whose recent periods the source has since revised (or filled in late) is dropped and
+    the series walked again: it would judge from values that are no longer the data's."""
+    if state is not None and _revised(state, series):
+        state = None
     state, _ = detector.advance(state, series, until)
     window = tuple(j for j in state.recent if j.period <= until)[-kpi.check_window:]
     last = window[-1] if window and window[-1].period == until else None
@@ -107,6 +111,15 @@ def evaluate_series(series: KPISeries, kpi: KPIConfig, detector: Detector, until
         return SeriesResult(series, _as_forecast(window, kpi.level), window, None, skipped=reason, state=state)
     anomaly = to_anomaly(series, last, detector.rules, kpi.unit)
     return SeriesResult(series, _as_forecast(window, kpi.level), window, anomaly, state=state)
+
+
+def _revised(state: State, series: KPISeries) -> bool:
+    """Whether a value the state judged recently differs from the series' value now."""
+    for judgement in state.recent:
+        now = series.values.get(judgement.period, float("nan"))
+        if pd.isna(now) != pd.isna(judgement.actual) or (not pd.isna(now) and now != judgement.actual):
+            return True
+    return False
 
 
 def _as_forecast(window: Sequence[Judgement], level: float) -> Forecast | None:
