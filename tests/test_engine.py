@@ -67,7 +67,6 @@ def same(a: list[Judgement], b: list[Judgement]) -> bool:
     return [key(j) for j in a] == [key(j) for j in b]
 
 
-
 # --------------------------------------------------------------------------- a drop, and which way alerts
 
 
@@ -301,12 +300,7 @@ def test_after_accept_after_anomalous_periods_values_reach_the_model_as_they_are
         assert week_later.expected == pytest.approx(model_saw, rel=1e-12), k
 
 
-SHIFT_BUG = ("engine._judge caps each remembered error at MEMORY_CAP x the CURRENT 99% quantile; once 3 capped "
-             "errors are in the window the quantile rises to the cap, so the cap grows 1.5x again: during a lasting "
-             "shift the band compounds (5.3 -> 31 in 10 daily periods, ~6x) and stays wide for train_window periods")
 
-
-@pytest.mark.xfail(strict=True, reason=SHIFT_BUG)
 @pytest.mark.parametrize("model", ["ets", "seasonal_naive"])
 def test_a_lasting_shift_widens_the_band_by_at_most_memory_cap(model: str) -> None:
     # engine.py: "a run of huge ones (an incident, a shift) widens it by at most that factor".
@@ -317,7 +311,6 @@ def test_a_lasting_shift_widens_the_band_by_at_most_memory_cap(model: str) -> No
     assert max(j.upper - j.expected for j in run) <= MEMORY_CAP * before * 1.1
 
 
-@pytest.mark.xfail(strict=True, reason=SHIFT_BUG + "; the alerts stop when the band has grown, whatever accept_after")
 @pytest.mark.parametrize("accept_after", [3, 6])
 def test_a_lasting_shift_alerts_until_the_accepted_values_are_forecast(accept_after: int) -> None:
     # Seasonal naive: the first forecast made from an accepted value is a week after the

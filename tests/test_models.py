@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import pickle
@@ -28,6 +29,8 @@ from forecaster.types import BadInputError, Forecast
 MODELS = [pytest.param(n, marks=pytest.mark.slow) if n == "prophet" else n for n in model_names()]
 nan = float("nan")
 LEVEL_MESSAGE = "`level` must be between 0 and 1 (exclusive), e.g. 0.95. Got: {}"
+# prophet.serialize.model_from_json calls pandas' read_json the way pandas 3 deprecates
+PROPHET_FROM_JSON = "ignore:The 'convert_dates' keyword"
 
 
 def _with_gaps(y: pd.Series, positions: list[int]) -> pd.Series:
@@ -102,6 +105,7 @@ def test_model_contract(name: str, freq: str) -> None:
 # --------------------------------------------------------------------------- stepping: update, next_value, push
 
 
+@pytest.mark.filterwarnings(PROPHET_FROM_JSON)  # the twin is a deep copy: Prophet's JSON round trip
 @pytest.mark.parametrize("name", MODELS)
 def test_update_next_value_and_push(name: str) -> None:
     # The detector's side of the contract: fit on a part, take the rest in without refitting.
@@ -114,6 +118,7 @@ def test_update_next_value_and_push(name: str) -> None:
             call()
 
     model = make_model(name).fit(fit_part)
+    twin = copy.deepcopy(model)
     # Straight after the fit the one-step mean is the model's own first forecast.
     assert model.next_value() == pytest.approx(model.predict(1).mean.iloc[0], rel=1e-12)
     # Prophet's fitted curve over the periods after the fitted ones.
@@ -128,7 +133,6 @@ def test_update_next_value_and_push(name: str) -> None:
     assert model.next_value() == pytest.approx(forecast.mean.iloc[0], rel=1e-12)
 
     # `update` is `push` over the values: a twin that took them one at a time is the same model.
-    twin = make_model(name).fit(fit_part)
     for value in rest:
         twin.push(float(value))
     assert twin.next_value() == model.next_value()
@@ -142,16 +146,21 @@ def test_update_next_value_and_push(name: str) -> None:
     else:
         # The value pushed moved the states: the next one-step mean is the one-step forecast.
         assert model.next_value() == pytest.approx(model.predict(1).mean.iloc[0], rel=1e-12)
-        if name in ("ets", "auto"):
-            assert model.next_value() != twin.next_value()
+
+    # A gap (NaN) is a period the model carries on through from its own forecast.
+    gapped = copy.deepcopy(model)
+    for _ in range(9):
+        gapped.push(nan)
+        model.push(model.next_value())
+        assert gapped.next_value() == pytest.approx(model.next_value(), rel=1e-12)
 
 
-@pytest.mark.filterwarnings("ignore:The 'convert_dates' keyword")  # inside prophet.serialize (pandas 3)
+@pytest.mark.filterwarnings(PROPHET_FROM_JSON)
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("pushed", [0, 9], ids=["fitted", "pushed"])
 def test_a_pickled_model_forecasts_and_steps_the_same(name: str, pushed: int) -> None:
     # The daemon keeps a fitted model inside the detector's state in its store.
-    y = make_series(periods=150, seed=3)
+    y = make_series(periods=100, seed=3)
     model = make_model(name).fit(y.iloc[:-pushed] if pushed else y)
     for value in y.iloc[len(y) - pushed:]:
         model.push(float(value))
@@ -175,8 +184,8 @@ def test_seasonal_naive_updated_is_seasonal_naive_refitted() -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"trend": None}, {"damped": False}, {"trend": None, "initialization": "heuristic"}, {"season": 14}],
-    ids=["damped-trend", "no-trend", "trend", "heuristic", "season-14"],
+    [{}, {"trend": None, "initialization": "heuristic"}, {"damped": False, "season": 14}],
+    ids=["damped-trend", "detectors-no-trend-heuristic", "trend-season-14"],
 )
 def test_ets_update_runs_statsmodels_own_filter(params: dict) -> None:
     # The hand-written recursion after the fit equals statsmodels smoothing the whole series with

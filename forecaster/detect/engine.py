@@ -207,6 +207,7 @@ class State:
     stale: int = 0  # errors[:stale] came from a model of another form
     behaviour: BehaviourShift = field(default_factory=BehaviourShift)
     run: int = 0  # periods outside the band in a row (either way)
+    run_sigma: float = 0.0  # the band's sigma when the current run began (caps its errors)
     alert_run: int = 0  # alertable periods in a row the same way
     alert_up: bool = False
     last_alertable: int = -2  # position of the last alertable period
@@ -477,11 +478,15 @@ class Detector:
             state.volumes.append(volume)
         if event is None:
             # Every ordinary judged period sizes the band, large errors capped at MEMORY_CAP times
-            # the 99% quantile the band reads (or its edge, if wider): rare anomalies barely move
+            # the 99% quantile the band read (or its edge, if wider): rare anomalies barely move
             # that quantile, errors that come back often are this series' normal and widen it
             # step by step; a run of huge ones (an incident, a shift) widens it by at most that
-            # factor. (Capped at the edge itself, a band that became too narrow could never widen.)
-            cap = max(self.z * tail.sigma, MEMORY_CAP * tail.sigma * NORMAL_Q99)
+            # factor, since during a run the cap is the one from before it (capped at the current
+            # quantile, three capped errors would raise it and the next cap with it, compounding).
+            # (Capped at the edge itself, a band that became too narrow could never widen.)
+            if state.run <= 1:
+                state.run_sigma = tail.sigma
+            cap = max(self.z * state.run_sigma, MEMORY_CAP * state.run_sigma * NORMAL_Q99)
             self._remember_error(state, max(-cap, min(cap, value - forecast)))
         return Judgement(period, value, expected, expected - half, expected + half, score, is_anomaly, reason,
                          alert=alert, direction=direction.value, run_length=state.alert_run if alert else 0,
