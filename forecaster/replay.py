@@ -3,8 +3,8 @@
 Two faces, one detector (`forecaster.detect`):
 - `replay_rows`: a file's rows as they are (CSV), put on the grid of their usual spacing and
   walked forward with a detector for that spacing; one output row per input row.
-- `replay_kpi` (in `forecaster.replay_kpi`): a configured KPI straight from its source, run as
-  the daemon on a simulated clock with an in-memory store, so its count of Slack messages is what
+- `replay_kpi` (in `forecaster.rehearsal`): a configured KPI straight from its source, run as
+  the daemon on a simulated clock with a throw-away store, so its count of Slack messages is what
   the daemon would have sent.
 
 `anomaly` in the output is 1 where the service would announce the period: an alert that starts

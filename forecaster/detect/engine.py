@@ -75,7 +75,7 @@ MEMORY_CAP = 1.5  # of the band's 99% error quantile: the largest |error| the ba
 MIN_RELATIVE_SCALE = 1e-3  # of the series' typical size: a flat stretch must not give a zero band
 RECENT = 90  # judgements kept in the state (a check window is at most 90 periods)
 EVENT_BASELINE_CYCLES = 4  # same-weekday values before an event day that its effect is measured against
-STATE_VERSION = 1  # bump when State changes shape: an older stored state is rebuilt, not misread
+STATE_VERSION = 2  # bump when State changes shape: an older stored state is rebuilt, not misread
 # The engine's ETS: no trend on purpose (one step ahead the level tracks any trend, and a fitted
 # trend with a high smoothing weight makes the filter swing on noisy data); heuristic initial
 # states (only the smoothing weights are estimated: milliseconds even for a 288-period season).
@@ -100,17 +100,20 @@ class Plan:
     repeat_after: int
     calm_after: int
     min_fit: int
+    fit_window: int  # values a refit reads: train_window, or two years for Prophet's yearly season
 
     @property
     def memory(self) -> int:
         """Periods of history the state keeps: enough for any refit, the weekly trial and habits."""
         weekly = seasonal_history(self.week) + self.week if self.week else 0
-        return max(self.train_window, seasonal_history(self.season), weekly, EVENT_BASELINE_CYCLES * self.season) + 1
+        return max(self.fit_window, seasonal_history(self.season), weekly, EVENT_BASELINE_CYCLES * self.season) + 1
 
 
 def make_plan(freq: str, rules: Rules, refit_every: int | None = None, train_window: int | None = None,
-              accept_after: int | None = None) -> Plan:
-    """The plan of `freq` under `rules`; None = derived from the frequency."""
+              accept_after: int | None = None, model: str = "ets") -> Plan:
+    """The plan of `freq` under `rules`; None = derived from the frequency. Prophet (daily and
+    coarser data) is fitted on the last two years, not `train_window`: its yearly season needs a
+    year of history and its holiday effects an earlier occurrence."""
     per_day = periods_per_day(freq)
     season = season_length(freq)
     day = max(int(round(per_day)), 1)
@@ -129,6 +132,8 @@ def make_plan(freq: str, rules: Rules, refit_every: int | None = None, train_win
         repeat_after=periods_in(rules.repeat_hours, freq),
         calm_after=max(1, periods_in(rules.repeat_hours, freq) // 2),
         min_fit=MIN_FIT if per_day >= 1 else MIN_FIT_COARSE,
+        fit_window=(max(train_window or 0, int(round(730 * per_day))) if model == "prophet" and per_day <= 1
+                    else train_window or min(max(4 * season, 7 * day, 200), 4032)),
     )
 
 
@@ -248,7 +253,7 @@ class Detector:
         self.calendar = calendar if freq == "D" else None  # event days are days
         self.timezone = timezone
         self.share = share
-        self.plan = make_plan(freq, rules, refit_every, train_window, accept_after)
+        self.plan = make_plan(freq, rules, refit_every, train_window, accept_after, model)
         self.z = z_value(self.plan.level)
         settings = (rules, freq, model, sorted(self.model_params.items(), key=str), self.calendar, timezone, self.plan,
                     share)
@@ -362,7 +367,7 @@ class Detector:
             weekly, _ = self._fit_on(history, plan.week)
             if getattr(weekly, "seasonal_", False) and _run_over(weekly, recent) < _run_over(daily, recent):
                 return self._fit_on(self._history(state, window), plan.week)
-        return self._fit_on(self._history(state, plan.train_window), season)
+        return self._fit_on(self._history(state, plan.fit_window), season)
 
     def _history(self, state: State, window: int, skip: int = 0) -> pd.Series:
         """The last `window` clean values before the last `skip`, on their periods."""
@@ -484,7 +489,7 @@ class Detector:
             # factor, since during a run the cap is the one from before it (capped at the current
             # quantile, three capped errors would raise it and the next cap with it, compounding).
             # (Capped at the edge itself, a band that became too narrow could never widen.)
-            if state.run <= 1:
+            if state.run <= 1 or not state.run_sigma:
                 state.run_sigma = tail.sigma
             cap = max(self.z * state.run_sigma, MEMORY_CAP * state.run_sigma * NORMAL_Q99)
             self._remember_error(state, max(-cap, min(cap, value - forecast)))

@@ -5,8 +5,7 @@ history (fewer, down to 3, when the history cannot spare them) and scored by MAS
 `horizon` periods after each origin; the best mean wins (ties: the simpler model, listed first).
 Six origins, not three: on Peyton Manning three 28-day windows picked ETS or seasonal naive at 4
 of 10 origins where Prophet was better on the next 28 days (MASE 0.985 against 0.892); six
-picked Prophet at all 10. The selection is remembered for `reselect_days`, so its cost is paid
-about once a month, not at every check. Prophet is a candidate only for daily or weekly data with a year
+picked Prophet at all 10. Prophet is a candidate only for daily or weekly data with a year
 of history (it has nothing to add on shorter or sub-daily series and costs the most).
 
 Across a known calendar event (a holiday, Black Friday) in the forecast window, a model that
