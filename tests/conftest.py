@@ -52,6 +52,18 @@ def with_drop(s: pd.Series, at: int | str | pd.Timestamp, pct: float) -> pd.Seri
     return out
 
 
+def assert_one_line_error(result, *fragments: str) -> None:
+    """A CLI result (click's CliRunner) that failed as bad input should: exit code 2, one line on
+    stderr starting `kpiwatch: error: ` and holding every fragment, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("kpiwatch: error: "), lines[0]
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
 @pytest.fixture(name="make_series")
 def make_series_fixture() -> Callable[..., pd.Series]:
     return make_series

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from forecaster.cli import cli
 from forecaster.demo import INCIDENTS
+from conftest import assert_one_line_error
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PEYTON = SHARED_DATA / "forecast-examples" / "example_wp_log_peyton_manning.csv"
@@ -23,14 +24,6 @@ def run(*args: str):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("kpiwatch: error: "), lines[0]
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

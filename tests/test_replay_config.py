@@ -25,6 +25,7 @@ from forecaster.replay import COLUMNS, default_detectors, replay, replay_rows
 from forecaster.settings import DEFAULT_MODEL
 from forecaster.sources.base import to_kpi_series
 from forecaster.sources.csv import read_csv_columns
+from conftest import assert_one_line_error
 
 START = pd.Timestamp("2024-01-08", tz="UTC")  # 200 days to late July: no retail peak in range (1 January is)
 SPIKE, DROP, SHIFT = 120, 140, 160  # rows, well apart (an episode ends after a calm day)
@@ -75,13 +76,6 @@ def unjudged_days(frame: pd.DataFrame, timezone: str = "UTC", after: int = 100) 
     return [stamps[row].date() for row in rows if row >= after]
 
 
-def assert_one_line_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("kpiwatch: error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_the_clean_series_alerts_only_where_changes_were_put() -> None:

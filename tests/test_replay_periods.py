@@ -23,6 +23,7 @@ from forecaster.detect.engine import MIN_CALIBRATION, MIN_FIT, MIN_FIT_COARSE
 from forecaster.replay import COLUMNS, default_detectors, replay_rows, summary
 from forecaster.timegrid import alias, months_per_period, periods_per_day, season_length, usual_spacing
 from forecaster.types import BadInputError
+from conftest import assert_one_line_error
 
 
 def yearly_pattern(stamps: pd.DatetimeIndex, seed: int = 0) -> pd.Series:
@@ -50,14 +51,6 @@ def freq_of(raw: pd.Series) -> str:
     return alias(usual_spacing(pd.DatetimeIndex(raw.index).sort_values().unique()))
 
 
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("kpiwatch: error: "), lines[0]
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 # --- the grid of a file's spacing (timegrid) -------------------------------------------------
