@@ -58,7 +58,7 @@ def test_good_config_is_read_with_documented_defaults() -> None:
 
     sessions = config.kpi("sessions")
     assert (sessions.metric, sessions.ratio, sessions.metrics) == ("sessions", None, ["sessions"])
-    assert (sessions.good, sessions.freq, sessions.model, sessions.source) == (Direction.UP, "D", "auto", "default")
+    assert (sessions.good, sessions.freq, sessions.model, sessions.source) == (Direction.UP, "D", "ets", "default")
     assert (sessions.level, sessions.min_volume, sessions.min_abs_change) == (0.99, 0.0, 0.0)
     assert (sessions.for_periods, sessions.good_news, sessions.event_margin, sessions.check_window) == (
         1, False, 0.15, 7)
