@@ -167,3 +167,15 @@ def _same(a: tuple[bool, float, float], b: tuple[bool, float, float]) -> bool:
 
 def _num(value: float | None) -> float:
     return np.nan if value is None else float(value)
+
+
+def test_replay_is_quiet_over_the_2024_holiday_peaks(settings: Settings) -> None:
+    """Black Friday to the Christmas days of 2024, each with an earlier year to learn from: the
+    daemon's replay of every KPI announces nothing on them (2025's are in the 120 days above)."""
+    first, last = pd.Timestamp("2024-11-28", tz="UTC"), pd.Timestamp("2024-12-27", tz="UTC")
+    quiet = {day for day, _ in QUIET_DAYS if first.date() <= day <= last.date()}
+    assert len(quiet) >= 5  # Black Friday, Cyber Monday, Christmas Eve, Christmas Day, Boxing Day
+    end = moment_after(last, "D", DEMO_TIMEZONE)
+    announced = {period.date() for name in settings.kpis
+                 for _, _, period in replay_kpi(settings, name, None, first - pd.Timedelta(days=1), end).announced}
+    assert announced & quiet == set()
