@@ -25,11 +25,13 @@ def kpi_series(name: str, kpi: KPIConfig, frame: pd.DataFrame) -> list[KPISeries
     as the total can be built.
     """
     frame = _filtered(frame, kpi.filter, name)
-    series = [_one_series(name, kpi, frame, {})]
+    series = [_one_series(name, kpi, frame.groupby("timestamp", sort=True)[kpi.metrics].sum(min_count=1), {})]
     for dimension in kpi.segments:
-        for value, part in frame.groupby(dimension, sort=True):
+        # One grouping per dimension, not one per value: a cycle builds every segment anew.
+        sums = frame.groupby([dimension, "timestamp"], sort=True)[kpi.metrics].sum(min_count=1)
+        for value, part in sums.groupby(level=0, sort=True):
             try:
-                series.append(_one_series(name, kpi, part, {dimension: str(value)}))
+                series.append(_one_series(name, kpi, part.droplevel(0), {dimension: str(value)}))
             except BadInputError:
                 continue  # e.g. a channel with a handful of days: judged when it has history
     return series
@@ -47,8 +49,8 @@ def _filtered(frame: pd.DataFrame, keep: Mapping[str, list[str]], name: str) -> 
     return frame
 
 
-def _one_series(name: str, kpi: KPIConfig, frame: pd.DataFrame, segment: dict[str, str]) -> KPISeries:
-    sums = frame.groupby("timestamp", sort=True)[kpi.metrics].sum(min_count=1)
+def _one_series(name: str, kpi: KPIConfig, sums: pd.DataFrame, segment: dict[str, str]) -> KPISeries:
+    """The KPI from its metrics summed per period (`sums`: indexed by timestamp)."""
     index = pd.DatetimeIndex(sums.index)
     if kpi.ratio is None:
         values = sums[kpi.metrics[0]]
