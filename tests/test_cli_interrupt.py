@@ -26,9 +26,20 @@ def group_size(group: int) -> int:
     return len(found)
 
 
+SLOW_CONFIG = """
+timezone: Europe/Amsterdam
+sources: {default: {type: demo}}
+kpis:
+  sessions: {metric: sessions, segments: [channel, device], model: prophet}
+"""
+
+
 def test_ctrl_c_during_a_check_ends_it_and_its_workers_within_seconds(tmp_path):
-    # A fresh folder: no remembered model choices, so the check is fitting for minutes.
-    check = subprocess.Popen([sys.executable, "-m", "forecaster.cli", "check", "--config", str(CONFIG),
+    # Prophet walked over two years for 11 series (a refit every 100 days): the check is fitting
+    # for a minute or more, so the Ctrl-C comes while its workers are busy.
+    config = tmp_path / "kpiwatch.yaml"
+    config.write_text(SLOW_CONFIG)
+    check = subprocess.Popen([sys.executable, "-m", "forecaster.cli", "check", "--config", str(config),
                               "--at", "2025-12-11T08:00", "--dry-run"], cwd=tmp_path, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, start_new_session=True,
                              env={**os.environ, "PYTHONPATH": str(CONFIG.parents[1])})
