@@ -34,6 +34,12 @@ kpis:
 """
 
 
+def _as_in_a_terminal() -> None:
+    """Ctrl-C as a terminal delivers it: a test run started in the background (`make test &`,
+    a CI runner) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_a_check_ends_it_and_its_workers_within_seconds(tmp_path):
     # Prophet walked over two years for 11 series (a refit every 100 days): the check is fitting
     # for a minute or more, so the Ctrl-C comes while its workers are busy.
@@ -41,7 +47,7 @@ def test_ctrl_c_during_a_check_ends_it_and_its_workers_within_seconds(tmp_path):
     config.write_text(SLOW_CONFIG)
     check = subprocess.Popen([sys.executable, "-m", "forecaster.cli", "check", "--config", str(config),
                               "--at", "2025-12-11T08:00", "--dry-run"], cwd=tmp_path, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, start_new_session=True,
+                             stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_as_in_a_terminal,
                              env={**os.environ, "PYTHONPATH": str(CONFIG.parents[1])})
     try:
         deadline = time.time() + 120
