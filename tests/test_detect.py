@@ -15,14 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forecaster.calendar import Calendar
-from forecaster.detect import Detector, Rules, guardrail, history_needed, require_history, walk_forward
+from forecaster.detect import Detector, Rules, guardrail, history_needed, walk_forward
 from forecaster.detect.calibration import NORMAL_Q99, ErrorTail, quantile
 from forecaster.detect.engine import MIN_CALIBRATION, MIN_FIT, BehaviourShift, make_plan
 from forecaster.detect.rules import CRITICAL_EXCESS, sampling_sigma, severity, to_anomaly
 from forecaster.models.base import z_value
 from forecaster.settings import KPIConfig, RatioConfig
 from forecaster.sources.base import to_kpi_series
-from forecaster.types import BadInputError, Direction, Judgement, KPISeries, Severity
+from forecaster.types import Direction, Judgement, KPISeries, Severity
 
 nan = float("nan")
 UP, DOWN = Direction.UP, Direction.DOWN
@@ -258,21 +258,6 @@ def test_the_first_judged_period_is_the_one_history_needed_promises(freq: str, s
     series = series_of(make_series(freq=freq, periods=need + extra, season=season, seed=2))
     judged = [j for j in walk_forward(Detector(freq=series.freq), series) if not math.isnan(j.score)]
     assert len(judged) == max(extra + 1, 0)
-    if extra < 0:
-        with pytest.raises(BadInputError) as info:
-            require_history(series)
-        assert str(info.value) == (
-            f"sessions: too little history to judge: needs at least {need} values ({series.freq} data), "
-            f"got {need - 1}; give a longer history")
-    else:
-        require_history(series)
-
-
-def test_require_history_counts_values_not_rows() -> None:
-    values = make_series(periods=95, seed=2)
-    values.iloc[10:15] = nan  # 90 values on 95 rows
-    with pytest.raises(BadInputError, match="needs at least 91 values .* got 90"):
-        require_history(series_of(values))
 
 
 # --------------------------------------------------------------------------- calibration

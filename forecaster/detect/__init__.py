@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from forecaster.detect.engine import Detector, State, history_needed, require_history, walk_forward
+from forecaster.detect.engine import Detector, State, history_needed, walk_forward
 from forecaster.detect.rules import Rules, guardrail
 
-__all__ = ["Detector", "Rules", "State", "guardrail", "history_needed", "require_history", "walk_forward"]
+__all__ = ["Detector", "Rules", "State", "guardrail", "history_needed", "walk_forward"]

@@ -57,7 +57,7 @@ from forecaster.detect.rules import Rules, guardrail, sampling_sigma
 from forecaster.models.base import make_model, z_value
 from forecaster.models.fallback import FALLBACK_MODEL, FIT_ERRORS
 from forecaster.timegrid import periods_in, periods_per_day, season_length
-from forecaster.types import BadInputError, Direction, Judgement, KPISeries
+from forecaster.types import Direction, Judgement, KPISeries
 
 if TYPE_CHECKING:
     from forecaster.settings import KPIConfig
@@ -608,15 +608,6 @@ def walk_forward(detector: Detector, series: KPISeries, start: pd.Timestamp | No
         return []
     _, judgements = detector.advance(None, series, end if end is not None else series.values.index[-1])
     return [j for j in judgements if start is None or j.period >= start]
-
-
-def require_history(series: KPISeries) -> None:
-    """BadInputError (one line) when `series` is too short for any period to be judged."""
-    got = int(series.values.notna().sum())
-    need = history_needed(series.freq)
-    if got < need:
-        raise BadInputError(f"{series.label}: too little history to judge: needs at least {need} values "
-                            f"({series.freq} data), got {got}; give a longer history")
 
 
 def _apply(effect: tuple[str, float], forecast: float) -> float:
