@@ -461,6 +461,7 @@ class Daemon:
         judged: list[pd.Timestamp] = []
         fields: dict[str, Any] = {}
         no_data: list[str] = []
+        stored: dict[tuple[str, str], State] | None = None
         for period in periods:
             if self.stopping.is_set():
                 break
@@ -477,8 +478,8 @@ class Daemon:
                 continue
             report = None
             if _has_value(source, kpi, period):
-                states = self.store.detector_states(name)
-                stored = {(name, segment): state for segment, state in states.items()}
+                if stored is None:  # read once per job; a catch-up steps on from each report's states
+                    stored = {(name, segment): state for segment, state in self.store.detector_states(name).items()}
                 report = self._check(settings, ended, name, stored)
             if report is None or name not in report.period:
                 # The source has nothing for the period (its data stopped, or is later than its
@@ -495,6 +496,7 @@ class Daemon:
             outcome = record_and_send(report, settings, self.store, self.notifier, now.to_pydatetime(),
                                       judged={(name, ""): period.to_pydatetime()}, late_note=late, deliver_now=False,
                                       states=report.states)
+            stored.update(report.states)
             anomalies += len(report.alerts)
             queued += outcome.queued
             judged.append(period)
