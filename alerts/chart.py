@@ -13,8 +13,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: the daemon and CI have no display
 
-from matplotlib.figure import Figure  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from forecaster.types import Forecast, Judgement  # noqa: E402

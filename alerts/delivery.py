@@ -35,7 +35,7 @@ log = logging.getLogger("kpiwatch.delivery")
 
 
 class Outbox(Protocol):
-    """What delivery needs from the state store (`forecaster.store.Store`)."""
+    """What delivery needs from the state store (`alerts.store.Store`)."""
 
     def waiting(self) -> list[Any]: ...
     def get(self, key: str) -> Any: ...

@@ -41,11 +41,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from forecaster.detect import Detector, Rules, walk_forward
 from forecaster.models import fit_forecast, model_names, season_length
 from forecaster.models.base import check_horizon, check_level
 from forecaster.models.fallback import reject_constant
 from forecaster.sources.base import MIN_POINTS
-from forecaster.detect import Detector, Rules, walk_forward
 from forecaster.types import BadInputError, Forecast, KPISeries
 
 Progress = Callable[[int, int], None]

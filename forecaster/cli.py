@@ -20,16 +20,26 @@ import click
 import pandas as pd
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from forecaster.catalog import bundled_config_text
 from forecaster.pipeline import CheckReport, check, forecast_series, kpi_total_series
 from forecaster.settings import Settings, config_path, load_config, parse_config
-from forecaster.types import BadInputError, Forecast, KPISeries, KPIWatchError, segment_label
+from forecaster.types import (
+    BadInputError,
+    Forecast,
+    KPISeries,
+    KPIWatchError,
+    segment_label,
+)
 from forecaster.units import format_period, format_value
-
-
 
 # Piped into a file or CI log, rich would assume 80 columns and fold every table.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -219,9 +229,9 @@ def check_command(
 
 def _send(report: CheckReport, settings: Settings) -> None:
     """Store the check, queue its messages and deliver them; one summary line on stderr."""
+    from alerts.incidents import record_and_send
     from alerts.slack import make_notifier
-    from forecaster.notify import record_and_send
-    from forecaster.store import Store
+    from alerts.store import Store
 
     notifier = make_notifier()
     store = Store(settings.state_url)
@@ -347,7 +357,7 @@ def _write_replay(frame: pd.DataFrame, output: Path) -> None:
 def _replay_configured(name: str, config_file: Path | None, segments: tuple[str, ...], start: str | None,
                        end: str | None, output: Path, level: float | None) -> None:
     """`kpiwatch replay KPI`: the daemon on a simulated clock over the KPI's history."""
-    from forecaster.rehearsal import replay_kpi
+    from alerts.rehearsal import replay_kpi
 
     settings = load_config(config_file)
     settings.kpi(name)  # an unknown name lists the configured ones
@@ -472,7 +482,7 @@ def validate(config_file: Path | None) -> None:
 @click.option("--no-wait", is_flag=True, help="Exit (code 3) if another daemon holds the store, instead of standing by.")
 def run_command(config_file: Path | None, once: bool, no_wait: bool) -> None:
     """The daemon: judge every KPI on its schedule, send alerts, serve /healthz and /metrics."""
-    from forecaster.daemon import Daemon
+    from alerts.daemon import Daemon
 
     code = Daemon(config_file, wait_for_lock=not no_wait).run(once=once)
     raise SystemExit(code)
@@ -486,7 +496,8 @@ def run_command(config_file: Path | None, once: bool, no_wait: bool) -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
 def snooze(kpi: str, segment: tuple[str, ...], until: str, reason: str, config_file: Path | None) -> None:
     """Silence a KPI (or one segment of it) until a date; the evaluations go on."""
-    from forecaster.store import Store, segment_key
+    from alerts.store import Store
+    from forecaster.types import segment_key
 
     settings = load_config(config_file)
     settings.kpi(kpi)
@@ -513,7 +524,7 @@ def snooze(kpi: str, segment: tuple[str, ...], until: str, reason: str, config_f
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def alerts_command(config_file: Path | None, limit: int, fmt: str) -> None:
     """Recent alert messages and the outbox: what was sent, what waits, what Slack refused."""
-    from forecaster.store import Store
+    from alerts.store import Store
 
     settings = load_config(config_file)
     store = Store(settings.state_url)
@@ -580,9 +591,9 @@ def outbox() -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
 def outbox_retry(config_file: Path | None) -> None:
     """Queue every dead letter again and deliver the outbox now (after fixing the cause)."""
+    from alerts.incidents import deliver_outbox
     from alerts.slack import make_notifier
-    from forecaster.notify import deliver_outbox
-    from forecaster.store import Store
+    from alerts.store import Store
 
     settings = load_config(config_file)
     notifier = make_notifier()

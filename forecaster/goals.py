@@ -21,7 +21,15 @@ from scipy import stats
 from forecaster.pipeline import forecast_series, kpi_total_series, last_closed_period
 from forecaster.settings import KPIConfig, Settings
 from forecaster.sources import make_source
-from forecaster.types import Alert, Anomaly, BadInputError, Direction, Hint, KPISeries, segment_label
+from forecaster.types import (
+    Alert,
+    Anomaly,
+    BadInputError,
+    Direction,
+    Hint,
+    KPISeries,
+    segment_label,
+)
 from forecaster.units import format_value
 
 BAND_LEVEL = 0.8  # the band shown, and the one read for the forecast's sigma

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 import pandas as pd
 
 from forecaster.calendar import Calendar
-from forecaster.completeness import completeness, is_complete, rows_per_period, usual_phase
+from forecaster.completeness import (
+    completeness,
+    is_complete,
+    rows_per_period,
+    usual_phase,
+)
 from forecaster.detect import Detector, State
 from forecaster.detect.rules import to_anomaly
 from forecaster.explain import Evaluated, add_related_hints, build_alerts
@@ -23,9 +28,17 @@ from forecaster.kpis import kpi_series
 from forecaster.models import fit_forecast
 from forecaster.settings import AUTO_MODEL, KPIConfig, Settings
 from forecaster.sources import Source, make_source
-from forecaster.store import segment_key
 from forecaster.timegrid import last_closed_period
-from forecaster.types import Alert, Anomaly, BadInputError, Forecast, Judgement, KPISeries, segment_label
+from forecaster.types import (
+    Alert,
+    Anomaly,
+    BadInputError,
+    Forecast,
+    Judgement,
+    KPISeries,
+    segment_key,
+    segment_label,
+)
 from forecaster.units import format_period
 
 Progress = Callable[[int, int], None]  # (series finished, series in all)

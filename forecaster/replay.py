@@ -3,7 +3,7 @@
 Two faces, one detector (`forecaster.detect`):
 - `replay_rows`: a file's rows as they are (CSV), put on the grid of their usual spacing and
   walked forward with a detector for that spacing; one output row per input row.
-- `replay_kpi` (in `forecaster.rehearsal`): a configured KPI straight from its source, run as
+- `replay_kpi` (in `alerts.rehearsal`): a configured KPI straight from its source, run as
   the daemon on a simulated clock with a throw-away store, so its count of Slack messages is what
   the daemon would have sent.
 

@@ -10,14 +10,21 @@ from __future__ import annotations
 import os
 import re
 import string
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from forecaster.calendar import Calendar, UserEvent
 from forecaster.catalog import with_catalog
@@ -73,7 +80,6 @@ class TargetConfig(_Strict):
 
 # Where a KPI's metrics come from: one model per `type` (demo, csv, parquet, sql, ga4).
 from forecaster.sources.config import SourceConfig  # noqa: E402
-
 
 SEVERITY_RANK = {"warning": 1, "critical": 2}
 

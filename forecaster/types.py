@@ -206,3 +206,8 @@ def segment_label(segment: Mapping[str, str], brackets: bool = False) -> str:
         return "" if brackets else "total"
     inner = ", ".join(f"{k}={v}" for k, v in sorted(segment.items()))
     return f"[{inner}]" if brackets else inner
+
+
+def segment_key(segment: Mapping[str, str]) -> str:
+    """The stored form of a segment: `channel=email,device=mobile` (sorted); "" for the total."""
+    return ",".join(f"{k}={v}" for k, v in sorted(segment.items()))

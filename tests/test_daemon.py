@@ -286,7 +286,7 @@ def test_days_are_judged_once_across_both_dst_changes_with_a_frozen_clock():
 
 
 def test_alerts_about_old_periods_say_they_are_late():
-    from forecaster.daemon import _late_note
+    from alerts.daemon import _late_note
 
     latest = pd.Timestamp("2025-12-10", tz="UTC")
     assert _late_note(latest, latest, "D") == ""
@@ -504,7 +504,7 @@ def test_the_daemon_judges_every_day_once_across_a_dst_change(world, change_day)
 
 
 def test_a_hung_call_is_killed_after_its_time_limit_and_the_worker_comes_back():
-    from forecaster.daemon import Worker
+    from alerts.daemon import Worker
 
     worker = Worker()
     try:
@@ -521,8 +521,8 @@ def test_a_kpi_that_fails_every_cycle_gets_one_cannot_judge_alert(tmp_path, monk
     """A time-out (or bad data) on every cycle would leave the KPI stuck with only log lines:
     after `daemon.source_failures` cycles one alert, and a reply when it is judged again."""
     from alerts.slack import SlackBot
-    from forecaster.daemon import Daemon
-    from forecaster.store import Store
+    from alerts.daemon import Daemon
+    from alerts.store import Store
 
     data = tmp_path / "leads.csv"
     write_leads(data)
@@ -556,8 +556,8 @@ def test_a_daemon_that_loses_its_postgresql_lock_stops_with_exit_3(tmp_path):
     import sqlalchemy as sa
     from storage import store_url
 
-    from forecaster.daemon import Daemon, StoreLock
-    from forecaster.store import Store
+    from alerts.daemon import Daemon, StoreLock
+    from alerts.store import Store
 
     urls = store_url("postgresql", tmp_path)
     url = next(urls)

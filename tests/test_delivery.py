@@ -16,9 +16,9 @@ from storage import BACKENDS, store_url
 
 from alerts.delivery import DeliveryPolicy, deliver
 from alerts.slack import SlackBot, SlackWebhook
-from forecaster.notify import evaluation_records, plan_cycle, previous_actuals_of
+from alerts.incidents import evaluation_records, plan_cycle, previous_actuals_of
 from forecaster.settings import parse_config
-from forecaster.store import Store
+from alerts.store import Store
 
 NOW = datetime(2025, 12, 11, 7, tzinfo=timezone.utc)
 TESTS = Path(__file__).parent
@@ -272,9 +272,9 @@ from datetime import datetime, timezone
 from alerting import alert, report
 from alerts.delivery import deliver
 from alerts.slack import SlackBot
-from forecaster.notify import evaluation_records, plan_cycle
+from alerts.incidents import evaluation_records, plan_cycle
 from forecaster.settings import parse_config
-from forecaster.store import Store
+from alerts.store import Store
 
 settings = parse_config(sys.argv[3])
 store = Store(sys.argv[1])

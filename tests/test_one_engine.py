@@ -20,16 +20,17 @@ import pandas as pd
 import pytest
 from fakeslack import FakeSlack
 
-from forecaster.daemon import Daemon
+from alerts.daemon import Daemon
 from forecaster.detect import walk_forward
 from forecaster.kpis import kpi_series
 from forecaster.pipeline import detector_of
-from forecaster.rehearsal import replay_kpi
+from alerts.rehearsal import replay_kpi
 from forecaster.schedule import Clock, moment_after
 from forecaster.settings import Settings, load_config
 from forecaster.sources import make_source
 from forecaster.demo import DEMO_END, DEMO_TIMEZONE, INCIDENTS, QUIET_DAYS
-from forecaster.store import Store, segment_key
+from alerts.store import Store
+from forecaster.types import segment_key
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from forecaster.cli import cli
 from forecaster.settings import load_config
-from forecaster.store import Store
+from alerts.store import Store
 
 CONFIG = """
 timezone: Europe/Amsterdam
@@ -43,7 +43,7 @@ def test_dry_run_check_at_and_replay_leave_the_daemons_state_alone(tmp_path: Pat
     config = tmp_path / "kpiwatch.yaml"
     config.write_text(CONFIG.format(state=state))
     # The daemon's state after judging 1 Dec 2025: a ledger, a stored detector state, evaluations.
-    from forecaster.daemon import Daemon
+    from alerts.daemon import Daemon
     from forecaster.schedule import Clock
 
     daemon = Daemon(config)

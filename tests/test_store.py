@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from storage import BACKENDS, store_url
 
-from forecaster.store import (
+from alerts.store import (
     SCHEMA_VERSION,
     CyclePlan,
     EvaluationRecord,
@@ -17,8 +17,8 @@ from forecaster.store import (
     OutboxItem,
     Store,
     StoreError,
-    segment_key,
 )
+from forecaster.types import segment_key
 
 T0 = datetime(2025, 12, 10, tzinfo=timezone.utc)
 
@@ -182,7 +182,7 @@ def test_two_processes_creating_the_schema_together_both_succeed(url):
     import subprocess
     import sys
 
-    code = "import sys; from forecaster.store import Store; Store(sys.argv[1]).close()"
+    code = "import sys; from alerts.store import Store; Store(sys.argv[1]).close()"
     runs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True) for _ in range(4)]
     errors = [run.communicate(timeout=120)[1] for run in runs]
     assert [run.returncode for run in runs] == [0, 0, 0, 0], errors

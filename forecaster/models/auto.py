@@ -42,7 +42,6 @@ import numpy as np
 import pandas as pd
 
 from forecaster.calendar import Calendar
-from forecaster.models.fallback import FIT_ERRORS
 from forecaster.models.base import (
     check_horizon,
     check_level,
@@ -52,6 +51,7 @@ from forecaster.models.base import (
     season_length,
     z_value,
 )
+from forecaster.models.fallback import FIT_ERRORS
 from forecaster.types import Forecast
 
 CALENDAR_MODELS = ("prophet",)  # models that learn holiday and retail-peak effects

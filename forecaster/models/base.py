@@ -24,6 +24,7 @@ from scipy import stats
 from forecaster.timegrid import season_length  # noqa: F401  (models read the season here)
 from forecaster.types import BadInputError, Forecast
 
+
 class Model(Protocol):
     """What every forecasting model offers."""
 

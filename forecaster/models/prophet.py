@@ -33,7 +33,6 @@ from forecaster.models.base import (
 )
 from forecaster.types import Forecast
 
-
 PATH_CHUNK = 400  # periods of the fitted curve computed at once for stepping (over a year of days)
 
 

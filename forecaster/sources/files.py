@@ -22,9 +22,9 @@ import pandas as pd
 
 from forecaster.completeness import ROWS_COLUMN
 from forecaster.sources import frames
+from forecaster.sources.base import WallClock
 from forecaster.sources.config import FileSourceConfig
 from forecaster.sources.csv import _read_text, _split_rows
-from forecaster.sources.base import WallClock
 from forecaster.types import BadInputError, SourceError
 
 _GLOB_CHARS = frozenset("*?[")

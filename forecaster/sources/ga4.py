@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from forecaster.sources import frames
-from forecaster.sources.config import GA4SourceConfig
 from forecaster.sources.base import WallClock
+from forecaster.sources.config import GA4SourceConfig
 from forecaster.types import BadInputError, SourceError
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,12 @@ class GA4Source(WallClock):
     ) -> tuple[list[str], list[tuple[str, ...]], str]:
         """The report's column names (dimensions then metrics, from its headers), every row (GA4's
         strings) and the property's time zone, reading page after page."""
-        from google.analytics.data_v1beta.types import DateRange, Dimension, Metric, RunReportRequest
+        from google.analytics.data_v1beta.types import (
+            DateRange,
+            Dimension,
+            Metric,
+            RunReportRequest,
+        )
 
         rows: list[tuple[str, ...]] = []
         header: list[str] = []

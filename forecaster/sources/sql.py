@@ -32,12 +32,18 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, NoSuchTableError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    NoSuchModuleError,
+    NoSuchTableError,
+    SQLAlchemyError,
+)
 
 from forecaster.completeness import ROWS_COLUMN
 from forecaster.sources import frames
-from forecaster.sources.config import SQLSourceConfig
 from forecaster.sources.base import WallClock
+from forecaster.sources.config import SQLSourceConfig
 from forecaster.types import BadInputError, SourceError
 
 # Bounds of a `query:` when the caller gives none (the whole history).

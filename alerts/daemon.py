@@ -34,19 +34,31 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 from apscheduler.schedulers.blocking import BlockingScheduler
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from alerts.delivery import DeliveryPolicy, deliver
+from alerts.incidents import record_and_send
 from alerts.slack import Notifier, SlackError, make_notifier
+from alerts.store import CyclePlan, OutboxItem, Store, StoreError
 from forecaster.completeness import is_complete
 from forecaster.detect import State
-from forecaster.notify import record_and_send
 from forecaster.pipeline import CheckReport, check, completeness_of, last_closed_period
-from forecaster.schedule import Clock, default_schedule, due_periods, moment_after, parse_schedule
+from forecaster.schedule import (
+    Clock,
+    default_schedule,
+    due_periods,
+    moment_after,
+    parse_schedule,
+)
 from forecaster.settings import KPIConfig, Settings, load_config
 from forecaster.sources import Source, make_source
-from forecaster.store import CyclePlan, OutboxItem, Store, StoreError
 from forecaster.types import KPIWatchError, SourceError
 from forecaster.units import format_period
 

@@ -5,7 +5,7 @@ Tables
 - `incidents`: one row per anomaly episode of a KPI segment, open until the KPI is normal again;
   it remembers the Slack message that announced it (for the repeat interval and the resolve).
 - `outbox`: messages to send, each with a unique key; written in the same transaction as the
-  evaluations that caused them, sent later by the delivery step (`forecaster.notify`).
+  evaluations that caused them, sent later by the delivery step (`alerts.incidents`).
 - `notifications`: the log of what really reached Slack (written after a successful send).
 - `snoozes`, `feedback`, `ledger` (the last judged period per KPI segment, for the daemon).
 - `kpiwatch_meta`: the schema version.
@@ -28,7 +28,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 
 from forecaster.types import KPIWatchError
 
@@ -183,11 +189,6 @@ ledger = sa.Table(
 def utcnow() -> datetime:
     """The wall clock, tz-aware UTC."""
     return datetime.now(timezone.utc)
-
-
-def segment_key(segment: Mapping[str, str]) -> str:
-    """The stored form of a segment: `channel=email,device=mobile` (sorted); "" for the total."""
-    return ",".join(f"{k}={v}" for k, v in sorted(segment.items()))
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,7 @@ import pandas as pd
 from alerts.delivery import DeliveryPolicy, DeliveryReport, Notifier, deliver
 from alerts.message import message_blocks, message_text, resolved_text
 from alerts.slack import SlackError
-from forecaster.pipeline import CheckReport, SeriesResult
-from forecaster.settings import Settings
-from forecaster.store import (
+from alerts.store import (
     CyclePlan,
     EvaluationRecord,
     Incident,
@@ -39,13 +37,13 @@ from forecaster.store import (
     OutboxItem,
     Snooze,
     Store,
-    segment_key,
     utcnow,
 )
-from forecaster.types import Alert
+from forecaster.pipeline import CheckReport, SeriesResult
+from forecaster.settings import Settings
 from forecaster.sources.frames import local_midnight
+from forecaster.types import Alert, segment_key
 from forecaster.units import format_period, format_value
-
 
 CHARTS_ELSEWHERE = ("Charts are not sent over a webhook: `kpiwatch check --dry-run --out DIR` draws them "
                     "(or `kpiwatch forecast KPI --plot chart.png`).")

@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forecaster.daemon import Daemon
+from alerts.daemon import Daemon
+from alerts.store import EvaluationRecord, Store
 from forecaster.pipeline import spelled, values_seen
 from forecaster.replay import COLUMNS
 from forecaster.schedule import Clock, moment_after
 from forecaster.settings import Settings
 from forecaster.sources import make_source
-from forecaster.store import EvaluationRecord, Store, segment_key
 from forecaster.timegrid import last_closed_period
-from forecaster.types import BadInputError
+from forecaster.types import BadInputError, segment_key
 from forecaster.units import format_period
 
 DEFAULT_DAYS = 90  # replayed when --from is not given

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from alerting import DAY, alert, report
 
-from forecaster.notify import alert_key, plan_cycle, previous_actuals_of, record_and_send
+from alerts.incidents import alert_key, plan_cycle, previous_actuals_of, record_and_send
 from forecaster.settings import parse_config
-from forecaster.store import Snooze, Store
+from alerts.store import Snooze, Store
 from forecaster.types import Severity
 
 NOW = datetime(2025, 12, 11, 7, tzinfo=timezone.utc)
@@ -179,7 +179,7 @@ def test_record_and_send_compares_with_the_value_stored_before_the_check(setting
 
 def record_cycle(store, checked, settings, now) -> int:
     """Plan against the store's incidents and apply; returns the new outbox rows (no charts)."""
-    from forecaster.notify import evaluation_records
+    from alerts.incidents import evaluation_records
 
     plan = plan_cycle(checked, settings, store.open_incidents(), store.snoozes(now), now, charts=False)
     return store.record_cycle(evaluation_records(checked), plan, now)
