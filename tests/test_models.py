@@ -444,6 +444,17 @@ def test_prophet_interval_width_is_the_level_asked(prophet_fit: tuple[object, pd
     np.testing.assert_allclose(forecast.upper.to_numpy(), np.nanpercentile(samples, 100 - tail, axis=1))
 
 
+def test_the_cmdstanpy_internals_we_repoint_still_exist() -> None:
+    """pyproject pins cmdstanpy below the next minor release; this says plainly when a bump breaks it."""
+    import importlib
+
+    from forecaster.models.prophet import _CMDSTAN_TMPDIR_MODULES
+
+    for name in _CMDSTAN_TMPDIR_MODULES:
+        assert isinstance(getattr(importlib.import_module(name), "_TMPDIR", None), str), f"{name}._TMPDIR is gone"
+    assert callable(importlib.import_module("cmdstanpy.utils.filesystem").write_stan_json)
+
+
 @pytest.mark.slow
 def test_prophet_fit_leaves_no_temp_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import cmdstanpy
