@@ -39,7 +39,7 @@ from forecaster.types import (
     segment_key,
     segment_label,
 )
-from forecaster.units import format_period
+from forecaster.units import currency_of, format_period
 
 Progress = Callable[[int, int], None]  # (series finished, series in all)
 Job = tuple[KPISeries, KPIConfig, Detector, pd.Timestamp, "State | None"]
@@ -207,7 +207,8 @@ def check(
         detector = detector_of(settings, kpi)
         jobs.extend((series, kpi, detector, until, _usable(states.get((name, segment_key(series.segment))), until)) for series in found)
     results = _run_all(jobs, progress, workers)
-    evaluated = {r.series.label: _evaluated(r, periods[r.series.name], settings.kpi(r.series.name)) for r in results}
+    evaluated = {r.series.label: _evaluated(r, periods[r.series.name], settings.kpi(r.series.name), settings.currency)
+                 for r in results}
     alerts = []
     for name in names:
         mine = [evaluated[r.series.label] for r in results if r.series.name == name]
@@ -280,7 +281,8 @@ def _usable(state: State | None, until: pd.Timestamp) -> State | None:
     return state
 
 
-def _evaluated(result: SeriesResult, period: pd.Timestamp, kpi: KPIConfig) -> Evaluated:
+def _evaluated(result: SeriesResult, period: pd.Timestamp, kpi: KPIConfig, currency: str) -> Evaluated:
+    """What the explainer needs of a result; `currency`: the config's, for a unit that names none."""
     judged = {j.period: j for j in result.judgements}
     last = judged.get(period)
     if last is None:
@@ -289,7 +291,7 @@ def _evaluated(result: SeriesResult, period: pd.Timestamp, kpi: KPIConfig) -> Ev
     return Evaluated(
         result.series, last.actual, last.expected, result.anomaly,
         flagged=last.is_anomaly, score=last.score, good=kpi.good, unit=kpi.unit, numerator=numerator,
-        denominator_name=kpi.ratio.denominator if kpi.ratio else None,
+        denominator_name=kpi.ratio.denominator if kpi.ratio else None, currency=currency_of(kpi.unit) or currency,
     )
 
 
