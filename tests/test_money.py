@@ -104,7 +104,7 @@ def test_check_json_texts_price_in_dollars_never_euros(usd: Path) -> None:
     impacts = [hint for hint in hints if hint["kind"] == "impact" and hint["money"]]
     assert {hint["kpi"] for hint in impacts} == {"cpa", "roas"}
     assert all(hint["currency"] == "USD" and hint["text"].startswith("≈ $") for hint in impacts), impacts
-    assert "€" not in json.dumps([texts, [hint["text"] for hint in hints]], ensure_ascii=False)
+    assert "€" not in json.dumps([texts, [hint["text"] for hint in hints], payload["held_back"]], ensure_ascii=False)
 
 
 def test_slack_blocks_and_chart_axis_price_in_dollars(usd: Path) -> None:
