@@ -18,6 +18,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from forecaster.types import Forecast, Judgement  # noqa: E402
+from forecaster.units import currency_of, format_value  # noqa: E402
 
 HISTORY_PERIODS = 56  # eight weeks of daily data before the forecast starts
 SIZE_INCHES = (8.0, 3.6)
@@ -91,8 +92,8 @@ def _step(history: pd.Series) -> pd.Timedelta:
 def _tick(value: float, unit: str) -> str:
     if unit == "%":
         return f"{value * 100:.1f}%"
-    if unit in {"€", "$", "£"}:
-        return f"{unit}{value:,.0f}" if abs(value) >= 100 else f"{unit}{value:,.2f}"
+    if currency_of(unit) is not None:
+        return format_value(value, unit)  # money is spelled in one place, with the KPI's currency
     if unit == "s":
         return f"{value:.1f} s"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"

@@ -674,6 +674,7 @@ def _print_alerts(report: CheckReport, charts: dict[int, Path]) -> None:
         if number in charts:
             out.print(f"  chart: {charts[number]}", markup=False)
         out.print()
+    _print_held_back(report.held_back)
     bad = sum(1 for a in report.alerts if a.anomaly.is_bad)
     out.print(f"{len(report.alerts)} alert(s): {bad} incident(s), {len(report.alerts) - bad} good news; "
               f"{len(report.results)} series judged.")
@@ -683,6 +684,23 @@ def _print_alerts(report: CheckReport, charts: dict[int, Path]) -> None:
         err.print(f"incomplete: {note}", markup=False)
     for note in report.no_data:
         err.print(f"no data: {note}", markup=False)
+
+
+MAX_HELD_BACK = 10
+"""Held-back lines `check` prints; the rest are counted (`--format json` lists them all)."""
+
+
+def _print_held_back(lines: list[str]) -> None:
+    """The out-of-band periods a guardrail kept from alerting, after the alerts: a guardrail
+    must not swallow an incident without a word."""
+    if not lines:
+        return
+    out.print(f"Held back ({len(lines)}): outside the band but not alerted, or not judgeable", markup=False)
+    for line in lines[:MAX_HELD_BACK]:
+        out.print(f"  - {line}", markup=False)
+    if len(lines) > MAX_HELD_BACK:
+        out.print(f"  and {len(lines) - MAX_HELD_BACK} more (--format json lists them all)", markup=False)
+    out.print()
 
 
 def _print_json(report: CheckReport, charts: dict[int, Path]) -> None:
@@ -696,7 +714,8 @@ def _print_json(report: CheckReport, charts: dict[int, Path]) -> None:
         alerts.append(item)
     payload = {"alerts": alerts, "judged": {k: v.isoformat() for k, v in report.period.items()},
                "series": len(report.results), "skipped": report.notes,
-               "incomplete": list(report.incomplete), "no_data": list(report.no_data)}
+               "incomplete": list(report.incomplete), "no_data": list(report.no_data),
+               "held_back": report.held_back}
     click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
 
 

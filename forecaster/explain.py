@@ -14,7 +14,14 @@ import pandas as pd
 
 from forecaster.calendar import Calendar
 from forecaster.types import Alert, Anomaly, Direction, Hint, KPISeries, segment_label
-from forecaster.units import format_change, format_period, format_value
+from forecaster.units import (
+    DEFAULT_CURRENCY,
+    MONEY_METRICS,
+    format_change,
+    format_money,
+    format_period,
+    format_value,
+)
 
 # A segment must concentrate at least this much more of the deviation than of the volume to be
 # the headline instead of the KPI's total.
@@ -24,9 +31,6 @@ MIN_SHARE_ALONE = 0.5
 # A segment at or below this fraction of its expected value, alone in its dimension, reads as a
 # tracking or data fault (an email outage of tracking, not a market move).
 NEAR_ZERO = 0.10
-# Metrics whose sums are money, so an impact can be priced; the demo and most shops use euros.
-MONEY_METRICS = frozenset({"revenue", "ad_cost", "cost", "spend", "ad_spend"})
-CURRENCY = "€"
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class Evaluated:
     unit: str = ""
     numerator: str | None = None  # a ratio's numerator metric, to price the impact
     denominator_name: str | None = None  # a ratio's denominator metric
+    currency: str = DEFAULT_CURRENCY  # ISO 4217 code of money metrics (the unit's, else the config's)
 
 
 def build_alerts(evaluated: Sequence[Evaluated], calendar: Calendar = Calendar()) -> list[Alert]:
@@ -222,17 +227,10 @@ def _effect(value: float, unit: str) -> str:
 def _component_hint(headline: Evaluated) -> list[Hint]:
     """For a ratio: did the numerator or the denominator move? Each part against its mean on the
     same weekday (same hour) over the previous four weeks: a cheap, model-free reference."""
-    anomaly, denominator = headline.anomaly, headline.series.denominator
-    if anomaly is None or denominator is None or headline.numerator is None or headline.denominator_name is None:
+    anomaly = headline.anomaly
+    changes = _part_changes(headline)
+    if anomaly is None or changes is None:
         return []
-    numerator = headline.series.values * denominator
-    changes = {}
-    for name, part in ((headline.numerator, numerator), (headline.denominator_name, denominator)):
-        usual = _same_phase_mean(part, anomaly.period, anomaly.freq)
-        now = part.get(anomaly.period)
-        if usual is None or now is None or pd.isna(now) or usual == 0:
-            return []
-        changes[name] = float(now) / usual - 1.0
     (top_name, top_change), (other_name, other_change) = sorted(changes.items(), key=lambda kv: -abs(kv[1]))
     driver = "numerator" if top_name == headline.numerator else "denominator"
     return [
@@ -250,6 +248,24 @@ def _component_hint(headline: Evaluated) -> list[Hint]:
     ]
 
 
+def _part_changes(headline: Evaluated) -> dict[str, float] | None:
+    """A ratio's numerator and denominator at the period as fractions of their usual values
+    ({"ad_cost": 0.7, "revenue": -0.07}), numerator first; None without a usual value (not a
+    ratio, not daily or hourly, no history on the same weekday, or a usual of zero)."""
+    anomaly, denominator = headline.anomaly, headline.series.denominator
+    if anomaly is None or denominator is None or headline.numerator is None or headline.denominator_name is None:
+        return None
+    numerator = headline.series.values * denominator
+    changes = {}
+    for name, part in ((headline.numerator, numerator), (headline.denominator_name, denominator)):
+        usual = _same_phase_mean(part, anomaly.period, anomaly.freq)
+        now = part.get(anomaly.period)
+        if usual is None or now is None or pd.isna(now) or usual == 0:
+            return None
+        changes[name] = float(now) / usual - 1.0
+    return changes
+
+
 def _same_phase_mean(part: pd.Series, period: pd.Timestamp, freq: str) -> float | None:
     lag = pd.Timedelta(days=7) if freq in {"D", "h"} else None
     if lag is None:
@@ -264,8 +280,18 @@ def _phase_word(freq: str) -> str:
 
 
 def _impact_hint(headline: Evaluated) -> list[Hint]:
-    """What the deviation is worth in the period: money where the KPI's numerator is money,
-    else the count behind it (conversions, sessions)."""
+    """What the deviation is worth in the period, told in the part of the KPI that moved: money
+    (in the KPI's currency) where that part is money, else its count (conversions, sessions).
+
+    A count or an amount: actual - expected. A ratio N / D whose expected value is r deviates by
+    N - r * D in the numerator's terms, or by D - N / r in the denominator's: one deviation
+    (the first is -r times the second). It is told in the part that moved most against its usual
+    same weekday (the component hint's reference): ROAS down because revenue fell is "≈ €7,770
+    less revenue than expected, given the day's ad cost"; ROAS down because ad cost rose 70%
+    while revenue fell 7% is "≈ €3,080 more ad cost than the day's revenue called for at the
+    expected 2.50x; the roas drop is mostly the rise in ad cost: ad cost +70%, revenue -7% ...".
+    Without a usual value (too little history, weekly data) it is told in the numerator.
+    """
     anomaly = headline.anomaly
     if anomaly is None or anomaly.unit == "s":
         return []  # seconds of load time summed over sessions mean nothing on their own
@@ -273,25 +299,65 @@ def _impact_hint(headline: Evaluated) -> list[Hint]:
     volume = float(denominator.get(anomaly.period, float("nan"))) if denominator is not None else 1.0
     if pd.isna(volume):
         return []
+    period_word = {"D": "day", "h": "hour"}.get(anomaly.freq, "period")
+    changes = _part_changes(headline)
+    if changes is not None and _denominator_moved(headline, changes) and anomaly.expected != 0:
+        return [_denominator_impact(headline, volume, changes, period_word)]
     amount = (anomaly.actual - anomaly.expected) * volume
     metric = headline.numerator or anomaly.kpi
-    money = metric in MONEY_METRICS
-    value = f"{CURRENCY}{abs(amount):,.0f}" if money else f"{abs(amount):,.0f}"
-    what = metric.replace("_", " ")
-    more_or_less = "more" if amount > 0 else ("less" if money else "fewer")
-    period_word = {"D": "day", "h": "hour"}.get(anomaly.freq, "period")
     per = (f", given the {period_word}'s {headline.denominator_name.replace('_', ' ')}" if headline.denominator_name
            else f" that {period_word}")
-    return [
-        Hint(
-            kind="impact",
-            kpi=anomaly.kpi,
-            segment=dict(anomaly.segment),
-            text=f"≈ {value} {more_or_less} {what} than expected{per}",
-            evidence=0.6,  # above "also outside" segments: what it costs matters more
-            data={"amount": amount, "metric": metric, "money": money},
-        )
-    ]
+    driver = "numerator" if changes is not None else None
+    return [_impact(headline, amount, metric, f"than expected{per}", driver, changes)]
+
+
+def _denominator_moved(headline: Evaluated, changes: Mapping[str, float]) -> bool:
+    """Whether the ratio's denominator moved more than its numerator (relative to their usual)."""
+    assert headline.numerator is not None and headline.denominator_name is not None  # changes exist
+    return abs(changes[headline.denominator_name]) > abs(changes[headline.numerator])
+
+
+def _denominator_impact(headline: Evaluated, volume: float, changes: Mapping[str, float], period_word: str) -> Hint:
+    """The impact of a ratio that moved because its denominator did, in the denominator's terms:
+    D - N / r (ad cost beyond what the day's revenue called for at the expected ROAS r)."""
+    anomaly = headline.anomaly
+    assert anomaly is not None and headline.numerator is not None and headline.denominator_name is not None
+    numerator, denominator = headline.numerator, headline.denominator_name
+    amount = volume - anomaly.actual * volume / anomaly.expected
+    what = {name: name.replace("_", " ") for name in (numerator, denominator)}
+    moved = "rise" if anomaly.direction is Direction.UP else "drop"
+    cause = "rise" if changes[denominator] > 0 else "drop"
+    usual = "weekday" if anomaly.freq == "D" else "hour of the week"
+    because = (
+        f"the {anomaly.kpi} {moved} is mostly the {cause} in {what[denominator]}: {what[denominator]} "
+        f"{changes[denominator]:+.0%}, {what[numerator]} {changes[numerator]:+.0%} against the usual {usual}"
+    )
+    than = (f"than the {period_word}'s {what[numerator]} called for at the expected "
+            f"{format_value(anomaly.expected, anomaly.unit)}; {because}")
+    return _impact(headline, amount, denominator, than, "denominator", changes)
+
+
+def _impact(headline: Evaluated, amount: float, metric: str, than: str, driver: str | None,
+            changes: Mapping[str, float] | None) -> Hint:
+    """The impact hint "≈ {amount} more/less/fewer {metric} {than}"; `amount` in `metric`'s terms."""
+    anomaly = headline.anomaly
+    assert anomaly is not None
+    money = metric in MONEY_METRICS
+    value = format_money(abs(amount), headline.currency, whole=True) if money else f"{abs(amount):,.0f}"
+    more_or_less = "more" if amount > 0 else ("less" if money else "fewer")
+    data: dict[str, object] = {"amount": amount, "metric": metric, "money": money}
+    if money:
+        data["currency"] = headline.currency
+    if driver is not None and changes is not None:
+        data |= {"driver": driver, "changes": dict(changes)}
+    return Hint(
+        kind="impact",
+        kpi=anomaly.kpi,
+        segment=dict(anomaly.segment),
+        text=f"≈ {value} {more_or_less} {metric.replace('_', ' ')} {than}",
+        evidence=0.6,  # above "also outside" segments: what it costs matters more
+        data=data,
+    )
 
 
 def headline_text(anomaly: Anomaly) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -22,7 +22,7 @@ from forecaster.completeness import (
     usual_phase,
 )
 from forecaster.detect import Detector, State
-from forecaster.detect.rules import to_anomaly
+from forecaster.detect.rules import Rules, held_back, to_anomaly
 from forecaster.explain import Evaluated, add_related_hints, build_alerts
 from forecaster.kpis import kpi_series
 from forecaster.models import fit_forecast
@@ -39,7 +39,7 @@ from forecaster.types import (
     segment_key,
     segment_label,
 )
-from forecaster.units import format_period
+from forecaster.units import currency_of, format_period
 
 Progress = Callable[[int, int], None]  # (series finished, series in all)
 Job = tuple[KPISeries, KPIConfig, Detector, pd.Timestamp, "State | None"]
@@ -53,6 +53,9 @@ class SeriesResult:
 
     judgements: the last `check_window` periods (the band a chart draws); forecast: the same as
     a Forecast. state: the detector's state after the period (the daemon stores it).
+    held_back: why the period did not alert though it was outside its band the way the KPI
+    alerts (a guardrail, with the numbers), or why a ratio could not be judged (a zero
+    denominator); "" otherwise (`rules.held_back`).
     """
 
     series: KPISeries
@@ -61,6 +64,7 @@ class SeriesResult:
     anomaly: Anomaly | None
     skipped: str = ""
     state: State | None = None
+    held_back: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,18 @@ class CheckReport:
 
     @property
     def notes(self) -> list[str]:
-        """One line per series that could not be judged."""
-        return [f"{r.series.label}: {r.skipped}" for r in self.results if r.skipped]
+        """One line per series that could not be judged (and is not in `held_back`)."""
+        return [f"{r.series.label}: {r.skipped}" for r in self.results if r.skipped and not r.held_back]
+
+    @property
+    def held_back(self) -> list[str]:
+        """One line per series outside its band the alerting way but not alerted (a guardrail),
+        the farthest out first, then the segments whose ratio is undefined (a zero denominator):
+        "cpa[channel=paid_social] 3.1x expected ($93.00 vs $30.00) on Wed 03 Dec 2025, not
+        alerted: 12 conversions < min_volume 30"."""
+        held = [r for r in self.results if r.held_back]
+        held.sort(key=lambda r: -_score_at(r, self.period.get(r.series.name)))
+        return [r.held_back for r in held]
 
     @property
     def states(self) -> dict[tuple[str, str], State]:
@@ -206,8 +220,10 @@ def check(
         periods[name] = until
         detector = detector_of(settings, kpi)
         jobs.extend((series, kpi, detector, until, _usable(states.get((name, segment_key(series.segment))), until)) for series in found)
-    results = _run_all(jobs, progress, workers)
-    evaluated = {r.series.label: _evaluated(r, periods[r.series.name], settings.kpi(r.series.name)) for r in results}
+    results = [_with_held_back(result, periods[result.series.name], settings, result.series.name)
+               for result in _run_all(jobs, progress, workers)]
+    evaluated = {r.series.label: _evaluated(r, periods[r.series.name], settings.kpi(r.series.name), settings.currency)
+                 for r in results}
     alerts = []
     for name in names:
         mine = [evaluated[r.series.label] for r in results if r.series.name == name]
@@ -231,6 +247,9 @@ def _no_value_note(found: Sequence[KPISeries], kpi: KPIConfig, period: pd.Timest
     values = total.values.dropna() if total is not None else pd.Series(dtype="float64")
     if period in values.index:
         return ""
+    if kpi.ratio is not None and total is not None and total.denominator is not None and total.denominator.get(period) == 0:
+        return (f"no {kpi.ratio.denominator.replace('_', ' ')} on {format_period(period, kpi.freq)}, ratio undefined: "
+                "not judged")
     latest = (f"its latest value is for {format_period(values.index[-1], kpi.freq)}" if len(values)
               else "the source has no value for it at all")
     return (f"no value for {format_period(period, kpi.freq)} ({latest}): not judged (a gap is not a drop); "
@@ -280,7 +299,8 @@ def _usable(state: State | None, until: pd.Timestamp) -> State | None:
     return state
 
 
-def _evaluated(result: SeriesResult, period: pd.Timestamp, kpi: KPIConfig) -> Evaluated:
+def _evaluated(result: SeriesResult, period: pd.Timestamp, kpi: KPIConfig, currency: str) -> Evaluated:
+    """What the explainer needs of a result; `currency`: the config's, for a unit that names none."""
     judged = {j.period: j for j in result.judgements}
     last = judged.get(period)
     if last is None:
@@ -289,8 +309,46 @@ def _evaluated(result: SeriesResult, period: pd.Timestamp, kpi: KPIConfig) -> Ev
     return Evaluated(
         result.series, last.actual, last.expected, result.anomaly,
         flagged=last.is_anomaly, score=last.score, good=kpi.good, unit=kpi.unit, numerator=numerator,
-        denominator_name=kpi.ratio.denominator if kpi.ratio else None,
+        denominator_name=kpi.ratio.denominator if kpi.ratio else None, currency=currency_of(kpi.unit) or currency,
     )
+
+
+def _with_held_back(result: SeriesResult, period: pd.Timestamp, settings: Settings, name: str) -> SeriesResult:
+    """`result` with its `held_back` note: a guardrail that kept an out-of-band period from
+    alerting (`rules.held_back`), or a segment's ratio undefined by a zero denominator."""
+    kpi = settings.kpi(name)
+    series = result.series
+    last = result.judgements[-1] if result.judgements and result.judgements[-1].period == period else None
+    volume = float(series.denominator.get(period, float("nan"))) if series.denominator is not None else float("nan")
+    if kpi.ratio is not None and volume == 0 and (last is None or pd.isna(last.actual)):
+        # kpi_series makes a zero denominator a gap (a ratio over nothing is undefined, not 0):
+        # say so instead of a bare "no data", which reads as a source that stopped.
+        note = f"{series.label}: no {kpi.ratio.denominator.replace('_', ' ')} on {format_period(period, kpi.freq)}, ratio undefined"
+        return replace(result, held_back=note)
+    if last is None:
+        return result
+    why = held_back(last, _run(result.judgements), volume, Rules.from_kpi(kpi, settings.alerting.repeat_hours),
+                    kpi.unit, kpi.ratio.denominator if kpi.ratio else "", currency_of(kpi.unit) or settings.currency,
+                    when=format_period(period, kpi.freq))
+    return replace(result, held_back=f"{series.label} {why}") if why else result
+
+
+def _run(judgements: Sequence[Judgement]) -> int:
+    """Periods in a row, ending with the last, outside the band the same way (a gap ends it)."""
+    run = 0
+    for judgement in reversed(judgements):
+        if not judgement.is_anomaly or judgement.direction != judgements[-1].direction:
+            break
+        run += 1
+    return run
+
+
+def _score_at(result: SeriesResult, period: pd.Timestamp | None) -> float:
+    """The score of `result`'s judgement of `period` (-1 when not judged: listed last)."""
+    last = result.judgements[-1] if result.judgements else None
+    if last is None or last.period != period or pd.isna(last.score):
+        return -1.0
+    return float(last.score)
 
 
 def _run_all(jobs: list[Job], progress: Progress | None, workers: int | None) -> list[SeriesResult]:

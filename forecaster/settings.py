@@ -30,6 +30,7 @@ from forecaster.calendar import Calendar, UserEvent
 from forecaster.catalog import with_catalog
 from forecaster.models.base import model_names
 from forecaster.types import BadInputError, Direction
+from forecaster.units import CURRENCY_UNIT, DEFAULT_CURRENCY, currency_of, currency_symbol, is_currency_code
 
 DEFAULT_CONFIG = Path("config/kpiwatch.yaml")
 AUTO_MODEL = "auto"
@@ -286,6 +287,9 @@ class Settings(_Strict):
 
     timezone: IANA name in which days are cut and "now" is read (default UTC).
     country: ISO code whose public holidays the models learn (default none).
+    currency: ISO 4217 code of money amounts (an impact "≈ $3,812 more ad cost", a KPI with
+        `unit: currency`) where the KPI's own `unit` names no currency (ROAS's revenue). Default:
+        the one currency the KPIs' units name (`unit: "$"` -> USD), else EUR.
     state_dir: folder of the default state store (default `.kpiwatch`, relative to the working
         directory).
     reselect_days: kept for old configs; no effect: `auto` chooses again at each refit of the
@@ -300,6 +304,7 @@ class Settings(_Strict):
 
     timezone: str = "UTC"
     country: str | None = None
+    currency: str = DEFAULT_CURRENCY
     state_dir: str = ".kpiwatch"
     reselect_days: int = Field(default=30, ge=1, le=365)
     events: list[EventConfig] = Field(default_factory=list)
@@ -317,6 +322,35 @@ class Settings(_Strict):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown timezone {value!r}; use an IANA name such as Europe/Amsterdam") from None
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _currency_of_units(cls, raw: Any) -> Any:
+        """Without `currency:`, the one currency the KPIs' units name: a config whose money KPIs
+        say `unit: "$"` prices ROAS's revenue in dollars too, not in the EUR default."""
+        if not isinstance(raw, dict) or "currency" in raw or not isinstance(raw.get("kpis"), dict):
+            return raw
+        named = {currency_of(kpi["unit"]) for kpi in raw["kpis"].values()
+                 if isinstance(kpi, dict) and isinstance(kpi.get("unit"), str)} - {None}
+        return {**raw, "currency": named.pop()} if len(named) == 1 else raw
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        value = value.strip().upper()  # "usd" can only mean USD here
+        if not is_currency_code(value):
+            raise ValueError(f"unknown currency {value!r}; use an ISO 4217 code such as EUR, USD or GBP")
+        return value
+
+    @model_validator(mode="after")
+    def _money_in_currency(self) -> Settings:
+        """`unit: currency` (the catalogue's money KPIs) becomes the symbol of `currency`, so every
+        face shows a KPI in one spelling ("$", "€"). The KPIs are replaced in the dict, not
+        mutated: a KPIConfig is frozen, the dict is not."""
+        for name, kpi in self.kpis.items():
+            if kpi.unit == CURRENCY_UNIT:
+                self.kpis[name] = kpi.model_copy(update={"unit": currency_symbol(self.currency)})
+        return self
 
     @model_validator(mode="after")
     def _related_exist(self) -> Settings:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from forecaster.types import Anomaly, Direction, Judgement, KPISeries, Severity
+from forecaster.units import DEFAULT_CURRENCY, MONEY_METRICS, format_money, format_value
 
 if TYPE_CHECKING:
     from forecaster.settings import KPIConfig
@@ -88,6 +89,64 @@ def guardrail(actual: float, expected: float, volume: float, rules: Rules) -> st
     if size < rules.min_volume:
         return f"volume {size:g} is below min_volume {rules.min_volume:g}"
     return ""
+
+
+def held_back(judgement: Judgement, run: int, volume: float, rules: Rules, unit: str = "",
+              volume_name: str = "", currency: str = DEFAULT_CURRENCY, when: str = "") -> str:
+    """Why a judged period that would have alerted did not, with the numbers, or "" when it
+    alerted or was never a candidate: "3.1x expected ($93.00 vs $30.00) on Wed 03 Dec 2025, not
+    alerted: 12 conversions < min_volume 30" (`when`: the period as named, "" = left out).
+
+    A candidate is a period outside its band the way the KPI alerts (`alerts_when`) that was
+    held back by `min_abs_change`, `min_volume` or `for_periods`. A move the good way without
+    `good_news` is not one: the config asked not to hear of it, and it is no incident. Neither
+    is a sub-daily "daily habit" (the detector's reading that the value is usual for the hour).
+
+    run: periods in a row ending here, outside the band the same way (for `for_periods`).
+    volume: the period's denominator for a ratio (NaN for a count); volume_name: its metric
+    ("conversions"; money metrics are priced in `currency`); unit: the KPI's unit.
+    """
+    if not judgement.direction or math.isnan(judgement.score):
+        return ""  # not judged: no band to be outside of
+    if not rules.alerts_when(Direction(judgement.direction)):
+        return ""
+    guard = guardrail(judgement.actual, judgement.expected, volume, rules)
+    if judgement.reason and judgement.reason == guard:
+        why = _guard_numbers(judgement, volume, rules, volume_name, currency)
+    elif judgement.is_anomaly and not judgement.alert and run < rules.for_periods:
+        why = f"{_ordinal(run)} period in a row; for_periods is {rules.for_periods}"
+    else:
+        return ""
+    on = f" on {when}" if when else ""
+    return f"{_how_far(judgement, unit)}{on}, not alerted: {why}"
+
+
+def _guard_numbers(judgement: Judgement, volume: float, rules: Rules, volume_name: str, currency: str) -> str:
+    """The guardrail that held a period back, as "<value> < <setting> <limit>"."""
+    change = abs(judgement.actual - judgement.expected)
+    if change < rules.min_abs_change:
+        return f"change {change:.3g} < min_abs_change {rules.min_abs_change:g}"
+    if math.isnan(volume):
+        return f"{max(judgement.actual, judgement.expected):,.0f} < min_volume {rules.min_volume:g}"
+    amount = format_money(volume, currency, whole=True) if volume_name in MONEY_METRICS else f"{volume:,.0f}"
+    return f"{amount} {volume_name.replace('_', ' ')} < min_volume {rules.min_volume:g}".replace("  ", " ")
+
+
+def _how_far(judgement: Judgement, unit: str) -> str:
+    """"3.1x expected ($93.00 vs $30.00)" for a rise to twice or more, else "-45.0% against
+    expected (1.20% vs 2.19%)"."""
+    actual, expected = judgement.actual, judgement.expected
+    values = f"({format_value(actual, unit)} vs {format_value(expected, unit)})"
+    if expected > 0 and actual >= 2 * expected:
+        return f"{actual / expected:.1f}x expected {values}"
+    if expected == 0:
+        return f"{format_value(actual, unit)} against an expected {format_value(expected, unit)}"
+    return f"{(actual - expected) / abs(expected):+.1%} against expected {values}"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def sampling_sigma(rate: float, volume: float, typical_volume: float, z: float) -> tuple[float, float]:
