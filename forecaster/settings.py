@@ -147,6 +147,11 @@ class AlertingConfig(_Strict):
     charts: bool = True
     snoozes: list[SnoozeConfig] = Field(default_factory=list)
 
+    def channels_for(self, kpi: str, tags: Sequence[str], severity: str) -> list[str]:
+        """The channels an alert goes to, each once, in route order: two routes to one channel
+        (`- channel: "#a"` and `- {channel: "#a", kpis: [cpa]}`) must not list it twice there."""
+        return list(dict.fromkeys(r.channel for r in self.routes if r.takes(kpi, tags, severity)))
+
 
 class DaemonConfig(_Strict):
     """How `kpiwatch run` behaves.

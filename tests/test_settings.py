@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,35 @@ def test_a_good_dashboard_url_loads():
     settings = parse_config("sources: {default: {type: demo}}\nalerting: {dashboard_url: 'https://bi/{kpi}?s={segment}&d={period}&x={{y}}'}\n"
                             "kpis: {sessions: {metric: sessions}}\n")
     assert settings.alerting.dashboard_url.endswith("{{y}}")
+
+
+TWO_ROUTES_ONE_CHANNEL = """\
+sources: {default: {type: demo}}
+alerting:
+  routes:
+    - channel: "#alerts"
+    - {channel: "#alerts", kpis: [cpa, roas]}
+    - {channel: "#paid", kpis: [roas]}
+kpis:
+  cpa: {ratio: {numerator: ad_cost, denominator: conversions}, good: down}
+  roas: {ratio: {numerator: revenue, denominator: ad_cost}}
+"""
+
+
+def test_two_routes_to_one_channel_list_each_alert_once_there():
+    """Issue 17 #2: a catch-all route and a KPI route to the same channel gave "4 anomalies"
+    with each alert twice in the one message."""
+    from alerting import alert, report
+
+    from alerts.incidents import alert_key, plan_cycle
+
+    config = parse_config(TWO_ROUTES_ONE_CHANNEL)
+    assert config.alerting.channels_for("roas", [], "critical") == ["#alerts", "#paid"]
+    alerts = [alert("cpa", {}), alert("roas", {})]
+    plan = plan_cycle(report(alerts), config, {}, [], datetime(2025, 12, 11, 7, tzinfo=timezone.utc), charts=True)
+    messages = {m.channel: m for m in plan.items if m.kind == "message"}
+    assert messages["#alerts"].payload["alert_keys"] == [alert_key(a) for a in alerts]
+    assert messages["#alerts"].text.startswith("kpiwatch: 2 anomalies")
+    assert messages["#paid"].payload["alert_keys"] == [alert_key(alerts[1])]
+    charts = [i for i in plan.items if i.kind == "chart"]
+    assert sorted(c.channel for c in charts) == ["#alerts", "#alerts", "#paid"]
