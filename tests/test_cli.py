@@ -329,3 +329,36 @@ def test_an_output_path_that_cannot_be_written_is_one_line_and_the_input_is_neve
     plot = CliRunner().invoke(cli, ["forecast", "--csv", str(data), "--plot", str(data / "p.png")])
     assert plot.exit_code == 2 and "Traceback" not in plot.output
     assert plot.stderr.strip().splitlines()[-1].startswith("kpiwatch: error: cannot use")
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["check", "--at", "03/12/2026"], "--at '03/12/2026' is ambiguous (3 December or 12 March?); use ISO 8601"),
+        (["check", "--at", "12.03.2026"], "--at '12.03.2026' is ambiguous (12 March or 3 December?); use ISO 8601"),
+        (["check", "--at", "13/12/2026"], "--at '13/12/2026': day and month order differ by country; use ISO 8601"),
+        (["check", "--at", "Dec 3 2026"], "--at 'Dec 3 2026': not a timestamp; use ISO 8601: YYYY-MM-DD"),
+        (["check", "--at", "2026-12"], "--at '2026-12': not a timestamp; use ISO 8601: YYYY-MM-DD"),
+        (["check", "--at", "2026-02-30"], "--at '2026-02-30': not a real time (day is out of range for month)"),
+        (["check", "--at", "0001-01-01"], "--at '0001-01-01': the year must be from 1900 to 2200"),
+        (["sources", "test", "--at", "03/12/2026"], "--at '03/12/2026' is ambiguous"),
+        (["snooze", "sessions", "--until", "01/02/2030"], "--until '01/02/2030' is ambiguous"),
+        (["replay", "sessions", "--output", "o.csv", "--from", "1/2/2025"], "--from '1/2/2025' is ambiguous"),
+    ],
+    ids=["day-month", "dotted", "day-13", "words", "month-only", "no-such-day", "year-1", "sources-test",
+         "snooze-until", "replay-from"],
+)
+def test_times_are_iso_8601_only_and_an_ambiguous_one_is_named(args: list[str], message: str) -> None:
+    """Issue 17 #3: `--at 03/12/2026` was silently read as 12 March."""
+    result = run(*args)
+    assert_one_line_error(result, message)
+    assert "e.g. 2026-12-03 or 2026-12-03T10:00+01:00" in result.stderr or "year" in result.stderr
+
+
+@pytest.mark.parametrize("at", ["2025-11-20", "2025-11-20T08:00", "2025-11-20 08:00:00+01:00", "2025-11-20T07:00Z"])
+def test_check_text_names_the_judged_day_first(at: str) -> None:
+    """Issue 17 #3: the text output named no day, so a misread --at went unnoticed."""
+    result = run("check", "--kpi", "page_load_time", "--at", at, "--dry-run")
+    assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("Judged Wed 19 Nov 2025 (1 KPI), as of 2025-11-20 "), first
