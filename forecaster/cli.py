@@ -598,7 +598,11 @@ def sources_test(config_file: Path | None, periods: int, at: str | None) -> None
     out.print(table)
     failed = [p for p in probes if not p.ok]
     if failed:
-        raise SourcesFailed(f"{len(failed)} of {len(probes)} KPI source(s) failed; first: {failed[0].kpi}: {failed[0].error}")
+        # A mistake in the config (exit 2, as `check` says it) comes first: it is the one to fix.
+        first = min(failed, key=lambda p: p.exit_code != BadInputError.exit_code)
+        problem = SourcesFailed(f"{len(failed)} of {len(probes)} KPI source(s) failed; first: {first.kpi}: {first.error}")
+        problem.exit_code = first.exit_code or SourcesFailed.exit_code
+        raise problem
 
 
 @cli.group()

@@ -362,3 +362,18 @@ def test_check_text_names_the_judged_day_first(at: str) -> None:
     assert result.exit_code == 0, result.output
     first = result.stdout.splitlines()[0]
     assert first.startswith("Judged Wed 19 Nov 2025 (1 KPI), as of 2025-11-20 "), first
+
+
+def test_sources_test_exits_2_on_an_unknown_column_as_check_does(tmp_path):
+    """Issue 17 #8: `sources test` said 3 (a source failing) for a mistake in the config."""
+    days = pd.date_range("2025-01-01", "2025-03-31", freq="D")
+    pd.DataFrame({"timestamp": days.strftime("%Y-%m-%d"), "leads": range(len(days))}).to_csv(tmp_path / "leads.csv", index=False)
+    config = write(tmp_path, "k.yaml", "sources:\n  files: {type: csv, path: '" + str(tmp_path / "leads.csv") + "'}\n"
+                   "  gone: {type: csv, path: '" + str(tmp_path / "missing-*.csv") + "'}\n"
+                   "kpis:\n  lost: {metric: leads, source: gone}\n  signups: {metric: signups, source: files}\n")
+    checked = run("check", "--config", str(config), "--kpi", "signups", "--at", "2025-03-15T09:00", "--dry-run")
+    assert_one_line_error(checked, "'signups'")
+    tested = run("sources", "test", "--config", str(config), "--at", "2025-03-15T09:00")
+    assert tested.exit_code == 2, tested.output
+    last = tested.stderr.strip().splitlines()[-1]
+    assert last.startswith("kpiwatch: error: 2 of 2 KPI source(s) failed; first: signups:") and "'signups'" in last
