@@ -34,6 +34,7 @@ from rich.table import Table
 from forecaster.catalog import bundled_config_text
 from forecaster.pipeline import CheckReport, check, forecast_series, kpi_total_series
 from forecaster.settings import Settings, config_path, load_config, parse_config
+from forecaster.sources.urls import shown_url
 from forecaster.types import (
     BadInputError,
     Forecast,
@@ -555,7 +556,7 @@ def alerts_command(config_file: Path | None, limit: int, fmt: str) -> None:
         click.echo(json.dumps({"outbox": counts, "snoozes": [dataclasses.asdict(z) for z in snoozed],
                                "messages": [_outbox_dict(r) for r in rows]}, indent=2, default=str))
         return
-    table = Table(title=f"Outbox ({escape(settings.state_url.split('@')[-1])}): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    table = Table(title=f"Outbox ({escape(shown_url(settings.state_url))}): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     for column in ("queued (UTC)", "kind", "channel", "state", "tries", "what", "last error"):
         table.add_column(column, overflow="fold")
     for row in rows:

@@ -28,6 +28,7 @@ from pydantic import (
 
 from forecaster.calendar import Calendar, UserEvent
 from forecaster.catalog import with_catalog
+from forecaster.sources.urls import parse_database_url
 from forecaster.models.base import model_names
 from forecaster.types import BadInputError, Direction
 
@@ -37,6 +38,8 @@ AUTO_MODEL = "auto"
 # `auto` (ETS or seasonal naive by their one-step errors) judged no better on the daily incident
 # benchmark and worse on NAB dev, at twice the cost (BENCHMARKS.md).
 DEFAULT_MODEL = "ets"
+# Keys whose values are never echoed in an error (they may hold a password or a token).
+_SECRET_KEYS = frozenset({"url", "state"})
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -314,6 +317,15 @@ class Settings(_Strict):
     sources: dict[str, SourceConfig]
     kpis: dict[str, KPIConfig] = Field(min_length=1)
 
+    @field_validator("state")
+    @classmethod
+    def _state_parses(cls, value: str | None) -> str | None:
+        """Refused at load, naming only the scheme: the store would otherwise fail later, and a
+        URL that does not parse cannot be shown with its password masked."""
+        if value is not None:
+            parse_database_url(value)
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -466,9 +478,16 @@ def _first_error(exc: ValidationError) -> str:
         return f"{key}: required key is missing"
     message = str(error["msg"]).removeprefix("Value error, ")
     given = error.get("input")
+    if loc_names(error["loc"]) & _SECRET_KEYS:
+        given = None  # a URL may hold a password: its validator's message names what is wrong
     plain = not isinstance(given, dict | list) and given is not None
     shown = f" (got {given!r})" if plain and repr(given) not in message else ""
     return f"{key}: {message}{shown}"
+
+
+def loc_names(loc: tuple[Any, ...]) -> set[str]:
+    """The key names along an error's location."""
+    return {str(part) for part in loc}
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> str:

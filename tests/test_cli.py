@@ -377,3 +377,56 @@ def test_sources_test_exits_2_on_an_unknown_column_as_check_does(tmp_path):
     assert tested.exit_code == 2, tested.output
     last = tested.stderr.strip().splitlines()[-1]
     assert last.startswith("kpiwatch: error: 2 of 2 KPI source(s) failed; first: signups:") and "'signups'" in last
+
+
+TOKEN = "xoxb-1111-2222-SeCrEtToKeN"
+PASSWORD = "Pa55-SeCrEt-w0rd"
+
+
+def test_error_paths_never_echo_a_secret(tmp_path, monkeypatch):
+    """Issue 17 #13: a file source at `.env` echoed "columns are: SLACK_BOT_TOKEN=xoxb-...", an
+    unescaped `@` broke the password masking and an unparseable URL was printed whole. Every
+    line of every error path here is searched for the token and the password (and their tails)."""
+    from fakeslack import FakeSlack
+
+    monkeypatch.chdir(tmp_path)
+    env = tmp_path / ".env"
+    env.write_text(f"SLACK_BOT_TOKEN={TOKEN}\nKPIWATCH_DB_PASSWORD={PASSWORD}\n")
+    demo = "  default: {type: demo}\n"
+    kpi = "kpis:\n  leads: {metric: leads, source: s}\n  visits: {metric: sessions}\n"
+    configs = {
+        "dotenv": f"sources:\n  s: {{type: csv, path: '{env}'}}\n{demo}{kpi}",
+        "dotenv-parquet": f"sources:\n  s: {{type: parquet, path: '{env}'}}\n{demo}{kpi}",
+        "sql-refused": f"sources:\n  s: {{type: sql, url: 'postgresql://bob:{PASSWORD}@127.0.0.1:1/x', table: t, "
+                       f"connect_timeout: 1}}\n{demo}{kpi}",
+        "sql-at": f"sources:\n  s: {{type: sql, url: 'postgresql://bob:{PASSWORD}@x@127.0.0.1:1/x', table: t}}\n{demo}{kpi}",
+        "sql-hash": f"sources:\n  s:\n    type: sql\n    url: postgresql://bob:{PASSWORD} #x@127.0.0.1/x\n    table: t\n"
+                    f"{demo}{kpi}",
+        "sql-no-scheme-colon": f"sources:\n  s: {{type: sql, url: 'postgresql//bob:{PASSWORD}@db/x', table: t}}\n{demo}{kpi}",
+        "sql-port": f"sources:\n  s: {{type: sql, url: 'postgresql://bob:{PASSWORD}@db:port/x', table: t}}\n{demo}{kpi}",
+        "state-refused": f"state: 'postgresql://bob:{PASSWORD}@127.0.0.1:1/x'\nsources:\n{demo}"
+                         "kpis:\n  visits: {metric: sessions}\n",
+        "state-at": f"state: 'postgresql://bob:{PASSWORD}@x@127.0.0.1/x'\nsources:\n{demo}"
+                    "kpis:\n  visits: {metric: sessions}\n",
+    }
+    at = ["--at", "2025-11-20T08:00"]
+    outputs = []
+    with FakeSlack(tokens=()) as slack:  # every token is refused: invalid_auth
+        monkeypatch.setenv("SLACK_API_URL", slack.url)
+        monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+        monkeypatch.setenv("KPIWATCH_DB_PASSWORD", PASSWORD)
+        for name, text in configs.items():
+            config = write(tmp_path, f"{name}.yaml", text)
+            for args in (["validate"], ["sources", "test", *at], ["check", "--dry-run", *at],
+                         ["check", "--kpi", "visits", *at], ["alerts"], ["outbox", "retry"]):
+                result = CliRunner().invoke(cli, [*args, "--config", str(config)])
+                assert result.exit_code in (0, 2, 3), (name, args, result.output)
+                assert "Traceback" not in result.output, (name, args, result.output)
+                outputs.append((name, args, result.output))
+    assert any("does not look like a header" in out for _, _, out in outputs)
+    assert any("unescaped '@'" in out for _, _, out in outputs)
+    assert any("does not parse" in out for _, _, out in outputs)
+    for name, args, output in outputs:
+        for line in output.splitlines():
+            for secret in (TOKEN, PASSWORD, "SeCrEt", "w0rd"):
+                assert secret not in line, (name, args, line)
