@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from forecaster.sources.base import duplicate_fix, to_kpi_series
-from forecaster.sources.frames import number_fix
+from forecaster.sources.frames import number_fix, refuse_huge
 from forecaster.types import BadInputError, KPISeries
 
 _SEPARATORS = (",", ";", "\t")
@@ -339,6 +339,7 @@ def _parse_values(cells: list[str], lines: list[int], column: str, label: str, s
         raise BadInputError(f"{label}: line {lines[first]}: column '{column}' has {_show(texts[first])}, not a number; {fix}")
     _refuse_dot_thousands([t for t, gap in zip(texts, missing) if not gap],
                           [n for n, gap in zip(lines, missing) if not gap], column, label, sep)
+    refuse_huge(numbers, lines, column, label, "line")
     return numbers
 
 

@@ -114,7 +114,7 @@ class FileSource(WallClock):
             # One per file row, summed like a metric: a row with an empty metric cell still counts
             # (the export wrote it), a row that is not there yet does not.
             mets[ROWS_COLUMN] = np.ones(len(labels), dtype="float64")
-        return frames.summed(labels, dims, mets, lo, hi)
+        return frames.summed(labels, dims, mets, lo, hi, where=self.where)
 
     def _column(self, kind: str, name: str) -> str:
         mapping = self.config.metrics if kind == "metric" else self.config.dimensions

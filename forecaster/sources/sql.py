@@ -265,7 +265,8 @@ class SQLSource(WallClock):
         if rows:
             sums[ROWS_COLUMN] = table_rows[width].to_numpy(dtype="float64")
         return frames.summed(
-            labels, {d: table_rows[1 + i].to_numpy(dtype=object) for i, d in enumerate(dimensions)}, sums, lo, hi)
+            labels, {d: table_rows[1 + i].to_numpy(dtype=object) for i, d in enumerate(dimensions)}, sums, lo, hi,
+            where=self.where)
 
     def _stored_kind(self, column_type: Any) -> str:
         """"date" (calendar dates), "aware" (instants) or "naive" (wall-clock in `timezone`)."""
@@ -388,7 +389,7 @@ class SQLSource(WallClock):
             {d: frame[self._column("dimension", d)].to_numpy(dtype=object) for d in dimensions},
             {m: frames.to_numbers(frame[self._column("metric", m)], numbers, self._column("metric", m),
                                   f"{self.where}: query result") for m in metrics},
-            lo, hi,
+            lo, hi, where=f"{self.where}: query result",
         )
 
     def _no_duplicates(self, frame: pd.DataFrame, labels: pd.DatetimeIndex, key: list[str], ts_col: str) -> None:
