@@ -138,7 +138,8 @@ class AlertingConfig(_Strict):
     """How alerts reach people.
 
     routes: channels and what each receives (default: everything to `#kpi-alerts`).
-    repeat_hours: an ongoing incident is announced again after this many hours (default 24).
+    repeat_hours: an ongoing incident is announced again after this many hours (default 24, at
+        most 8784, a year).
     dashboard_url: link template with `{kpi}`, `{segment}`, `{period}` (default none).
     max_hints: hints per alert in Slack (default 3; the CLI shows more).
     charts: upload a chart per alert into the message's thread (bot token only; default True).
@@ -186,10 +187,12 @@ class DaemonConfig(_Strict):
     catch_up_periods: after downtime, judge at most this many missed periods per KPI, the
         latest ones (default 7).
     misfire_grace_seconds: a job that could not start on time still runs if it is at most this
-        late (default 600; APScheduler's own default is 1 s, which drops jobs after a pause).
-    job_timeout_seconds: one KPI's check (fits included) is stopped after this (default 900).
+        late (default 600, at most a week; APScheduler's own default is 1 s, which drops jobs after
+        a pause).
+    job_timeout_seconds: one KPI's check (fits included) is stopped after this (default 900, at
+        most a week).
     source_failures: consecutive failed cycles of a KPI's source before one "source failing"
-        alert (default 3).
+        alert (default 3, at most 1000).
     log_format: `text` (default) or `json`, one line per job.
     """
 
@@ -239,7 +242,7 @@ class KPIConfig(_Strict):
         `kpiwatch check` judges the latest complete period of the week before instead.
     no_data_after_hours: a period still incomplete this many hours after it ended (plus the
         data delay) gets a "no data" message of its own and is skipped, never judged as a drop
-        (default 24).
+        (default 24, at most 8784, a year).
     """
 
     metric: str | None = None
