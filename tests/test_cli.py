@@ -343,7 +343,7 @@ def test_an_output_path_that_cannot_be_written_is_one_line_and_the_input_is_neve
         (["check", "--at", "0001-01-01"], "--at '0001-01-01': the year must be from 1900 to 2200"),
         (["sources", "test", "--at", "03/12/2026"], "--at '03/12/2026' is ambiguous"),
         (["snooze", "sessions", "--until", "01/02/2030"], "--until '01/02/2030' is ambiguous"),
-        (["replay", "sessions", "--output", "o.csv", "--from", "1/2/2025"], "--from '1/2/2025' is ambiguous"),
+        (["replay", "sessions", "--output", "/nonexistent-kpiwatch-dir/o.csv", "--from", "1/2/2025"], "--from '1/2/2025' is ambiguous"),
     ],
     ids=["day-month", "dotted", "day-13", "words", "month-only", "no-such-day", "year-1", "sources-test",
          "snooze-until", "replay-from"],
