@@ -201,9 +201,8 @@ def _messages(
     for item in outgoing:
         anomaly = item.alert.anomaly
         tags = settings.kpis[anomaly.kpi].tags if anomaly.kpi in settings.kpis else []
-        for route in settings.alerting.routes:
-            if route.takes(anomaly.kpi, tags, anomaly.severity.value):
-                by_channel.setdefault(route.channel, []).append(item)
+        for channel in settings.alerting.channels_for(anomaly.kpi, tags, anomaly.severity.value):
+            by_channel.setdefault(channel, []).append(item)
     items: list[OutboxItem] = []
     carried: dict[str, list[str]] = {}
     for channel, group in by_channel.items():

@@ -50,6 +50,9 @@ def with_catalog(kpis: dict[str, Any]) -> dict[str, Any]:
             merged[name] = entry
             continue
         base_name = entry.get("catalog", name if "metric" not in entry and "ratio" not in entry else None)
+        if base_name is not None and not isinstance(base_name, str):
+            raise BadInputError(f"kpis.{name}.catalog: give the name of a catalogue KPI, not {type(base_name).__name__} "
+                                f"{str(base_name)[:40]!r}; known: {', '.join(sorted(catalog))}")
         if base_name is None:
             merged[name] = entry
             continue

@@ -10,9 +10,11 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from rich.table import Table
 from forecaster.catalog import bundled_config_text
 from forecaster.pipeline import CheckReport, check, forecast_series, kpi_total_series
 from forecaster.settings import Settings, config_path, load_config, parse_config
+from forecaster.sources.urls import shown_url
 from forecaster.types import (
     BadInputError,
     Forecast,
@@ -216,15 +219,32 @@ def check_command(
     settings = load_config(config_file)
     for name in kpis:
         settings.kpi(name)  # an unknown name fails here, before any work
-    report = _run_check(settings, at=_parse_at(at, settings), kpis=kpis or None, quiet=fmt == "json",
-                        require_complete=True)
+    moment = _parse_at(at, settings)
+    report = _run_check(settings, at=moment, kpis=kpis or None, quiet=fmt == "json", require_complete=True)
     charts = _write_charts(report, out_dir) if out_dir else {}
     if fmt == "json":
         _print_json(report, charts)
     else:
+        out.print(_judged_line(report, settings, moment), markup=False)
         _print_alerts(report, charts)
     if not dry_run:
         _send(report, settings)
+
+
+def _judged_line(report: CheckReport, settings: Settings, at: pd.Timestamp | None) -> str:
+    """The check's first line: which period(s) it judged, so a misread --at shows at once:
+    "Judged Wed 10 Dec 2025 (7 KPIs), as of 2025-12-11 08:00 CET"."""
+    by_period: dict[str, list[str]] = {}
+    for kpi, period in report.period.items():
+        by_period.setdefault(format_period(period, settings.kpi(kpi).freq), []).append(kpi)
+    when = f", as of {at:%Y-%m-%d %H:%M %Z}" if at is not None else ""
+    if not by_period:
+        return f"Judged no period: no KPI had a closed period with data{when}."
+    if len(by_period) == 1:
+        (day, names), = by_period.items()
+        return f"Judged {day} ({len(names)} KPI{'' if len(names) == 1 else 's'}){when}."
+    each = "; ".join(f"{day} ({', '.join(names)})" for day, names in by_period.items())
+    return f"Judged {each}{when}."
 
 
 def _send(report: CheckReport, settings: Settings) -> None:
@@ -536,7 +556,7 @@ def alerts_command(config_file: Path | None, limit: int, fmt: str) -> None:
         click.echo(json.dumps({"outbox": counts, "snoozes": [dataclasses.asdict(z) for z in snoozed],
                                "messages": [_outbox_dict(r) for r in rows]}, indent=2, default=str))
         return
-    table = Table(title=f"Outbox ({escape(settings.state_url.split('@')[-1])}): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    table = Table(title=f"Outbox ({escape(shown_url(settings.state_url))}): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     for column in ("queued (UTC)", "kind", "channel", "state", "tries", "what", "last error"):
         table.add_column(column, overflow="fold")
     for row in rows:
@@ -579,7 +599,11 @@ def sources_test(config_file: Path | None, periods: int, at: str | None) -> None
     out.print(table)
     failed = [p for p in probes if not p.ok]
     if failed:
-        raise SourcesFailed(f"{len(failed)} of {len(probes)} KPI source(s) failed; first: {failed[0].kpi}: {failed[0].error}")
+        # A mistake in the config (exit 2, as `check` says it) comes first: it is the one to fix.
+        first = min(failed, key=lambda p: p.exit_code != BadInputError.exit_code)
+        problem = SourcesFailed(f"{len(failed)} of {len(probes)} KPI source(s) failed; first: {first.kpi}: {first.error}")
+        problem.exit_code = first.exit_code or SourcesFailed.exit_code
+        raise problem
 
 
 @cli.group()
@@ -784,21 +808,49 @@ def _parse_segment(items: tuple[str, ...]) -> dict[str, str]:
     return segment
 
 
+# ISO 8601 in its extended form: a date, optionally a time (T or a space) and a zone (Z, +01:00).
+# Nothing else: `03/12/2026` is 3 December in Amsterdam and 12 March in New York, and the data
+# sources read only ISO 8601 too, so --at means the same as a timestamp in the data.
+_ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?",
+                       re.IGNORECASE)
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+_DAY_MONTH = re.compile(r"(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}\b.*")
+
+
 def _parse_at(text: str | None, settings: Settings, option: str = "--at") -> pd.Timestamp | None:
-    """Read a timestamp option (`--at`, `--until`); errors name `option`."""
+    """Read a timestamp option (`--at`, `--until`, `--from`, `--to`): ISO 8601 only
+    (2026-12-03, 2026-12-03T10:00, 2026-12-03T10:00+01:00); no zone = the config's timezone.
+    Errors name `option` and the format."""
     if text is None:
         return None
-    problem = f"{option} {text!r}: not a timestamp; use ISO 8601 such as 2025-12-11T08:00"
-    try:
-        stamp = pd.Timestamp(text)
-    except ValueError:
-        raise BadInputError(problem) from None
-    if pd.isna(stamp):
-        raise BadInputError(problem)
+    stamp = parse_iso_time(text, option)
     if stamp.tzinfo is not None:
         return stamp
     # a local time skipped by DST moves forward; one that happens twice is read as the first
     return stamp.tz_localize(settings.timezone, nonexistent="shift_forward", ambiguous=True)
+
+
+def parse_iso_time(text: str, option: str = "--at") -> pd.Timestamp:
+    """`text` as a Timestamp (naive when it has no zone); BadInputError in one line otherwise."""
+    usage = "use ISO 8601: YYYY-MM-DD, optionally a time and zone, e.g. 2026-12-03 or 2026-12-03T10:00+01:00"
+    cleaned = text.strip()
+    day_month = _DAY_MONTH.fullmatch(cleaned)
+    if day_month:
+        first, second = int(day_month.group(1)), int(day_month.group(2))
+        if 1 <= first <= 12 and 1 <= second <= 12 and first != second:
+            raise BadInputError(f"{option} {text!r} is ambiguous ({first} {_MONTHS[second - 1]} or {second} "
+                                f"{_MONTHS[first - 1]}?); {usage}")
+        raise BadInputError(f"{option} {text!r}: day and month order differ by country; {usage}")
+    if not _ISO_TIME.fullmatch(cleaned):
+        raise BadInputError(f"{option} {text[:40]!r}: not a timestamp; {usage}")
+    try:
+        moment = datetime.fromisoformat(cleaned.upper().replace("Z", "+00:00"))
+    except ValueError as exc:  # 2026-02-30, 25:00, an offset of 24 hours
+        raise BadInputError(f"{option} {text!r}: not a real time ({exc}); {usage}") from None
+    if not 1900 <= moment.year <= 2200:  # the models' calendars and nanosecond stamps end around here
+        raise BadInputError(f"{option} {text!r}: the year must be from 1900 to 2200")
+    return pd.Timestamp(moment)
 
 
 if __name__ == "__main__":  # `python -m forecaster.cli` (the tests run the daemon this way)

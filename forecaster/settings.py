@@ -11,7 +11,7 @@ import os
 import re
 import string
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -28,16 +28,28 @@ from pydantic import (
 
 from forecaster.calendar import Calendar, UserEvent
 from forecaster.catalog import with_catalog
+from forecaster.sources.urls import parse_database_url
 from forecaster.models.base import model_names
 from forecaster.types import BadInputError, Direction
 from forecaster.units import CURRENCY_UNIT, DEFAULT_CURRENCY, currency_of, currency_symbol, is_currency_code
 
 DEFAULT_CONFIG = Path("config/kpiwatch.yaml")
+# Bounds on what is read, so a config cannot make kpiwatch hang or run out of memory: a config is
+# a few kilobytes; YAML aliases (`*name`) may expand it, so the expanded size is bounded too
+# ("billion laughs": 590 bytes expanding to 10^8 values).
+MAX_CONFIG_BYTES = 1_000_000
+MAX_YAML_DEPTH = 50
+MAX_YAML_VALUES = 100_000
+_YEAR_HOURS = 366 * 24
+_WEEK_SECONDS = 7 * 24 * 3600
 AUTO_MODEL = "auto"
 # The detector's model when a KPI names none: ETS without trend, stepped one period at a time.
 # `auto` (ETS or seasonal naive by their one-step errors) judged no better on the daily incident
 # benchmark and worse on NAB dev, at twice the cost (BENCHMARKS.md).
 DEFAULT_MODEL = "ets"
+# Keys whose values are never echoed in an error (they may hold a password or a token).
+_SECRET_KEYS = frozenset({"url", "state"})
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # tab and newline are fine in text
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -46,9 +58,10 @@ class ConfigError(BadInputError):
 
 
 class _Strict(BaseModel):
-    """Unknown keys are errors: a typo must never be silently ignored."""
+    """Unknown keys are errors: a typo must never be silently ignored. Numbers are finite: `.inf`
+    or `.nan` would pass every `gt=0` and fail every job later."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RatioConfig(_Strict):
@@ -56,6 +69,12 @@ class RatioConfig(_Strict):
 
     numerator: str
     denominator: str
+
+    @model_validator(mode="after")
+    def _two_metrics(self) -> RatioConfig:
+        if self.numerator == self.denominator:
+            raise ValueError(f"ratio of {self.numerator!r} over itself is always 1; give two different metrics")
+        return self
 
 
 class EventConfig(_Strict):
@@ -120,7 +139,8 @@ class AlertingConfig(_Strict):
     """How alerts reach people.
 
     routes: channels and what each receives (default: everything to `#kpi-alerts`).
-    repeat_hours: an ongoing incident is announced again after this many hours (default 24).
+    repeat_hours: an ongoing incident is announced again after this many hours (default 24, at
+        most 8784, a year).
     dashboard_url: link template with `{kpi}`, `{segment}`, `{period}` (default none).
     max_hints: hints per alert in Slack (default 3; the CLI shows more).
     charts: upload a chart per alert into the message's thread (bot token only; default True).
@@ -128,7 +148,7 @@ class AlertingConfig(_Strict):
     """
 
     routes: list[RouteConfig] = Field(default_factory=lambda: [RouteConfig(channel="#kpi-alerts")], min_length=1)
-    repeat_hours: float = Field(default=24.0, gt=0)
+    repeat_hours: float = Field(default=24.0, gt=0, le=_YEAR_HOURS)
     dashboard_url: str = ""
 
     @field_validator("dashboard_url")
@@ -136,17 +156,29 @@ class AlertingConfig(_Strict):
     def _known_placeholders(cls, value: str) -> str:
         """Only {kpi}, {segment} and {period} are filled in; anything else would fail at alert time."""
         try:
-            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+            fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(value)
+                      if name is not None]
         except ValueError as exc:
             raise ValueError(f"dashboard_url {value!r}: {exc}; write a literal brace as {{{{ or }}}}") from None
+        names = {name for name, _, _ in fields}
         unknown = sorted(names - {"kpi", "segment", "period"})
         if unknown:
             raise ValueError(f"dashboard_url has placeholder(s) {', '.join('{' + n + '}' for n in unknown)}; "
                              "allowed: {kpi}, {segment}, {period} (a literal brace is {{ or }})")
+        formatted = [f"{{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
+                     for name, spec, conversion in fields if spec or conversion]
+        if formatted:  # `{kpi:d}` fails on a text at alert time, after the alert was judged
+            raise ValueError(f"dashboard_url placeholder {formatted[0]} has a format; write plain {{kpi}}, "
+                             "{segment}, {period}")
         return value
     max_hints: int = Field(default=3, ge=0, le=10)
     charts: bool = True
     snoozes: list[SnoozeConfig] = Field(default_factory=list)
+
+    def channels_for(self, kpi: str, tags: Sequence[str], severity: str) -> list[str]:
+        """The channels an alert goes to, each once, in route order: two routes to one channel
+        (`- channel: "#a"` and `- {channel: "#a", kpis: [cpa]}`) must not list it twice there."""
+        return list(dict.fromkeys(r.channel for r in self.routes if r.takes(kpi, tags, severity)))
 
 
 class DaemonConfig(_Strict):
@@ -156,18 +188,20 @@ class DaemonConfig(_Strict):
     catch_up_periods: after downtime, judge at most this many missed periods per KPI, the
         latest ones (default 7).
     misfire_grace_seconds: a job that could not start on time still runs if it is at most this
-        late (default 600; APScheduler's own default is 1 s, which drops jobs after a pause).
-    job_timeout_seconds: one KPI's check (fits included) is stopped after this (default 900).
+        late (default 600, at most a week; APScheduler's own default is 1 s, which drops jobs after
+        a pause).
+    job_timeout_seconds: one KPI's check (fits included) is stopped after this (default 900, at
+        most a week).
     source_failures: consecutive failed cycles of a KPI's source before one "source failing"
-        alert (default 3).
+        alert (default 3, at most 1000).
     log_format: `text` (default) or `json`, one line per job.
     """
 
     health_port: int = Field(default=8321, ge=0, le=65535)
     catch_up_periods: int = Field(default=7, ge=1, le=1000)
-    misfire_grace_seconds: int = Field(default=600, ge=1)
-    job_timeout_seconds: float = Field(default=900.0, gt=0)
-    source_failures: int = Field(default=3, ge=1)
+    misfire_grace_seconds: int = Field(default=600, ge=1, le=_WEEK_SECONDS)
+    job_timeout_seconds: float = Field(default=900.0, gt=0, le=_WEEK_SECONDS)
+    source_failures: int = Field(default=3, ge=1, le=1000)
     log_format: Literal["text", "json"] = "text"
 
 
@@ -209,7 +243,7 @@ class KPIConfig(_Strict):
         `kpiwatch check` judges the latest complete period of the week before instead.
     no_data_after_hours: a period still incomplete this many hours after it ended (plus the
         data delay) gets a "no data" message of its own and is skipped, never judged as a drop
-        (default 24).
+        (default 24, at most 8784, a year).
     """
 
     metric: str | None = None
@@ -239,7 +273,7 @@ class KPIConfig(_Strict):
     schedule: str | None = None
     data_delay_hours: float = Field(default=0.0, ge=0.0, le=24 * 14)
     completeness: float = Field(default=0.9, ge=0, le=1)
-    no_data_after_hours: float = Field(default=24.0, gt=0)
+    no_data_after_hours: float = Field(default=24.0, gt=0, le=_YEAR_HOURS)
 
     @field_validator("schedule")
     @classmethod
@@ -247,7 +281,14 @@ class KPIConfig(_Strict):
         if value is not None:
             from forecaster.schedule import parse_schedule
 
-            parse_schedule(value, "UTC")  # raises ValueError with the allowed forms
+            try:  # raises ValueError with the allowed forms
+                trigger = parse_schedule(value, "UTC")
+            except OverflowError:  # `every 99999999999999999999 seconds`
+                trigger = None
+            interval = getattr(trigger, "interval", timedelta(0))
+            if trigger is None or interval > timedelta(hours=_YEAR_HOURS):
+                raise ValueError(f"schedule {value!r}: the interval is longer than a year; use at most "
+                                 f"every {_YEAR_HOURS} hours")
         return value
 
     @field_validator("model")
@@ -313,6 +354,15 @@ class Settings(_Strict):
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     sources: dict[str, SourceConfig]
     kpis: dict[str, KPIConfig] = Field(min_length=1)
+
+    @field_validator("state")
+    @classmethod
+    def _state_parses(cls, value: str | None) -> str | None:
+        """Refused at load, naming only the scheme: the store would otherwise fail later, and a
+        URL that does not parse cannot be shown with its password masked."""
+        if value is not None:
+            parse_database_url(value)
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -414,13 +464,22 @@ def load_config(path: str | Path | None = None) -> Settings:
     """Read, expand `${VAR}` and validate the config file; ConfigError on any problem."""
     file = config_path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)  # never more: a wrong --config may be a huge file
     except FileNotFoundError:
         # A path given on the command line is what to fix; without one, say where else to give it.
         hint = "check the --config path" if path else "pass --config FILE or set KPIWATCH_CONFIG"
         raise ConfigError(f"{file}: no such config file; {hint}") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read ({exc.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{file}: larger than {MAX_CONFIG_BYTES:,} bytes; is it the config file? (a config is a "
+                          "few kilobytes)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                          "save it as UTF-8") from None
     return parse_config(text, origin=str(file))
 
 
@@ -428,6 +487,8 @@ def parse_config(text: str, origin: str = "config") -> Settings:
     """Validate config text (YAML); `origin` names it in error messages."""
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except RecursionError:  # a deep structure that the depth limit did not stop (flow keys)
+        raise ConfigError(f"{origin}: nested more than {MAX_YAML_DEPTH} levels deep; flatten it") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -439,6 +500,8 @@ def parse_config(text: str, origin: str = "config") -> Settings:
         raw = _expand_env(raw, origin)
     except RecursionError:  # a self-referencing alias such as `x: &a [*a]`
         raise ConfigError(f"{origin}: a YAML alias refers to itself; remove the loop") from None
+    if len(text) > MAX_CONFIG_BYTES:  # parse_config is public: text may come from elsewhere
+        raise ConfigError(f"{origin}: larger than {MAX_CONFIG_BYTES:,} characters; a config is a few kilobytes")
     if isinstance(raw.get("kpis"), dict):
         try:  # KPIs named after (or `catalog:` pointing at) a catalogue entry start from it
             raw = {**raw, "kpis": with_catalog(raw["kpis"])}
@@ -452,11 +515,37 @@ def parse_config(text: str, origin: str = "config") -> Settings:
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that rejects a key given twice (PyYAML silently keeps the last one, so a
-    copy-pasted KPI block would silently replace another)."""
+    copy-pasted KPI block would silently replace another), a key that is a list or a map, and
+    a document nested deeper than MAX_YAML_DEPTH or expanding (through aliases) to more than
+    MAX_YAML_VALUES values."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        # Composing recurses once per level: stop before Python's recursion limit does.
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep; "
+                                                  "flatten it", self.peek_event().start_mark)
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        # Aliases share nodes, so the node graph is small while what it stands for is not.
+        if _expanded_size(node, {}, set()) > MAX_YAML_VALUES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"expands to more than {MAX_YAML_VALUES:,} values through aliases (*name); "
+                "use fewer aliases", node.start_mark)
+        return super().construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key is a list or a map; keys are plain names", key_node.start_mark)
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -466,14 +555,50 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _expand_env(value: Any, origin: str) -> Any:
-    """Replace `${VAR}` in every string with the environment's value."""
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values `node` stands for with every alias expanded (memoised per node, so a
+    bomb of nested aliases is counted in linear time); a node inside itself counts as too many."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:  # `x: &a [*a]`: infinite
+        return MAX_YAML_VALUES + 1
+    open_nodes.add(key)
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, open_nodes)
+        if total > MAX_YAML_VALUES:
+            break
+    open_nodes.discard(key)
+    sizes[key] = total
+    return total
+
+
+def _expand_env(value: Any, origin: str, where: str = "") -> Any:
+    """Replace `${VAR}` in every string with the environment's value; a control character (a NUL,
+    an escape) in a key or a string is refused: it breaks file names, logs and Slack text later."""
     if isinstance(value, dict):
-        return {key: _expand_env(item, origin) for key, item in value.items()}
+        return {_plain(key, origin, where): _expand_env(item, origin, f"{where}.{key}" if where else str(key))
+                for key, item in value.items()}
     if isinstance(value, list):
-        return [_expand_env(item, origin) for item in value]
+        return [_expand_env(item, origin, f"{where}[{i}]") for i, item in enumerate(value)]
     if isinstance(value, str):
-        return _ENV_VAR.sub(lambda match: _env(match.group(1), origin), value)
+        return _ENV_VAR.sub(lambda match: _env(match.group(1), origin), _plain(value, origin, where))
+    return value
+
+
+def _plain(value: Any, origin: str, where: str) -> Any:
+    """`value` unchanged unless it is text holding a control character (ConfigError)."""
+    if isinstance(value, str):
+        bad = _CONTROL.search(value)
+        if bad:
+            raise ConfigError(f"{origin}: {where or '(top level)'}: {value[:bad.start()][-20:]!r}... holds the control "
+                              f"character {bad.group()!r}; remove it")
     return value
 
 
@@ -495,9 +620,16 @@ def _first_error(exc: ValidationError) -> str:
         return f"{key}: required key is missing"
     message = str(error["msg"]).removeprefix("Value error, ")
     given = error.get("input")
+    if loc_names(error["loc"]) & _SECRET_KEYS:
+        given = None  # a URL may hold a password: its validator's message names what is wrong
     plain = not isinstance(given, dict | list) and given is not None
     shown = f" (got {given!r})" if plain and repr(given) not in message else ""
     return f"{key}: {message}{shown}"
+
+
+def loc_names(loc: tuple[Any, ...]) -> set[str]:
+    """The key names along an error's location."""
+    return {str(part) for part in loc}
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> str:

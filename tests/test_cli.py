@@ -329,3 +329,104 @@ def test_an_output_path_that_cannot_be_written_is_one_line_and_the_input_is_neve
     plot = CliRunner().invoke(cli, ["forecast", "--csv", str(data), "--plot", str(data / "p.png")])
     assert plot.exit_code == 2 and "Traceback" not in plot.output
     assert plot.stderr.strip().splitlines()[-1].startswith("kpiwatch: error: cannot use")
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["check", "--at", "03/12/2026"], "--at '03/12/2026' is ambiguous (3 December or 12 March?); use ISO 8601"),
+        (["check", "--at", "12.03.2026"], "--at '12.03.2026' is ambiguous (12 March or 3 December?); use ISO 8601"),
+        (["check", "--at", "13/12/2026"], "--at '13/12/2026': day and month order differ by country; use ISO 8601"),
+        (["check", "--at", "Dec 3 2026"], "--at 'Dec 3 2026': not a timestamp; use ISO 8601: YYYY-MM-DD"),
+        (["check", "--at", "2026-12"], "--at '2026-12': not a timestamp; use ISO 8601: YYYY-MM-DD"),
+        (["check", "--at", "2026-02-30"], "--at '2026-02-30': not a real time (day is out of range for month)"),
+        (["check", "--at", "0001-01-01"], "--at '0001-01-01': the year must be from 1900 to 2200"),
+        (["sources", "test", "--at", "03/12/2026"], "--at '03/12/2026' is ambiguous"),
+        (["snooze", "sessions", "--until", "01/02/2030"], "--until '01/02/2030' is ambiguous"),
+        (["replay", "sessions", "--output", "/nonexistent-kpiwatch-dir/o.csv", "--from", "1/2/2025"], "--from '1/2/2025' is ambiguous"),
+    ],
+    ids=["day-month", "dotted", "day-13", "words", "month-only", "no-such-day", "year-1", "sources-test",
+         "snooze-until", "replay-from"],
+)
+def test_times_are_iso_8601_only_and_an_ambiguous_one_is_named(args: list[str], message: str) -> None:
+    """Issue 17 #3: `--at 03/12/2026` was silently read as 12 March."""
+    result = run(*args)
+    assert_one_line_error(result, message)
+    assert "e.g. 2026-12-03 or 2026-12-03T10:00+01:00" in result.stderr or "year" in result.stderr
+
+
+@pytest.mark.parametrize("at", ["2025-11-20", "2025-11-20T08:00", "2025-11-20 08:00:00+01:00", "2025-11-20T07:00Z"])
+def test_check_text_names_the_judged_day_first(at: str) -> None:
+    """Issue 17 #3: the text output named no day, so a misread --at went unnoticed."""
+    result = run("check", "--kpi", "page_load_time", "--at", at, "--dry-run")
+    assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("Judged Wed 19 Nov 2025 (1 KPI), as of 2025-11-20 "), first
+
+
+def test_sources_test_exits_2_on_an_unknown_column_as_check_does(tmp_path):
+    """Issue 17 #8: `sources test` said 3 (a source failing) for a mistake in the config."""
+    days = pd.date_range("2025-01-01", "2025-03-31", freq="D")
+    pd.DataFrame({"timestamp": days.strftime("%Y-%m-%d"), "leads": range(len(days))}).to_csv(tmp_path / "leads.csv", index=False)
+    config = write(tmp_path, "k.yaml", "sources:\n  files: {type: csv, path: '" + str(tmp_path / "leads.csv") + "'}\n"
+                   "  gone: {type: csv, path: '" + str(tmp_path / "missing-*.csv") + "'}\n"
+                   "kpis:\n  lost: {metric: leads, source: gone}\n  signups: {metric: signups, source: files}\n")
+    checked = run("check", "--config", str(config), "--kpi", "signups", "--at", "2025-03-15T09:00", "--dry-run")
+    assert_one_line_error(checked, "'signups'")
+    tested = run("sources", "test", "--config", str(config), "--at", "2025-03-15T09:00")
+    assert tested.exit_code == 2, tested.output
+    last = tested.stderr.strip().splitlines()[-1]
+    assert last.startswith("kpiwatch: error: 2 of 2 KPI source(s) failed; first: signups:") and "'signups'" in last
+
+
+TOKEN = "xoxb-1111-2222-SeCrEtToKeN"
+PASSWORD = "Pa55-SeCrEt-w0rd"
+
+
+def test_error_paths_never_echo_a_secret(tmp_path, monkeypatch):
+    """Issue 17 #13: a file source at `.env` echoed "columns are: SLACK_BOT_TOKEN=xoxb-...", an
+    unescaped `@` broke the password masking and an unparseable URL was printed whole. Every
+    line of every error path here is searched for the token and the password (and their tails)."""
+    from fakeslack import FakeSlack
+
+    monkeypatch.chdir(tmp_path)
+    env = tmp_path / ".env"
+    env.write_text(f"SLACK_BOT_TOKEN={TOKEN}\nKPIWATCH_DB_PASSWORD={PASSWORD}\n")
+    demo = "  default: {type: demo}\n"
+    kpi = "kpis:\n  leads: {metric: leads, source: s}\n  visits: {metric: sessions}\n"
+    configs = {
+        "dotenv": f"sources:\n  s: {{type: csv, path: '{env}'}}\n{demo}{kpi}",
+        "dotenv-parquet": f"sources:\n  s: {{type: parquet, path: '{env}'}}\n{demo}{kpi}",
+        "sql-refused": f"sources:\n  s: {{type: sql, url: 'postgresql://bob:{PASSWORD}@127.0.0.1:1/x', table: t, "
+                       f"connect_timeout: 1}}\n{demo}{kpi}",
+        "sql-at": f"sources:\n  s: {{type: sql, url: 'postgresql://bob:{PASSWORD}@x@127.0.0.1:1/x', table: t}}\n{demo}{kpi}",
+        "sql-hash": f"sources:\n  s:\n    type: sql\n    url: postgresql://bob:{PASSWORD} #x@127.0.0.1/x\n    table: t\n"
+                    f"{demo}{kpi}",
+        "sql-no-scheme-colon": f"sources:\n  s: {{type: sql, url: 'postgresql//bob:{PASSWORD}@db/x', table: t}}\n{demo}{kpi}",
+        "sql-port": f"sources:\n  s: {{type: sql, url: 'postgresql://bob:{PASSWORD}@db:port/x', table: t}}\n{demo}{kpi}",
+        "state-refused": f"state: 'postgresql://bob:{PASSWORD}@127.0.0.1:1/x'\nsources:\n{demo}"
+                         "kpis:\n  visits: {metric: sessions}\n",
+        "state-at": f"state: 'postgresql://bob:{PASSWORD}@x@127.0.0.1/x'\nsources:\n{demo}"
+                    "kpis:\n  visits: {metric: sessions}\n",
+    }
+    at = ["--at", "2025-11-20T08:00"]
+    outputs = []
+    with FakeSlack(tokens=()) as slack:  # every token is refused: invalid_auth
+        monkeypatch.setenv("SLACK_API_URL", slack.url)
+        monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+        monkeypatch.setenv("KPIWATCH_DB_PASSWORD", PASSWORD)
+        for name, text in configs.items():
+            config = write(tmp_path, f"{name}.yaml", text)
+            for args in (["validate"], ["sources", "test", *at], ["check", "--dry-run", *at],
+                         ["check", "--kpi", "visits", *at], ["alerts"], ["outbox", "retry"]):
+                result = CliRunner().invoke(cli, [*args, "--config", str(config)])
+                assert result.exit_code in (0, 2, 3), (name, args, result.output)
+                assert "Traceback" not in result.output, (name, args, result.output)
+                outputs.append((name, args, result.output))
+    assert any("does not look like a header" in out for _, _, out in outputs)
+    assert any("unescaped '@'" in out for _, _, out in outputs)
+    assert any("does not parse" in out for _, _, out in outputs)
+    for name, args, output in outputs:
+        for line in output.splitlines():
+            for secret in (TOKEN, PASSWORD, "SeCrEt", "w0rd"):
+                assert secret not in line, (name, args, line)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,89 @@ def test_a_good_dashboard_url_loads():
     settings = parse_config("sources: {default: {type: demo}}\nalerting: {dashboard_url: 'https://bi/{kpi}?s={segment}&d={period}&x={{y}}'}\n"
                             "kpis: {sessions: {metric: sessions}}\n")
     assert settings.alerting.dashboard_url.endswith("{{y}}")
+
+
+TWO_ROUTES_ONE_CHANNEL = """\
+sources: {default: {type: demo}}
+alerting:
+  routes:
+    - channel: "#alerts"
+    - {channel: "#alerts", kpis: [cpa, roas]}
+    - {channel: "#paid", kpis: [roas]}
+kpis:
+  cpa: {ratio: {numerator: ad_cost, denominator: conversions}, good: down}
+  roas: {ratio: {numerator: revenue, denominator: ad_cost}}
+"""
+
+
+def test_two_routes_to_one_channel_list_each_alert_once_there():
+    """Issue 17 #2: a catch-all route and a KPI route to the same channel gave "4 anomalies"
+    with each alert twice in the one message."""
+    from alerting import alert, report
+
+    from alerts.incidents import alert_key, plan_cycle
+
+    config = parse_config(TWO_ROUTES_ONE_CHANNEL)
+    assert config.alerting.channels_for("roas", [], "critical") == ["#alerts", "#paid"]
+    alerts = [alert("cpa", {}), alert("roas", {})]
+    plan = plan_cycle(report(alerts), config, {}, [], datetime(2025, 12, 11, 7, tzinfo=timezone.utc), charts=True)
+    messages = {m.channel: m for m in plan.items if m.kind == "message"}
+    assert messages["#alerts"].payload["alert_keys"] == [alert_key(a) for a in alerts]
+    assert messages["#alerts"].text.startswith("kpiwatch: 2 anomalies")
+    assert messages["#paid"].payload["alert_keys"] == [alert_key(alerts[1])]
+    charts = [i for i in plan.items if i.kind == "chart"]
+    assert sorted(c.channel for c in charts) == ["#alerts", "#alerts", "#paid"]
+
+
+_DEMO = "sources: {default: {type: demo}}\n"
+_ONE = "kpis:\n  sessions: {metric: sessions}\n"
+_BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f'{c}: &{c} [{",".join(["*" + p] * 9)}]\n' for p, c in zip("abcdefgh", "bcdefghi")) + _DEMO + _ONE
+
+
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        (b"sources: {default: {type: demo}}\nkpis:\n  s\xe9ssions: {metric: sessions}\n",
+         "not UTF-8 text (byte 0xe9 at offset 42); save it as UTF-8"),
+        (_DEMO + "kpis:\n  sessions: {metric: sessions, tags: " + "[" * 2000 + "]" * 2000 + "}\n",
+         "nested more than 50 levels deep"),
+        (_DEMO + "kpis:\n  ? [a, b]\n  : {metric: sessions}\n", "a key is a list or a map; keys are plain names"),
+        (_DEMO + "kpis:\n  {a: 1}: {metric: sessions}\n", "a key is a list or a map"),
+        (_DEMO + "kpis:\n  x: {catalog: [a]}\n", "kpis.x.catalog: give the name of a catalogue KPI, not list"),
+        (_DEMO + "kpis:\n  x: {catalog: {a: 1}}\n", "kpis.x.catalog: give the name of a catalogue KPI, not dict"),
+        (_DEMO + "kpis:\n  sessions: {metric: sessions, schedule: every 99999999999999999999 seconds}\n",
+         "the interval is longer than a year"),
+        ("state: postgresql://u:p@h:abc/db\n" + _DEMO + _ONE, "state: the URL (postgresql://...) does not parse"),
+        ("sources:\n  default: {type: sql, url: 'postgresql://u:p@h:abc/db', table: t}\n" + _ONE,
+         "sources.default.url: the URL (postgresql://...) does not parse"),
+        (_DEMO + "alerting: {repeat_hours: 1e12}\n" + _ONE, "alerting.repeat_hours: Input should be less than or equal to 8784"),
+        (_DEMO + "alerting: {dashboard_url: 'https://bi/{kpi:d}'}\n" + _ONE, "placeholder {kpi:d} has a format"),
+        (_DEMO + "kpis:\n  r: {ratio: {numerator: sessions, denominator: sessions}}\n",
+         "kpis.r.ratio: ratio of 'sessions' over itself is always 1"),
+        (_DEMO + 'kpis:\n  "ses\\0sions": {metric: sessions}\n', "holds the control character '\\x00'"),
+        (_DEMO + "daemon: {job_timeout_seconds: 1e308}\n" + _ONE, "daemon.job_timeout_seconds: Input should be less than"),
+        (_DEMO + "kpis:\n  sessions: {metric: sessions, no_data_after_hours: .inf}\n",
+         "kpis.sessions.no_data_after_hours: Input should be a finite number"),
+        (_DEMO + "kpis:\n  sessions: {metric: sessions, min_volume: .nan}\n", "Input should be a finite number"),
+        (_BOMB, "expands to more than 100,000 values through aliases"),
+        ("# " + "x" * 1_000_001 + "\n" + _DEMO + _ONE, "larger than 1,000,000 bytes"),
+    ],
+    ids=["non-utf8", "nested-2000", "list-key", "map-key", "list-catalog", "map-catalog", "huge-interval",
+         "state-port", "sql-port", "repeat-1e12", "dashboard-format", "self-ratio", "nul-name", "timeout-1e308",
+         "no-data-inf", "nan", "alias-bomb", "huge-file"],
+)
+def test_fuzzed_configs_that_crashed_are_one_config_error(tmp_path, content, fragment):
+    """Issue 17 #12: these raised UnicodeDecodeError, RecursionError, TypeError (unhashable),
+    OverflowError or ValueError, passed `validate` and then failed at alert time or in every
+    daemon job, or (the alias bomb) took 11 s and 426 MiB. Now: one ConfigError line, at once."""
+    import time
+
+    path = tmp_path / "k.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    began = time.perf_counter()
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert time.perf_counter() - began < 2.0
+    message = str(refused.value)
+    assert fragment in message and "\n" not in message, message

@@ -542,3 +542,35 @@ def test_to_kpi_series_returns_a_regular_series_or_bad_input(
     assert series.values.notna().sum() >= MIN_POINTS
     assert not np.isinf(series.values.to_numpy()).any()
     assert series.values.index.is_unique and series.values.index.is_monotonic_increasing
+
+
+@pytest.mark.parametrize(
+    "header,plausible",
+    [
+        (["timestamp", "sessions"], True),
+        (["Conversion rate (%)", "ad cost/EUR", "Sitzungen", "_rows"], True),
+        (["SLACK_BOT_TOKEN=xoxb-123-456-abc"], False),
+        (["xoxb-1234567890-abcdef"], False),
+        (["-----BEGIN PRIVATE KEY-----"], False),
+        (["{"], False),
+        (["sk_live_51HxyzAbCdEf0123"], False),
+        ([], False),
+    ],
+)
+def test_only_a_header_of_column_names_is_ever_named_in_a_message(header, plausible):
+    """Issue 17 #13: `path: .env` printed "columns are: SLACK_BOT_TOKEN=xoxb-..."."""
+    from forecaster.sources.csv import columns_are, plausible_header
+
+    assert plausible_header(header) is plausible
+    shown = columns_are(header)
+    assert shown.startswith("columns are: ") is plausible
+    if not plausible:
+        assert all(cell not in shown for cell in header)
+
+
+def test_a_dotenv_file_as_series_is_not_echoed(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("SLACK_BOT_TOKEN=xoxb-1111-2222-secret\n")
+    with pytest.raises(BadInputError) as refused:
+        read_series_csv(env)
+    assert "does not look like a header" in str(refused.value) and "xoxb" not in str(refused.value)

@@ -93,3 +93,11 @@ kpis:
     assert probe.notes == ("no rows in the 2 period(s) 2020-01-08 00:00 .. 2020-01-09 00:00 UTC",)
     with pytest.raises(ValueError, match="periods must be at least 1"):
         probe_sources(settings, periods=0)
+
+
+def test_a_probe_carries_the_exit_code_of_its_error(tmp_path: Path) -> None:
+    """A missing table is a mistake in the config (2, as `check` exits); no file at all is a
+    source that did not answer (3)."""
+    by_kpi = {p.kpi: p for p in probe_sources(parse_config(_config(tmp_path)), periods=1)}
+    assert by_kpi["typo"].exit_code == 2 and by_kpi["lost"].exit_code == 3
+    assert by_kpi["sessions"].exit_code == 0

@@ -403,8 +403,12 @@ def test_config_rules() -> None:
         SQLSourceConfig.model_validate({"type": "sql", "url": "sqlite://"})
     with pytest.raises(ValueError, match="must use both bound parameters :start and :end"):
         SQLSourceConfig.model_validate({"type": "sql", "url": "sqlite://", "query": "SELECT 1 WHERE x > :start"})
-    with pytest.raises(BadInputError, match="url is not a SQLAlchemy database URL"):
+    with pytest.raises(ValueError, match=r"the URL \(no scheme such as postgresql://\) does not parse"):
         _source("not a url", table="t")
+    # refused at load, naming the scheme only: an unescaped @ would make the password's tail the host
+    with pytest.raises(ValueError, match=r"the URL \(postgresql://...\) has an unescaped '@'") as refused:
+        _source("postgresql://bob:p@ss@db/x", table="t")
+    assert "ss@db" not in refused.value.errors()[0]["msg"]  # (the CLI shows the msg, never the input)
     with pytest.raises(BadInputError, match=r"pip install 'kpiwatch\[snowflake\]'"):
         _source("snowflake://u@acct/db", table="t").fetch(["x"], [], "D")
 

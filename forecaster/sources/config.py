@@ -158,6 +158,15 @@ class SQLSourceConfig(_ColumnsConfig):
     connect_timeout: float = Field(default=10.0, gt=0, le=600)
     statement_timeout: float = Field(default=120.0, gt=0, le=3600)
 
+    @field_validator("url")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        """Refused here, with the scheme only: a URL that does not parse cannot be masked later."""
+        from forecaster.sources.urls import parse_database_url
+
+        parse_database_url(value)  # URLProblem is a ValueError: pydantic reports it at `url`
+        return value
+
     @model_validator(mode="after")
     def _table_or_query(self) -> SQLSourceConfig:
         if (self.table is None) == (self.query is None):

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from forecaster.sources.base import duplicate_fix, to_kpi_series
-from forecaster.sources.frames import number_fix
+from forecaster.sources.frames import number_fix, refuse_huge
 from forecaster.types import BadInputError, KPISeries
 
 _SEPARATORS = (",", ";", "\t")
@@ -35,6 +35,11 @@ _WHOLE = re.compile(r"[+-]?\d+")
 _DOT_GROUPED = re.compile(r"[+-]?[1-9]\d{0,2}(?:\.\d{3})+")
 # Repeated timestamps named one by one in a message, at most.
 _SHOW_LINES = 5
+# A column name as exports write them ("sessions", "Conversion rate (%)", "ad cost/EUR"): starts
+# with a letter or _, at most 48 characters, no `=` or quotes. A header of other cells (a `.env`
+# line `SLACK_BOT_TOKEN=xoxb-...`, a key file, a token) is never echoed: it may be a secret.
+_COLUMN_NAME = re.compile(r"[^\W\d][\w .%()/&+#-]{0,47}")
+_TOKEN_LIKE = re.compile(r"\d{6}|(?=[A-Za-z0-9]{16})(?=\w*\d)(?=\w*[A-Za-z])")
 
 Row = tuple[int, list[str]]  # (line number in the file, cells)
 
@@ -208,6 +213,20 @@ def _fit_width(cells: list[str], width: int, line: int, sep: str, label: str) ->
     return cells[:width]
 
 
+def plausible_header(header: list[str]) -> bool:
+    """True when every cell of a header line looks like a column name (see `_COLUMN_NAME`), so
+    naming the columns in a message cannot echo a secret from a file that is not a table."""
+    return bool(header) and all(_COLUMN_NAME.fullmatch(name) and not _TOKEN_LIKE.search(name) for name in header)
+
+
+def columns_are(header: list[str]) -> str:
+    """"columns are: a, b" for a message, or "not a table" when the header is no list of names."""
+    if plausible_header(header):
+        return f"columns are: {', '.join(header)}"
+    return ("its first line does not look like a header of column names: is it a table? (the line is not "
+            "shown: it may hold a secret)")
+
+
 def _column_positions(
     header: list[str], timestamp_col: str, value_col: str, label: str
 ) -> tuple[int, int]:
@@ -217,7 +236,7 @@ def _column_positions(
         what = " and ".join(repr(col) for col in missing)
         noun = "column" if len(missing) == 1 else "columns"
         raise BadInputError(
-            f"{label}: no {noun} {what}; columns are: {', '.join(header)}. "
+            f"{label}: no {noun} {what}; {columns_are(header)}. "
             "Use --timestamp-col/--value-col"
         )
     for col in (timestamp_col, value_col):
@@ -320,6 +339,7 @@ def _parse_values(cells: list[str], lines: list[int], column: str, label: str, s
         raise BadInputError(f"{label}: line {lines[first]}: column '{column}' has {_show(texts[first])}, not a number; {fix}")
     _refuse_dot_thousands([t for t, gap in zip(texts, missing) if not gap],
                           [n for n, gap in zip(lines, missing) if not gap], column, label, sep)
+    refuse_huge(numbers, lines, column, label, "line")
     return numbers
 
 

@@ -24,7 +24,7 @@ from forecaster.completeness import ROWS_COLUMN
 from forecaster.sources import frames
 from forecaster.sources.base import WallClock
 from forecaster.sources.config import FileSourceConfig
-from forecaster.sources.csv import _read_text, _split_rows
+from forecaster.sources.csv import _read_text, _split_rows, columns_are
 from forecaster.types import BadInputError, SourceError
 
 _GLOB_CHARS = frozenset("*?[")
@@ -114,7 +114,7 @@ class FileSource(WallClock):
             # One per file row, summed like a metric: a row with an empty metric cell still counts
             # (the export wrote it), a row that is not there yet does not.
             mets[ROWS_COLUMN] = np.ones(len(labels), dtype="float64")
-        return frames.summed(labels, dims, mets, lo, hi)
+        return frames.summed(labels, dims, mets, lo, hi, where=self.where)
 
     def _column(self, kind: str, name: str) -> str:
         mapping = self.config.metrics if kind == "metric" else self.config.dimensions
@@ -155,7 +155,7 @@ def _missing_columns(header: Sequence[str], wanted: Sequence[str], label: str) -
     if missing:
         noun = "column" if len(missing) == 1 else "columns"
         raise BadInputError(
-            f"{label}: no {noun} {', '.join(repr(c) for c in missing)}; columns are: {', '.join(map(str, header))}. "
+            f"{label}: no {noun} {', '.join(repr(c) for c in missing)}; {columns_are(list(map(str, header)))}. "
             "Map the names under `metrics:`/`dimensions:` or set `timestamp:`"
         )
 

@@ -19,6 +19,10 @@ from forecaster.types import BadInputError
 
 FREQS = ("D", "h")
 # Cells that mean "no value" in text data; they become NaN (missing is not zero).
+# Larger magnitudes are refused where data enter: no marketing count or amount comes near, sums of
+# such cells overflow to inf (three 1e308 sessions summed to "no data" and a 100% drop), and the
+# models' squares overflow on them. A cell this large is an export error (an id, a unit mix-up).
+MAX_ABS_VALUE = 1e15
 MISSING_TEXTS = frozenset({"", "na", "n/a", "nan", "null", "none", "#n/a"})
 # A trailing UTC offset on a timestamp text: Z, +01, +0100, +01:00.
 _OFFSET = re.compile(r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$")
@@ -187,7 +191,19 @@ def to_numbers(
         raise BadInputError(f"{where}: {row_word} {rows[first]}: column '{column}' has "
                             f"{str(pd.Series(values).iloc[first])[:40]!r}, not a finite number; give numbers with "
                             "'.' as the decimal point (empty for missing)")
+    refuse_huge(numbers, rows, column, where, row_word)
     return numbers
+
+
+def refuse_huge(numbers: np.ndarray, rows: Sequence[int], column: str, where: str, row_word: str = "row") -> None:
+    """BadInputError naming the first cell beyond +-MAX_ABS_VALUE (see there); NaN is fine."""
+    with np.errstate(invalid="ignore"):
+        huge = np.flatnonzero(np.abs(numbers) > MAX_ABS_VALUE)
+    if len(huge):
+        first = int(huge[0])
+        raise BadInputError(f"{where}: {row_word} {rows[first]}: column '{column}' has {numbers[first]:.6g}, beyond "
+                            f"+-{MAX_ABS_VALUE:.0e}; such a value is an export error (an id? a unit?): fix or empty "
+                            "the cell")
 
 
 def _parse_numbers(
@@ -237,13 +253,21 @@ def summed(
     metrics: dict[str, np.ndarray],
     start: pd.Timestamp | None,
     end: pd.Timestamp | None,
+    where: str = "source",
 ) -> pd.DataFrame:
     """The contract's frame: `timestamp, *dimensions, *metrics`, metrics summed per period label
     and dimension values (NaN only where every summed cell was missing), start <= label <= end,
-    sorted by timestamp then dimension values, with a fresh RangeIndex."""
-    data: dict[str, object] = {"timestamp": pd.DatetimeIndex(labels).as_unit("us")}
+    sorted by timestamp then dimension values, with a fresh RangeIndex. `where` names the
+    source in an error (a dimension of binary values)."""
+    stamps = pd.DatetimeIndex(labels)
+    if stamps.tz is None:  # no rows at all: concatenating nothing loses the UTC zone
+        stamps = stamps.tz_localize("UTC")
+    data: dict[str, object] = {"timestamp": stamps.as_unit("us")}
     for name, values in dimensions.items():
         cells = pd.Series(values, dtype=object)
+        if any(isinstance(cell, bytes | bytearray | memoryview) for cell in cells):
+            raise BadInputError(f"{where}: dimension '{name}' holds binary values, not text; store that column "
+                                "as text (a string column)")
         # A missing dimension value becomes "(none)" so its rows are not dropped by groupby.
         data[name] = cells.where(cells.notna(), "(none)").astype(str).to_numpy(dtype=object)
     for name, values in metrics.items():

@@ -36,6 +36,8 @@ class SourceProbe:
     data_delay: how long the source takes to complete a period (GA4: 48 h by default).
     seconds: wall time the fetch took.
     error: the one-line error when not ok, else "".
+    exit_code: the error's exit code: 2 for a mistake in the config (an unknown column, a missing
+        table), 3 for a source that did not answer; 0 when ok.
     notes: remarks such as "no rows in the probed periods" or GA4 sampling.
     """
 
@@ -52,6 +54,7 @@ class SourceProbe:
     seconds: float
     error: str = ""
     notes: tuple[str, ...] = ()
+    exit_code: int = 0
 
 
 def probe_sources(settings: Settings, periods: int = 3, at: pd.Timestamp | None = None) -> list[SourceProbe]:
@@ -75,7 +78,7 @@ def probe_sources(settings: Settings, periods: int = 3, at: pd.Timestamp | None 
         source = sources[kpi.source]
         if isinstance(source, KPIWatchError):
             results.append(SourceProbe(name, kpi.source, config.type, False, 0, None, None, None, None,
-                                       pd.Timedelta(0), 0.0, error=str(source)))
+                                       pd.Timedelta(0), 0.0, error=str(source), exit_code=source.exit_code))
             continue
         results.append(_probe_one(name, kpi.source, config.type, source, kpi.metrics, kpi.dimensions, kpi.freq,
                                   settings.timezone, periods, at))
@@ -101,7 +104,7 @@ def _probe_one(
         frame = source.fetch(metrics, dimensions, freq, start=start, end=until)
     except KPIWatchError as exc:
         return SourceProbe(kpi, source_name, kind, False, 0, start, until, None, None, data_delay,
-                           time.perf_counter() - began, error=str(exc))
+                           time.perf_counter() - began, error=str(exc), exit_code=exc.exit_code)
     seconds = time.perf_counter() - began
     notes = list(getattr(source, "notes", ()))
     last = pd.Timestamp(frame["timestamp"].max()) if len(frame) else None

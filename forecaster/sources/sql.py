@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -44,6 +44,7 @@ from forecaster.completeness import ROWS_COLUMN
 from forecaster.sources import frames
 from forecaster.sources.base import WallClock
 from forecaster.sources.config import SQLSourceConfig
+from forecaster.sources.urls import URLProblem, parse_database_url
 from forecaster.types import BadInputError, SourceError
 
 # Bounds of a `query:` when the caller gives none (the whole history).
@@ -63,10 +64,9 @@ _ENGINES_LOCK = threading.Lock()
 def database_url(url: str, where: str) -> URL:
     """`url` parsed; a bare `postgresql://` gets the psycopg 3 driver (the one kpiwatch ships)."""
     try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise BadInputError(f"{where}: url is not a SQLAlchemy database URL; use e.g. "
-                            "postgresql://user@host/db or sqlite:///path/file.db") from None
+        parsed = parse_database_url(url)
+    except URLProblem as exc:  # names the scheme only: the rest may hold a password
+        raise BadInputError(f"{where}: url {exc}") from None
     if parsed.drivername == "postgresql":
         # SQLAlchemy 2.0 reads a bare postgresql:// as psycopg2, 2.1 as psycopg 3: pin the one we ship.
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -265,7 +265,8 @@ class SQLSource(WallClock):
         if rows:
             sums[ROWS_COLUMN] = table_rows[width].to_numpy(dtype="float64")
         return frames.summed(
-            labels, {d: table_rows[1 + i].to_numpy(dtype=object) for i, d in enumerate(dimensions)}, sums, lo, hi)
+            labels, {d: table_rows[1 + i].to_numpy(dtype=object) for i, d in enumerate(dimensions)}, sums, lo, hi,
+            where=self.where)
 
     def _stored_kind(self, column_type: Any) -> str:
         """"date" (calendar dates), "aware" (instants) or "naive" (wall-clock in `timezone`)."""
@@ -388,7 +389,7 @@ class SQLSource(WallClock):
             {d: frame[self._column("dimension", d)].to_numpy(dtype=object) for d in dimensions},
             {m: frames.to_numbers(frame[self._column("metric", m)], numbers, self._column("metric", m),
                                   f"{self.where}: query result") for m in metrics},
-            lo, hi,
+            lo, hi, where=f"{self.where}: query result",
         )
 
     def _no_duplicates(self, frame: pd.DataFrame, labels: pd.DatetimeIndex, key: list[str], ts_col: str) -> None:
