@@ -16,8 +16,7 @@ from forecaster.cli import cli
 from forecaster.demo import INCIDENTS
 from conftest import assert_one_line_error
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-PEYTON = SHARED_DATA / "forecast-examples" / "example_wp_log_peyton_manning.csv"
+PEYTON = Path(__file__).resolve().parent / "fixtures" / "prophet-examples" / "example_wp_log_peyton_manning.csv"
 
 
 def run(*args: str):
@@ -62,7 +61,6 @@ def test_demo_text_names_kpi_segment_and_direction(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not PEYTON.exists(), reason="../shared/data is not next to this checkout")
 def test_forecast_csv_prints_28_future_rows_with_bounds() -> None:
     result = run("forecast", "--csv", str(PEYTON), "--timestamp-col", "ds", "--value-col", "y",
                  "--horizon", "28", "--format", "csv")

@@ -20,11 +20,7 @@ from forecaster.sources.base import MIN_POINTS, infer_freq, repeated_by_clock_ch
 from forecaster.sources.csv import read_series_csv
 from forecaster.types import BadInputError, KPISeries
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-EXAMPLES = SHARED_DATA / "forecast-examples"
-needs_shared = pytest.mark.skipif(
-    not SHARED_DATA.is_dir(), reason=f"shared example data not found at {SHARED_DATA}"
-)
+EXAMPLES = Path(__file__).resolve().parent / "fixtures" / "prophet-examples"  # shipped, MIT: see its README
 
 
 def _write(tmp_path: Path, text: str | bytes, name: str = "data.csv") -> Path:
@@ -395,7 +391,6 @@ def test_name_defaults_to_value_column(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- real files
 
 
-@needs_shared
 def test_peyton_manning_daily_with_gaps() -> None:
     series = read_series_csv(EXAMPLES / "example_wp_log_peyton_manning.csv", "ds", "y")
     assert series.freq == "D"
@@ -407,7 +402,6 @@ def test_peyton_manning_daily_with_gaps() -> None:
     assert series.values.iloc[0] == pytest.approx(9.59076113897809)
 
 
-@needs_shared
 def test_air_passengers_monthly_with_cr_line_endings() -> None:
     path = EXAMPLES / "example_air_passengers.csv"
     assert b"\r" in path.read_bytes()[:20] and b"\n" not in path.read_bytes()
