@@ -547,7 +547,10 @@ class Daemon:
         groups: dict[str, tuple[list[str], Any]] = {}
         for name, kpi in self.settings.kpis.items():
             trigger = parse_schedule(kpi.schedule or default_schedule(kpi.freq), self.settings.timezone)
-            moment = f"{trigger} {getattr(trigger, 'timezone', '')}"
+            # A cron trigger's fields (every one, defaults too) and zone say when it fires; an
+            # interval trigger's text (its interval) and zone.
+            fields = getattr(trigger, "fields", None)
+            moment = f"{[str(f) for f in fields] if fields else trigger} {getattr(trigger, 'timezone', '')}"
             groups.setdefault(moment, ([], trigger))[0].append(name)
         return groups
 
@@ -810,7 +813,7 @@ class Daemon:
     # the daemon's clock, for delivery (retry waits and leases are in its seconds)
 
     def _now(self) -> datetime:
-        return self.clock.now().to_pydatetime()
+        return self.clock.now().floor("us").to_pydatetime()
 
     def _simulated_seconds(self, real: float) -> float:
         """`real` seconds on the daemon's clock (0 on a frozen one: nothing to wait for)."""

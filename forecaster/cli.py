@@ -261,8 +261,9 @@ def _send(report: CheckReport, settings: Settings, policy: DeliveryPolicy | None
         # Slack answered with errors until delivery gave up waiting: nothing is lost, but nothing
         # (or not everything) reached the channel either.
         error = next((row.last_error for row in left if row.last_error), "no answer")
-        raise SlackFailed(f"Slack did not take {outcome.delivery.waiting} message(s) ({error}); they stay in the "
-                          f"outbox: `kpiwatch outbox retry` sends them (Slack: {summary})")
+        messages = sum(1 for row in left if row.kind == "message")
+        raise SlackFailed(f"Slack did not take {messages} message(s) ({error}); {waiting} outbox row(s) stay "
+                          f"queued: `kpiwatch outbox retry` sends them ({outcome.queued} new, {sent} sent)")
     err.print(f"Slack: {summary}", markup=False)
 
 
@@ -625,8 +626,8 @@ def outbox_retry(config_file: Path | None) -> None:
         raise BadInputError("no Slack configured: set SLACK_BOT_TOKEN (or SLACK_WEBHOOK_URL) and run again")
     store = Store(settings.state_url)
     try:
-        revived = store.retry_dead(clock.now().to_pydatetime())
-        delivery, problem = deliver_outbox(settings, store, notifier, clock=lambda: clock.now().to_pydatetime())
+        revived = store.retry_dead(clock.now().floor("us").to_pydatetime())
+        delivery, problem = deliver_outbox(settings, store, notifier, clock=lambda: clock.now().floor("us").to_pydatetime())
         counts = store.counts()
     finally:
         store.close()

@@ -199,3 +199,26 @@ def daemon_in_process(config: Path, at: str | pd.Timestamp | Clock, slack: FakeS
         for worker in daemon._workers:
             worker.close()
         daemon.store.close()
+
+
+@contextmanager
+def own_signals() -> Iterator[None]:
+    """`Daemon.run` in this process installs its SIGTERM/SIGINT/SIGHUP handlers: put pytest's back."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def slack_env(monkeypatch, slack: FakeSlack, clock: str | None = None) -> Iterator[FakeSlack]:
+    """The environment `kpiwatch run` reads: the fake Slack's bot, and `KPIWATCH_CLOCK` if given."""
+    monkeypatch.delenv("SLACK_WEBHOOK_URL", raising=False)
+    monkeypatch.setenv("SLACK_API_URL", slack.url)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    if clock is not None:
+        monkeypatch.setenv("KPIWATCH_CLOCK", clock)
+    with own_signals():
+        yield slack
