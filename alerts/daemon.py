@@ -583,6 +583,10 @@ class Daemon:
                 self._active -= 1
                 self._jobs.notify_all()
 
+    def judge_kpi(self, name: str) -> None:
+        """One KPI's job on its own (its alerts in messages of their own): `judge_kpis([name])`."""
+        self.judge_kpis([name])
+
     def judge_due(self, name: str) -> dict[str, Any]:
         """Judge the KPI's due periods now (by the daemon's clock); errors are raised (the job,
         `judge_kpis`, logs them instead). Returns the job's log fields."""
