@@ -24,10 +24,12 @@ USER kpiwatch
 WORKDIR /var/lib/kpiwatch
 VOLUME ["/var/lib/kpiwatch"]
 EXPOSE 8321
-# The daemon's /healthz (daemon.health_port); the slim image has no curl, Python has urllib.
+# The daemon's /healthz (daemon.health_port); the slim image has no curl, Python has urllib. It listens
+# on 127.0.0.1 (daemon.bind): to publish the port (-p 8321:8321), set `daemon: {bind: 0.0.0.0}` in the config.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8321/healthz', timeout=4)" || exit 1
-# `docker stop` sends SIGTERM: the daemon finishes its job, flushes the outbox and exits 0.
+# `docker stop` sends SIGTERM and waits 10 s: the daemon cancels its running checks (judged again after
+# the restart), flushes the outbox and exits 0 within daemon.shutdown_grace (default 10 s).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["kpiwatch"]
 CMD ["run"]

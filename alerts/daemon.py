@@ -6,27 +6,35 @@ A period is judged only when its data are complete: the source's raw rows for it
 `completeness` of the usual count (`forecaster.completeness`); until then the KPI waits, and a
 period still incomplete after `no_data_after_hours` gets a "no data" message instead of a verdict.
 
-A job judges each due period in a fresh worker process with a time limit (a hung fit is
-killed, Prophet's temp files go with the process, memory stays flat), then stores the result and
-queues its alerts in one transaction. A separate delivery job sends the outbox; one lock per
-store keeps a second daemon on standby. SIGTERM/SIGINT finish the running job, flush the outbox
-and exit 0; SIGHUP reloads the config (an invalid one is refused and the old one kept).
+KPIs that fall due at the same moment (the same schedule) are judged by one job, period by
+period: each KPI's check runs in a worker process with a time limit (a hung fit is killed,
+Prophet's temp files go with the process, memory stays flat), and the checks of one period are
+stored and their alerts queued in one transaction, one message per channel as `kpiwatch check`
+sends them. A separate delivery job sends the outbox, on the daemon's clock; one lock per store
+keeps a second daemon on standby. SIGTERM/SIGINT stop within `daemon.shutdown_grace`: running
+checks are cancelled (their period is not marked judged, so it is judged once after the restart),
+the outbox is flushed for what is left of the grace, exit 0. SIGHUP reloads the config (an
+invalid one is refused and the old one kept). Every Slack text is built in `alerts.message`.
 """
 
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import json
 import logging
 import multiprocessing
 import os
 import queue
 import signal
+import socket
 import threading
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -43,10 +51,11 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from alerts.delivery import DeliveryPolicy, deliver
+from alerts.delivery import DeliveryPolicy, DeliveryReport, deliver
 from alerts.incidents import record_and_send
+from alerts.message import back_text, failing_text, late_text, no_data_text
 from alerts.slack import Notifier, SlackError, make_notifier
-from alerts.store import CyclePlan, OutboxItem, Store, StoreError
+from alerts.store import CyclePlan, OutboxItem, OutboxRow, Store, StoreError
 from forecaster.completeness import is_complete
 from forecaster.detect import State
 from forecaster.pipeline import CheckReport, check, completeness_of, last_closed_period
@@ -71,6 +80,11 @@ class LockBusy(KPIWatchError):
     """Another daemon holds the store (exit code 3 with --no-wait)."""
 
     exit_code = 3
+
+
+class JobCancelled(KPIWatchError):
+    """A check stopped because the daemon is stopping: its period is not marked judged, so the
+    restarted daemon judges it (once)."""
 
 
 # -- one daemon per store ----------------------------------------------------------------------
@@ -172,20 +186,28 @@ class Worker:
         self._process: Any = None
         self._conn: Any = None
         self._calls = 0
+        self._lock = threading.Lock()  # `cancel` comes from another thread (the signal handler's)
+        self._cancelled = False
 
     def call(self, function: Callable[..., Any], args: tuple[Any, ...], seconds: float) -> Any:
         """`function(*args)` in the worker; its exception is raised here; TimeoutError after
-        `seconds`; KPIWatchError when the process dies."""
-        if self._process is None or not self._process.is_alive() or self._calls >= self.max_calls:
-            self._start()
-        self._calls += 1
-        self._conn.send((function, args))
+        `seconds`; KPIWatchError when the process dies; JobCancelled after `cancel`."""
+        with self._lock:
+            if self._cancelled:
+                raise JobCancelled(_CANCELLED)
+            if self._process is None or not self._process.is_alive() or self._calls >= self.max_calls:
+                self._start()
+            self._calls += 1
+            conn, process = self._conn, self._process
         try:
-            answered = self._conn.poll(seconds)
-            ok, value = self._conn.recv() if answered else (False, None)
+            conn.send((function, args))
+            answered = conn.poll(seconds)
+            ok, value = conn.recv() if answered else (False, None)
         except (EOFError, OSError):
-            code = self._process.exitcode if self._process is not None else None
+            code = process.exitcode
             self.close()
+            if self._cancelled:
+                raise JobCancelled(_CANCELLED) from None
             raise KPIWatchError(f"the worker process died (exit code {code}); see the log above") from None
         if not answered:  # (raised out here: TimeoutError is an OSError and must not read as a death)
             self.close()
@@ -193,6 +215,15 @@ class Worker:
         if not ok:
             raise value
         return value
+
+    def cancel(self) -> None:
+        """Stop for good (the daemon is stopping): a running call ends at once with JobCancelled
+        (its process is killed: a fit does not listen), and no new call starts."""
+        with self._lock:
+            self._cancelled = True
+            process = self._process
+        if process is not None and process.is_alive():
+            process.kill()
 
     def close(self) -> None:
         """Stop the process (kill: a hung fit does not listen)."""
@@ -212,9 +243,12 @@ class Worker:
         self._conn, self._calls = parent, 0
 
 
+_CANCELLED = "cancelled: the daemon is stopping; the period is judged after the restart"
+
+
 def _worker_loop(conn: Any) -> None:
     """The worker's side: run each (function, args) received and send back (ok, value)."""
-    # Ctrl-C or a group SIGTERM is for the daemon, which lets the call finish (or kills us).
+    # Ctrl-C or a group SIGTERM is for the daemon, which kills us when it stops (daemon.shutdown_grace).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
@@ -245,7 +279,10 @@ class Metrics:
         r = self.registry
         self.periods = Counter("kpiwatch_periods_judged", "Periods judged", ["kpi"], registry=r)
         self.anomalies = Counter("kpiwatch_anomalies", "Alerts raised by checks", ["kpi"], registry=r)
-        self.sent = Counter("kpiwatch_alerts_sent", "Outbox rows delivered to Slack", registry=r)
+        self.sent = Counter("kpiwatch_alerts_sent", "Alert messages delivered to Slack (one per channel and cycle; "
+                            "charts, resolves, updates and notices count in kpiwatch_slack_sent)", registry=r)
+        self.slack_sent = Counter("kpiwatch_slack_sent", "Outbox rows delivered to Slack, by kind: alert, notice "
+                                  "(no data, source failing), chart, resolve, update", ["kind"], registry=r)
         self.failed = Counter("kpiwatch_alerts_failed", "Delivery attempts that will be retried", registry=r)
         self.dead = Counter("kpiwatch_alerts_dead", "Outbox rows Slack refused for good", registry=r)
         self.source_errors = Counter("kpiwatch_source_errors", "Failed fetches", ["kpi"], registry=r)
@@ -262,6 +299,8 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         payload = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
                    "logger": record.name, "message": record.getMessage(), **getattr(record, "fields", {})}
+        if record.exc_info:  # a bug's traceback, so it can be reported
+            payload["traceback"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str)
 
 
@@ -270,7 +309,8 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(f"{k}={v}" for k, v in getattr(record, "fields", {}).items())
-        return f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S%z')} {record.levelname.lower()} {record.getMessage()} {fields}".rstrip()
+        line = f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S%z')} {record.levelname.lower()} {record.getMessage()} {fields}".rstrip()
+        return f"{line}\n{self.formatException(record.exc_info)}" if record.exc_info else line
 
 
 def configure_logging(fmt: str) -> None:
@@ -290,6 +330,44 @@ def _event(level: int, message: str, **fields: Any) -> None:
 
 
 # -- the daemon ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Due:
+    """One KPI's share of a judging job: its due periods and what became of them (its log line)."""
+
+    name: str
+    kpi: KPIConfig
+    periods: list[pd.Timestamp] = field(default_factory=list)  # still to judge, oldest first
+    source: Source | None = None
+    delay: pd.Timedelta = field(default_factory=lambda: pd.Timedelta(0))  # the KPI's or its source's, the longer
+    latest: pd.Timestamp | None = None  # the latest closed period
+    shares: Mapping[pd.Timestamp, float | None] = field(default_factory=dict)  # completeness per period
+    stored: dict[tuple[str, str], State] | None = None  # detector states: read once, then stepped on
+    current: pd.Timestamp | None = None  # taken from `periods`, not stored yet
+    judged: list[pd.Timestamp] = field(default_factory=list)
+    no_data: list[str] = field(default_factory=list)
+    anomalies: int = 0
+    queued: int = 0  # outbox rows of its periods (a message shared with the KPIs judged with it counts for each)
+    fields: dict[str, Any] = field(default_factory=dict)  # why it stopped early (waiting, completeness)
+    waiting: bool = False  # a period not complete yet: the rest waits for the next job
+    error: BaseException | None = None
+
+    @property
+    def next(self) -> tuple[pd.Timestamp, str] | None:
+        """The period it judges next (with its freq), or None when it is done for this job."""
+        if self.error is not None or self.waiting or not self.periods:
+            return None
+        return self.periods[0], self.kpi.freq
+
+    def log_fields(self) -> dict[str, Any]:
+        """The job line's fields once it went well."""
+        shown = ",".join(_label(p, self.kpi.freq) for p in self.judged)
+        fields = {"status": "ok", "periods": shown or "none due", "anomalies": self.anomalies, "queued": self.queued,
+                  **self.fields}
+        if self.no_data:
+            fields["no_data"] = ",".join(self.no_data)
+        return fields
 
 
 class Daemon:
@@ -320,17 +398,22 @@ class Daemon:
         self.channels_checked = False
         self.scheduler = BlockingScheduler(timezone="UTC")
         self.health: ThreadingHTTPServer | None = None
-        self._shutdown: threading.Thread | None = None
         self.running: set[str] = set()  # KPIs being judged right now (shown by /healthz)
-        # Worker processes shared by the KPI jobs: as many as cores, taken and given back.
+        self.failed = False  # a KPI's source or check failed (`run --once` exits 3)
+        self._deadline: float | None = None  # time.monotonic() by which a stopping daemon exits
+        self._jobs = threading.Condition()  # judging jobs under way (`_active`), waited for when stopping
+        self._active = 0
+        # Worker processes shared by the KPI checks: as many as cores, taken and given back.
+        self._workers = [Worker() for _ in range(max(1, os.cpu_count() or 1))]
         self.workers: queue.Queue[Worker] = queue.Queue()
-        for _ in range(max(1, os.cpu_count() or 1)):
-            self.workers.put(Worker())
+        for worker in self._workers:
+            self.workers.put(worker)
 
     # lifecycle
 
     def run(self, once: bool = False) -> int:
-        """Start, serve until stopped (or one round with `once`), flush, exit code."""
+        """Start, serve until stopped (or one round with `once`), flush, exit code: 0, or 3 when
+        the store lock was lost, or (`once`) a source, a check or Slack failed."""
         configure_logging(self.settings.daemon.log_format)
         self.store = Store(self.settings.state_url)
         self.notifier = make_notifier()
@@ -346,34 +429,85 @@ class Daemon:
             _event(logging.INFO, "started", kpis=len(self.settings.kpis), store=self.store.safe_url,
                    slack="on" if self.notifier else "off", simulated_clock=self.clock.simulated)
             if once:
-                for name in self.settings.kpis:
-                    self.judge_kpi(name)
+                self.judge_kpis(list(self.settings.kpis))  # due at the same moment: one message per channel
             else:
                 self._schedule_jobs()
                 if not self.stopping.is_set():  # a SIGTERM during start-up: do not block in start()
                     self.scheduler.start()  # blocks until shutdown
-                if self._shutdown is not None:
-                    self._shutdown.join()  # the running job has finished
-            self.deliver_outbox(max_wait=10.0)
+                self._wait_for_jobs()
+            delivered = self._flush()
+            if once and not self.stopping.is_set():
+                self.exit_code = max(self.exit_code, self._once_code(delivered))
             _event(logging.INFO, "stopped", exit_code=self.exit_code)
             return self.exit_code
         finally:
             self._stop_health()
-            while not self.workers.empty():
-                self.workers.get().close()
+            for worker in self._workers:
+                worker.close()
             self.lock.release()
             self.store.close()
 
     def stop(self, *_: object) -> None:
-        """SIGTERM/SIGINT: let the running job finish, then return from `run`."""
+        """SIGTERM/SIGINT: cancel the running checks and let `run` flush and return, all within
+        `daemon.shutdown_grace` seconds."""
         if self.stopping.is_set():
             return
+        grace = self.settings.daemon.shutdown_grace
+        self._deadline = time.monotonic() + grace
         self.stopping.set()
-        _event(logging.INFO, "stopping: finishing the running job")
+        _event(logging.INFO, "stopping: cancelling the running checks", shutdown_grace=grace)
+        for worker in self._workers:
+            worker.cancel()
         if self.scheduler.running:
-            # shutdown(wait=True) joins the running job; not from inside the signal handler
-            self._shutdown = threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True})
-            self._shutdown.start()
+            # Not from inside the signal handler: the scheduler's locks may be held by this thread.
+            threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": False}, daemon=True).start()
+
+    def lingering(self) -> bool:
+        """After `run`: work that outlived the shutdown grace (a source read, a Slack post) is
+        still running in a thread that Python would wait for at exit (`kpiwatch run` then exits
+        without waiting: what it was doing is redone after the restart)."""
+        return any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread())
+
+    def _remaining(self) -> float | None:
+        """Seconds left of the shutdown grace (None while not stopping)."""
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    def _wait_for_jobs(self) -> None:
+        """Wait for the judging jobs to end (their checks were cancelled), within the grace."""
+        with self._jobs:
+            if not self._jobs.wait_for(lambda: self._active == 0, timeout=self._remaining()):
+                _event(logging.WARNING, "a job outlived daemon.shutdown_grace; what it did not store is judged "
+                       "after the restart", running=",".join(sorted(self.running)))
+
+    def _flush(self) -> DeliveryReport | None:
+        """Send what is due before exit, waiting for retries at most 10 s or, when stopping, what
+        is left of the grace (a post cut short is settled after the restart, never sent twice)."""
+        remaining = self._remaining()
+        wait = 10.0 if remaining is None else remaining
+        delivered: list[DeliveryReport | None] = []
+        sender = threading.Thread(target=lambda: delivered.append(self.deliver_outbox(max_wait=wait)),
+                                  name="kpiwatch-flush", daemon=True)
+        sender.start()
+        sender.join(remaining)
+        if sender.is_alive():
+            _event(logging.WARNING, "outbox flush cut short by daemon.shutdown_grace; the rest is sent after the restart")
+            return None
+        return delivered[0] if delivered else None
+
+    def _once_code(self, delivered: DeliveryReport | None) -> int:
+        """`run --once`: 3 when a KPI's source or check failed, or Slack did not take every message
+        (they stay in the outbox); else 0."""
+        assert self.store is not None
+        code = 3 if self.failed else 0
+        if self.notifier is not None and not self.rehearsal:
+            counts = self.store.counts()
+            waiting = counts["pending"] + counts["sending"]
+            dead = len(delivered.dead) if delivered is not None else 0
+            if waiting or dead:
+                _event(logging.ERROR, "Slack did not take every message; they stay in the outbox (`kpiwatch outbox "
+                       "retry` sends them)", waiting=waiting, dead=dead)
+                code = 3
+        return code
 
     def reload(self, *_: object) -> None:
         """SIGHUP: read the config again; keep the old one when the new one is invalid."""
@@ -397,129 +531,218 @@ class Daemon:
         signal.signal(signal.SIGHUP, self.reload)
 
     def _schedule_jobs(self) -> None:
-        """One job per KPI (explicit ids), plus the delivery job."""
+        """One job per moment: the KPIs whose schedules fire together are judged by one job (one
+        message per channel for their alerts), plus the delivery job."""
         grace = self.settings.daemon.misfire_grace_seconds
-        for name, kpi in self.settings.kpis.items():
-            trigger = parse_schedule(kpi.schedule or default_schedule(kpi.freq), self.settings.timezone)
-            self.scheduler.add_job(self.judge_kpi, trigger, args=[name], id=f"kpi:{name}", name=name,
+        for names, trigger in self._job_groups().values():
+            self.scheduler.add_job(self.judge_kpis, trigger, args=[names], id=f"kpis:{names[0]}", name=", ".join(names),
                                    coalesce=True, max_instances=1, misfire_grace_time=grace,
                                    replace_existing=True, next_run_time=pd.Timestamp.now(tz="UTC").to_pydatetime())
         self.scheduler.add_job(self.deliver_outbox, "interval", seconds=DELIVERY_SECONDS, id="deliver",
                                coalesce=True, max_instances=1, misfire_grace_time=grace, replace_existing=True)
+
+    def _job_groups(self) -> dict[str, tuple[list[str], Any]]:
+        """KPIs by the moments their schedules fire (`every day at 7:00` and `0 7 * * *` are one),
+        with the trigger they share; in config order."""
+        groups: dict[str, tuple[list[str], Any]] = {}
+        for name, kpi in self.settings.kpis.items():
+            trigger = parse_schedule(kpi.schedule or default_schedule(kpi.freq), self.settings.timezone)
+            # A cron trigger's fields (every one, defaults too) and zone say when it fires; an
+            # interval trigger's text (its interval) and zone.
+            fields = getattr(trigger, "fields", None)
+            moment = f"{[str(f) for f in fields] if fields else trigger} {getattr(trigger, 'timezone', '')}"
+            groups.setdefault(moment, ([], trigger))[0].append(name)
+        return groups
 
     def _channels(self) -> list[str]:
         return sorted({route.channel for route in self.settings.alerting.routes})
 
     # the jobs
 
-    def judge_kpi(self, name: str) -> None:
-        """The job of one KPI: judge every due period; never raises into the scheduler."""
+    def judge_kpis(self, names: Sequence[str]) -> None:
+        """The job of KPIs that fall due together: judge their due periods, oldest first, the
+        alerts of each period in one message per channel; one log line per KPI; never raises into
+        the scheduler."""
         started = time.monotonic()
         settings = self.settings
-        kpi = settings.kpi(name)
-        fields: dict[str, Any] = {"kpi": name}
-        self.running.add(name)
+        with self._jobs:
+            self._active += 1
+        self.running.update(names)
         try:
-            fields.update(self._judge_due(name, kpi, settings))
-            self._source_ok(name, settings)
-            self.last_good = time.time()
-            self.metrics.last_good.set(self.last_good)
-            level = logging.INFO
-        except SourceError as exc:
-            level = logging.WARNING
-            fields.update(status="source_error", error=str(exc))
-            self.metrics.source_errors.labels(name).inc()
-            self._failed_safely(name, str(exc), settings, "source", fields)
-        except (KPIWatchError, TimeoutError) as exc:
-            level = logging.ERROR
-            fields.update(status="error", error=str(exc))
-            self.metrics.job_errors.labels(name).inc()
-            self._failed_safely(name, str(exc), settings, "job", fields)
-        except Exception as exc:  # noqa: BLE001 - a bug must not stop the other KPIs' jobs
-            level = logging.ERROR
-            fields.update(status="error", error=f"{type(exc).__name__}: {exc}")
-            self.metrics.job_errors.labels(name).inc()
+            dues = self._judge_all(names, settings)
+            for due in dues:
+                self._finish(due, settings, time.monotonic() - started)
+            if any(due.queued for due in dues):
+                self.deliver_outbox()
+        except Exception:  # noqa: BLE001 - a bug must not stop the other jobs
             log.exception("job failed")
-            self._failed_safely(name, fields["error"], settings, "job", fields)
+            self.failed = True
         finally:
-            self.running.discard(name)
-        seconds = time.monotonic() - started
-        self.metrics.duration.labels(name).observe(seconds)
-        _event(level, "job", **fields, seconds=round(seconds, 2))
+            self.running.difference_update(names)
+            with self._jobs:
+                self._active -= 1
+                self._jobs.notify_all()
+
+    def judge_kpi(self, name: str) -> None:
+        """One KPI's job on its own (its alerts in messages of their own): `judge_kpis([name])`."""
+        self.judge_kpis([name])
 
     def judge_due(self, name: str) -> dict[str, Any]:
         """Judge the KPI's due periods now (by the daemon's clock); errors are raised (the job,
-        `judge_kpi`, logs them instead). Returns the job's log fields."""
-        return self._judge_due(name, self.settings.kpi(name), self.settings)
+        `judge_kpis`, logs them instead). Returns the job's log fields."""
+        [due] = self._judge_all([name], self.settings)
+        if due.error is not None:
+            raise due.error
+        return due.log_fields()
 
-    def _judge_due(self, name: str, kpi: KPIConfig, settings: Settings) -> dict[str, Any]:
-        """Judge the due periods oldest first, each in its own worker and transaction.
-
-        A period whose rows are not all there yet (`kpi.completeness`) stops the KPI's round:
-        neither it nor a later period is judged, and the next round asks again. Once it has
-        been incomplete for `kpi.no_data_after_hours` it gets a "no data" message and is
-        skipped (the ledger moves past it), never judged as a drop.
-        """
+    def _judge_all(self, names: Sequence[str], settings: Settings) -> list[_Due]:
+        """Judge the KPIs' due periods, a period at a time: the KPIs due for the same period are
+        checked side by side (each in its own worker), then stored with their alerts in one
+        transaction (`_record`). A KPI that fails drops out of the job (the others go on); one
+        whose period is not complete yet waits for the next job. When the daemon stops, the
+        checks under way are cancelled and nothing of their period is stored."""
         assert self.store is not None
         now = self.clock.now().floor("us")
-        source = make_source(settings.sources[kpi.source], settings.timezone, kpi.source)
-        delay = max(pd.Timedelta(hours=kpi.data_delay_hours), source.data_delay)  # e.g. GA4's 48 h
-        latest = last_closed_period(now - delay, kpi.freq, settings.timezone)
-        last = self.store.last_judged(name, "")
-        periods = due_periods(pd.Timestamp(last) if last else None, latest, kpi.freq,
-                              settings.daemon.catch_up_periods)
-        shares = completeness_of(source, kpi, periods)
-        anomalies = queued = 0
-        judged: list[pd.Timestamp] = []
-        fields: dict[str, Any] = {}
-        no_data: list[str] = []
-        stored: dict[tuple[str, str], State] | None = None
-        for period in periods:
-            if self.stopping.is_set():
+        dues = [_Due(name, settings.kpi(name)) for name in names]
+        self._each(dues, lambda due: self._plan(due, settings, now))
+        while not self.stopping.is_set():
+            ready = [due for due in dues if due.next is not None]
+            if not ready:
                 break
-            ended = moment_after(period, kpi.freq, settings.timezone)
-            patient = now < ended + delay + pd.Timedelta(hours=kpi.no_data_after_hours)
-            share = shares.get(period)
-            if share is not None and not is_complete(share, kpi.completeness):
-                if patient:
-                    fields.update(waiting=_label(period, kpi.freq), completeness=f"{share:.2f}")
-                    break
-                queued += self._no_data(name, kpi, settings, period, f"has {share:.0%} of its usual rows",
-                                        now - ended, now)
-                no_data.append(_label(period, kpi.freq))
-                continue
-            report = None
-            if _has_value(source, kpi, period):
-                if stored is None:  # read once per job; a catch-up steps on from each report's states
-                    stored = {(name, segment): state for segment, state in self.store.detector_states(name).items()}
-                report = self._check(settings, ended, name, stored)
-            if report is None or name not in report.period:
-                # The source has nothing for the period (its data stopped, or is later than its
-                # delay): judged, it would store an empty evaluation and move on without a word.
-                # Same patience as a partial period. Looked up before any fit, every cycle; the
-                # check itself finds the rest (a filtered KPI's rows, a ratio's denominator).
-                if patient:
-                    fields.update(waiting=_label(period, kpi.freq), completeness="no value")
-                    break
-                queued += self._no_data(name, kpi, settings, period, "has no value", now - ended, now)
-                no_data.append(_label(period, kpi.freq))
-                continue
-            late = _late_note(period, latest, kpi.freq)
-            outcome = record_and_send(report, settings, self.store, self.notifier, now.to_pydatetime(),
-                                      judged={(name, ""): period.to_pydatetime()}, late_note=late, deliver_now=False,
-                                      states=report.states)
-            stored.update(report.states)
-            anomalies += len(report.alerts)
-            queued += outcome.queued
-            judged.append(period)
-            self.metrics.periods.labels(name).inc()
-            self.metrics.anomalies.labels(name).inc(len(report.alerts))
-        if queued:
-            self.deliver_outbox()
-        if no_data:
-            fields["no_data"] = ",".join(no_data)
-        shown = ",".join(_label(p, kpi.freq) for p in judged)
-        return {"status": "ok", "periods": shown or "none due", "anomalies": anomalies, "queued": queued, **fields}
+            key = min(due.next for due in ready if due.next is not None)
+            together = [due for due in ready if due.next == key]
+            reports = self._each(together, lambda due: self._attempt(due, settings, now))
+            checked = [(due, report) for due, report in zip(together, reports) if report is not None]
+            if checked and not self.stopping.is_set():
+                self._record(checked, settings, now)
+        if self.stopping.is_set():
+            for due in dues:
+                if due.error is None and not due.waiting and (due.current is not None or due.periods):
+                    due.error = JobCancelled(_CANCELLED)
+        return dues
+
+    def _each(self, dues: Sequence[_Due], step: Callable[[_Due], Any]) -> list[Any]:
+        """`step(due)` for every KPI, side by side in threads (as many as workers); a KPI's
+        exception goes to its `error` (its result None) and stops no other."""
+        def safely(due: _Due) -> Any:
+            try:
+                return step(due)
+            except Exception as exc:  # noqa: BLE001 - reported on the KPI's own log line
+                due.error = exc
+                return None
+
+        if len(dues) <= 1 or self.rehearsal:
+            return [safely(due) for due in dues]
+        with ThreadPoolExecutor(max_workers=min(len(dues), len(self._workers)), thread_name_prefix="kpiwatch-kpi") as pool:
+            return list(pool.map(safely, dues))
+
+    def _plan(self, due: _Due, settings: Settings, now: pd.Timestamp) -> None:
+        """The KPI's due periods by the ledger, and how complete each is at its source."""
+        assert self.store is not None
+        kpi = due.kpi
+        due.source = make_source(settings.sources[kpi.source], settings.timezone, kpi.source)
+        due.delay = max(pd.Timedelta(hours=kpi.data_delay_hours), due.source.data_delay)  # e.g. GA4's 48 h
+        due.latest = last_closed_period(now - due.delay, kpi.freq, settings.timezone)
+        last = self.store.last_judged(due.name, "")
+        due.periods = due_periods(pd.Timestamp(last) if last else None, due.latest, kpi.freq,
+                                  settings.daemon.catch_up_periods)
+        due.shares = completeness_of(due.source, kpi, due.periods)
+
+    def _attempt(self, due: _Due, settings: Settings, now: pd.Timestamp) -> CheckReport | None:
+        """Check the KPI's next period: its report, or None when the period is not judged.
+
+        A period whose rows are not all there yet (`kpi.completeness`) makes the KPI wait:
+        neither it nor a later period is judged, and the next job asks again. Once it has been
+        incomplete for `kpi.no_data_after_hours` it gets a "no data" message and is skipped (the
+        ledger moves past it), never judged as a drop.
+        """
+        assert due.source is not None and self.store is not None
+        name, kpi = due.name, due.kpi
+        period = due.current = due.periods.pop(0)
+        ended = moment_after(period, kpi.freq, settings.timezone)
+        patient = now < ended + due.delay + pd.Timedelta(hours=kpi.no_data_after_hours)
+        share = due.shares.get(period)
+        # Not all there (its rows, or its value): judged, a gap would read as a drop or store an
+        # empty evaluation. Looked up before any fit, every cycle; the check itself finds the
+        # rest (a filtered KPI's rows, a ratio's denominator).
+        found, completeness = "has no value", "no value"
+        report = None
+        if share is not None and not is_complete(share, kpi.completeness):
+            found, completeness = f"has {share:.0%} of its usual rows", f"{share:.2f}"
+        elif _has_value(due.source, kpi, period):
+            if due.stored is None:  # read once per job; a catch-up steps on from each report's states
+                due.stored = {(name, segment): state for segment, state in self.store.detector_states(name).items()}
+            report = self._check(settings, ended, name, due.stored)
+            if name in report.period:
+                return report
+        if patient:
+            due.fields.update(waiting=_label(period, kpi.freq), completeness=completeness)
+            due.waiting, due.current = True, None
+            return None
+        due.queued += self._no_data(name, kpi, settings, period, found, now - ended, now)
+        due.no_data.append(_label(period, kpi.freq))
+        due.current = None
+        return None
+
+    def _record(self, checked: Sequence[tuple[_Due, CheckReport]], settings: Settings, now: pd.Timestamp) -> None:
+        """Store the checks of one period with their alerts, one message per channel, and move the
+        KPIs' ledger, in one transaction (a failure leaves every one of them to the next job)."""
+        assert self.store is not None
+        report = _merged([report for _, report in checked])
+        judged = {(due.name, ""): due.current.to_pydatetime() for due, _ in checked if due.current is not None}
+        late = next((note for due, _ in checked if due.current is not None and due.latest is not None
+                     and (note := late_text(due.current, due.latest, due.kpi.freq))), "")
+        try:
+            outcome = record_and_send(report, settings, self.store, self.notifier, now.to_pydatetime(), judged=judged,
+                                      late_note=late, deliver_now=False, states=report.states)
+        except Exception as exc:  # noqa: BLE001 - each KPI's line says why its period waits
+            for due, _ in checked:
+                due.error = exc
+            return
+        for due, mine in checked:
+            assert due.current is not None and due.stored is not None
+            due.stored.update(mine.states)
+            due.anomalies += len(mine.alerts)
+            due.queued += outcome.queued
+            due.judged.append(due.current)
+            due.current = None
+            self.metrics.periods.labels(due.name).inc()
+            self.metrics.anomalies.labels(due.name).inc(len(mine.alerts))
+
+    def _finish(self, due: _Due, settings: Settings, seconds: float) -> None:
+        """The KPI's part of the job is over: its metrics, failure alerts and one log line."""
+        name, error = due.name, due.error
+        fields: dict[str, Any] = {"kpi": name}
+        if error is None:
+            fields.update(due.log_fields())
+            level = logging.INFO
+            try:
+                self._source_ok(name, settings)
+            except KPIWatchError as exc:
+                fields.update(alert_error=str(exc))
+            self.last_good = time.time()
+            self.metrics.last_good.set(self.last_good)
+        elif isinstance(error, JobCancelled):
+            level = logging.WARNING
+            shown = ",".join(_label(p, due.kpi.freq) for p in due.judged)
+            fields.update(status="cancelled", periods=shown or "none", error=str(error))
+        else:
+            self.failed = True
+            kind = "source" if isinstance(error, SourceError) else "job"
+            if isinstance(error, SourceError):
+                level, status, text = logging.WARNING, "source_error", str(error)
+                self.metrics.source_errors.labels(name).inc()
+            elif isinstance(error, (KPIWatchError, TimeoutError)):
+                level, status, text = logging.ERROR, "error", str(error)
+                self.metrics.job_errors.labels(name).inc()
+            else:  # a bug: its traceback goes to the log, the other KPIs go on
+                level, status, text = logging.ERROR, "error", f"{type(error).__name__}: {error}"
+                self.metrics.job_errors.labels(name).inc()
+                log.error("job failed", exc_info=error)
+            fields.update(status=status, error=text)
+            self._failed_safely(name, text, settings, kind, fields)
+        self.metrics.duration.labels(name).observe(seconds)
+        _event(level, "job", **fields, seconds=round(seconds, 2))
 
     def _check(self, settings: Settings, ended: pd.Timestamp, name: str,
                states: Mapping[tuple[str, str], State]) -> CheckReport:
@@ -527,6 +750,8 @@ class Daemon:
         (in this process when rehearsing: replay has no hung fits to fear and no time to lose)."""
         if self.rehearsal:
             return _check_in_worker(settings, ended, name, states)
+        if self.stopping.is_set():
+            raise JobCancelled(_CANCELLED)
         worker = self.workers.get()
         try:
             return worker.call(_check_in_worker, (settings, ended, name, states), settings.daemon.job_timeout_seconds)
@@ -540,42 +765,69 @@ class Daemon:
         transaction; returns the new outbox rows. Without Slack only the ledger moves.
         found: what the period has, e.g. "has 40% of its usual rows" or "has no value"."""
         assert self.store is not None
-        hours = since_end / pd.Timedelta(hours=1)
-        text = (f":grey_question: No data: {name} for {format_period(period, kpi.freq)} {found} {hours:.0f} h "
-                "after it ended; it is not judged (a gap is not a drop). Check the export or the source.")
-        items = [OutboxItem(f"no-data|{name}|{period.isoformat()}|{route.channel}", "message", route.channel, text,
-                            {"blocks": []})
-                 for route in settings.alerting.routes if route.takes(name, kpi.tags, "warning")]
+        text = no_data_text(name, format_period(period, kpi.freq), found, since_end / pd.Timedelta(hours=1))
+        items = [OutboxItem(f"no-data|{name}|{period.isoformat()}|{channel}", "message", channel, text, {"blocks": []})
+                 for channel in settings.alerting.channels_for(name, kpi.tags, "warning")]
         plan = CyclePlan(items=items if self.notifier is not None else [], judged={(name, ""): period.to_pydatetime()})
         return self.store.record_cycle([], plan, now.to_pydatetime())
 
-    def deliver_outbox(self, max_wait: float = 0.0) -> None:
-        """Send what is due in the outbox (the delivery job; also right after a check)."""
+    def deliver_outbox(self, max_wait: float = 0.0) -> DeliveryReport | None:
+        """Send what is due in the outbox (the delivery job; also right after a check), on the
+        daemon's clock: rows are queued with its "now", so a simulated clock ahead of (or behind)
+        the wall clock delivers too. max_wait: real seconds to wait for retries. Returns what
+        was done (None: nothing tried)."""
         if self.lock is not None and not self.stopping.is_set() and not self.lock.held():
             # Another daemon may be active now: stop (a supervisor restarts us, on standby).
             _event(logging.ERROR, "store lock lost (database connection broken): stopping this daemon")
             self.exit_code = 3
             self.stop()
-            return
+            return None
         if self.notifier is None or self.store is None or self.rehearsal:
-            return
+            return None
         if not self.channels_checked and not self._check_slack(at_start=False):
-            return  # Slack still unreachable: the outbox keeps everything
+            return None  # Slack still unreachable: the outbox keeps everything
         if not self.deliver_lock.acquire(blocking=False):
-            return  # another thread is sending; it (or the next delivery tick) takes these rows too
+            return None  # another thread is sending; it (or the next delivery tick) takes these rows too
         try:
-            report = deliver(self.store, self.notifier, self.channel_ids, DeliveryPolicy(max_wait=max_wait))
+            report = deliver(_CountedOutbox(self.store, self._count_sent), self.notifier, self.channel_ids,
+                             DeliveryPolicy(max_wait=self._simulated_seconds(max_wait)), clock=self._now,
+                             sleep=self._sleep)
         except (SlackError, StoreError) as exc:
             _event(logging.ERROR, "delivery failed", error=str(exc))
-            return
+            return None
         finally:
             self.deliver_lock.release()
-        self.metrics.sent.inc(report.sent)
         self.metrics.failed.inc(report.retries)
         self.metrics.dead.inc(len(report.dead))
         if report.sent or report.retries or report.dead:
             _event(logging.INFO, "delivery", sent=report.sent, retries=report.retries, dead=len(report.dead),
                    waiting=report.waiting)
+        return report
+
+    def _count_sent(self, row: OutboxRow) -> None:
+        """A row Slack took, in the metrics by kind; only alert messages count as alerts sent."""
+        kind = row.kind
+        if kind == "message":
+            kind = "alert" if row.payload.get("alert_keys") else "notice"
+        if kind == "alert":
+            self.metrics.sent.inc()
+        self.metrics.slack_sent.labels(kind).inc()
+
+    # the daemon's clock, for delivery (retry waits and leases are in its seconds)
+
+    def _now(self) -> datetime:
+        return self.clock.now().floor("us").to_pydatetime()
+
+    def _simulated_seconds(self, real: float) -> float:
+        """`real` seconds on the daemon's clock (0 on a frozen one: nothing to wait for)."""
+        return real * self.clock.speed if self.clock.simulated else real
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep `seconds` of the daemon's clock (a simulated clock at 8640x sleeps 1/8640 of it)."""
+        if not self.clock.simulated:
+            time.sleep(seconds)
+        elif self.clock.speed > 0:
+            time.sleep(seconds / self.clock.speed)
 
     # source failures
 
@@ -612,15 +864,10 @@ class Daemon:
         if count != settings.daemon.source_failures or self.store is None or self.notifier is None:
             return
         kpi = settings.kpi(name)
-        if kind == "source":
-            text = (f":warning: Source failing: {name} could not be read for {count} cycles in a row (since "
-                    f"{since:%Y-%m-%d %H:%M} UTC): {error}. Its last state is kept; missed periods are judged when it is back.")
-        else:
-            text = (f":warning: Cannot judge: {name} failed {count} cycles in a row (since {since:%Y-%m-%d %H:%M} "
-                    f"UTC): {error}. Its last state is kept; the period is tried again every cycle.")
-        items = [OutboxItem(_failing_key(name, since, route.channel), "message", route.channel, text, {"blocks": []})
-                 for route in settings.alerting.routes if route.takes(name, kpi.tags, "critical")]
-        self.store.queue(items)
+        text = failing_text(name, kind, count, since, error)
+        items = [OutboxItem(_failing_key(name, since, channel), "message", channel, text, {"blocks": []})
+                 for channel in settings.alerting.channels_for(name, kpi.tags, "critical")]
+        self.store.queue(items, self._now())
         self.deliver_outbox()
 
     def _source_ok(self, name: str, settings: Settings) -> None:
@@ -630,17 +877,19 @@ class Daemon:
         kind = self.failing_kind.pop(name, "source")
         if since is None or count < settings.daemon.source_failures or self.store is None:
             return
-        text = (f":white_check_mark: Source back: {name} is read again; the missed periods were judged." if kind == "source"
-                else f":white_check_mark: Judged again: {name}; the missed periods were judged.")
-        items = [OutboxItem(f"resolve|{_failing_key(name, since, route.channel)}", "resolve", route.channel, text,
-                            {"line": text}, parent_key=_failing_key(name, since, route.channel))
-                 for route in settings.alerting.routes if self.store.get(_failing_key(name, since, route.channel))]
-        self.store.queue(items)
+        text = back_text(name, kind)
+        channels = dict.fromkeys(route.channel for route in settings.alerting.routes)  # each once
+        items = [OutboxItem(f"resolve|{_failing_key(name, since, channel)}", "resolve", channel, text,
+                            {"line": text}, parent_key=_failing_key(name, since, channel))
+                 for channel in channels if self.store.get(_failing_key(name, since, channel))]
+        self.store.queue(items, self._now())
 
     # health and metrics
 
     def _start_health(self) -> None:
-        port = self.settings.daemon.health_port
+        """Serve /healthz and /metrics on `daemon.bind`:`daemon.health_port` (no authentication:
+        127.0.0.1 unless the operator opens it)."""
+        port, bind = self.settings.daemon.health_port, self.settings.daemon.bind
         if not port:
             return
         daemon = self
@@ -665,11 +914,12 @@ class Daemon:
             def log_message(self, *_: object) -> None:  # probes every few seconds: not worth a line
                 pass
 
+        server = _HTTPServerV6 if ipaddress.ip_address(bind).version == 6 else ThreadingHTTPServer
         try:
-            self.health = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+            self.health = server((bind, port), Handler)
         except OSError as exc:
-            raise KPIWatchError(f"cannot serve /healthz on port {port}: {exc.strerror}; set daemon.health_port "
-                                "to a free port (0 = off)") from None
+            raise KPIWatchError(f"cannot serve /healthz on {bind} port {port}: {exc.strerror}; set daemon.health_port "
+                                "to a free port (0 = off), or daemon.bind to an address of this machine") from None
         threading.Thread(target=self.health.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
 
     def _stop_health(self) -> None:
@@ -688,6 +938,43 @@ class Daemon:
         return (200 if alive else 503), body
 
 
+class _HTTPServerV6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+class _CountedOutbox:
+    """The store as delivery's outbox, telling `on_sent` of every row Slack took (delivery
+    counts rows; the metrics count alert messages apart from charts, resolves and notices)."""
+
+    def __init__(self, store: Store, on_sent: Callable[[OutboxRow], None]) -> None:
+        self._store = store
+        self._on_sent = on_sent
+        self._seen: dict[int, OutboxRow] = {}
+
+    def waiting(self) -> list[OutboxRow]:
+        rows = self._store.waiting()
+        self._seen.update((row.id, row) for row in rows)
+        return rows
+
+    def mark_sent(self, row_id: int, slack_channel: str, slack_ts: str, note: str = "") -> None:
+        self._store.mark_sent(row_id, slack_channel, slack_ts, note)
+        if row_id in self._seen:
+            self._on_sent(self._seen[row_id])
+
+    def __getattr__(self, name: str) -> Any:  # get, children, mark_sending, mark_retry, mark_dead, ...
+        return getattr(self._store, name)
+
+
+def _merged(reports: Sequence[CheckReport]) -> CheckReport:
+    """The checks of KPIs judged together as one check's report (`kpiwatch check` judges every
+    KPI in one): their alerts go out as one message per channel."""
+    if len(reports) == 1:
+        return reports[0]
+    return CheckReport({name: period for r in reports for name, period in r.period.items()},
+                       tuple(a for r in reports for a in r.alerts), tuple(x for r in reports for x in r.results),
+                       tuple(n for r in reports for n in r.incomplete), tuple(n for r in reports for n in r.no_data))
+
+
 def _has_value(source: Source, kpi: KPIConfig, period: pd.Timestamp) -> bool:
     """Whether the source has a value of the KPI's first metric (total) for `period`: one cheap
     fetch, no dimensions, that one period."""
@@ -698,15 +985,6 @@ def _has_value(source: Source, kpi: KPIConfig, period: pd.Timestamp) -> bool:
 def _label(period: pd.Timestamp, freq: str) -> str:
     """A period as the log shows it: `2025-12-09`, or `2025-12-09T14:00` for hours."""
     return period.strftime("%Y-%m-%d" if freq == "D" else "%Y-%m-%dT%H:%M")
-
-
-def _late_note(period: pd.Timestamp, latest: pd.Timestamp, freq: str) -> str:
-    if period >= latest:
-        return ""
-    step = pd.Timedelta(days=1) if freq == "D" else pd.Timedelta(hours=1)
-    behind = int((latest - period) / step)
-    unit = "day" if freq == "D" else "hour"
-    return f"Late: judged {behind} {unit}{'s' if behind != 1 else ''} after it closed (kpiwatch was down or the data was late)."
 
 
 def _failing_key(name: str, since: pd.Timestamp, channel: str) -> str:

@@ -19,7 +19,7 @@ import dataclasses
 import hashlib
 import math
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -336,13 +336,16 @@ def record_and_send(
 
 
 def deliver_outbox(settings: Settings, store: Store, notifier: Notifier,
-                   policy: DeliveryPolicy = DeliveryPolicy()) -> tuple[DeliveryReport | None, str]:
-    """Deliver what waits in the outbox (after `kpiwatch outbox retry`, or from the daemon)."""
-    return _deliver_checked(settings, store, notifier, policy)
+                   policy: DeliveryPolicy = DeliveryPolicy(),
+                   clock: Callable[[], datetime] = utcnow) -> tuple[DeliveryReport | None, str]:
+    """Deliver what waits in the outbox (after `kpiwatch outbox retry`, or from the daemon).
+    clock: "now" as the rows were queued with it (the daemon's `KPIWATCH_CLOCK`; default UTC now)."""
+    return _deliver_checked(settings, store, notifier, policy, clock)
 
 
 def _deliver_checked(
-    settings: Settings, store: Store, notifier: Notifier, policy: DeliveryPolicy
+    settings: Settings, store: Store, notifier: Notifier, policy: DeliveryPolicy,
+    clock: Callable[[], datetime] = utcnow,
 ) -> tuple[DeliveryReport | None, str]:
     """Check the token and channels once, then deliver; a refusal is reported, rows stay queued."""
     channels = sorted({route.channel for route in settings.alerting.routes})
@@ -350,6 +353,6 @@ def _deliver_checked(
         ids = notifier.check(channels)
     except SlackError as exc:
         return None, str(exc)
-    result = deliver(store, notifier, ids, policy)
+    result = deliver(store, notifier, ids, policy, clock=clock)
     problem = f"{len(result.dead)} message(s) refused by Slack (dead letters): {result.dead[0]}" if result.dead else ""
     return result, problem

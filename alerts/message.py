@@ -214,3 +214,45 @@ def _clip(text: str, limit: int) -> str:
 def _escape(text: str) -> str:
     """Slack's three control characters in mrkdwn (a KPI or segment name may hold them)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# -- the daemon's own messages (it only schedules and calls; every text it sends is built here) --
+
+
+def no_data_text(kpi: str, period: str, found: str, hours: float) -> str:
+    """A period still incomplete `hours` after it ended: not judged, and said so.
+
+    period: the period as people read it (`format_period`); found: what it has, e.g. "has 40% of
+    its usual rows" or "has no value".
+    """
+    return (f":grey_question: No data: {kpi} for {period} {found} {hours:.0f} h after it ended; it is not "
+            "judged (a gap is not a drop). Check the export or the source.")
+
+
+def failing_text(kpi: str, kind: str, cycles: int, since: pd.Timestamp, error: str) -> str:
+    """A KPI that failed `cycles` cycles in a row since `since` (UTC): kind "source" (its source
+    could not be read) or "job" (the data or a fit fails every time, e.g. a time-out)."""
+    if kind == "source":
+        return (f":warning: Source failing: {kpi} could not be read for {cycles} cycles in a row (since "
+                f"{since:%Y-%m-%d %H:%M} UTC): {error}. Its last state is kept; missed periods are judged when "
+                "it is back.")
+    return (f":warning: Cannot judge: {kpi} failed {cycles} cycles in a row (since {since:%Y-%m-%d %H:%M} UTC): "
+            f"{error}. Its last state is kept; the period is tried again every cycle.")
+
+
+def back_text(kpi: str, kind: str) -> str:
+    """The reply in a failing alert's thread once the KPI is judged again (kind as `failing_text`)."""
+    if kind == "source":
+        return f":white_check_mark: Source back: {kpi} is read again; the missed periods were judged."
+    return f":white_check_mark: Judged again: {kpi}; the missed periods were judged."
+
+
+def late_text(period: pd.Timestamp, latest: pd.Timestamp, freq: str) -> str:
+    """The note on an alert about a period older than the latest closed one ("" when it is the
+    latest): how many days (freq "D") or hours after it closed it was judged."""
+    if period >= latest:
+        return ""
+    step = pd.Timedelta(days=1) if freq == "D" else pd.Timedelta(hours=1)
+    behind = int((latest - period) / step)
+    unit = "day" if freq == "D" else "hour"
+    return f"Late: judged {behind} {unit}{'s' if behind != 1 else ''} after it closed (kpiwatch was down or the data was late)."

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import pandas as pd
@@ -43,6 +43,9 @@ from forecaster.types import (
     segment_label,
 )
 from forecaster.units import format_period, format_value
+
+if TYPE_CHECKING:  # the CLI face: only it may name alerts (imported where used, after a verdict)
+    from alerts.delivery import DeliveryPolicy
 
 # Piped into a file or CI log, rich would assume 80 columns and fold every table.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -247,8 +250,11 @@ def _judged_line(report: CheckReport, settings: Settings, at: pd.Timestamp | Non
     return f"Judged {each}{when}."
 
 
-def _send(report: CheckReport, settings: Settings) -> None:
-    """Store the check, queue its messages and deliver them; one summary line on stderr."""
+def _send(report: CheckReport, settings: Settings, policy: DeliveryPolicy | None = None) -> None:
+    """Store the check, queue its messages and deliver them (retries waited for as `policy`
+    says; default `DeliveryPolicy()`, up to 60 s); one line on stderr: the summary, or the
+    Slack failure (exit 3; what was queued stays in the outbox)."""
+    from alerts.delivery import DeliveryPolicy
     from alerts.incidents import record_and_send
     from alerts.slack import make_notifier
     from alerts.store import Store
@@ -256,8 +262,9 @@ def _send(report: CheckReport, settings: Settings) -> None:
     notifier = make_notifier()
     store = Store(settings.state_url)
     try:
-        outcome = record_and_send(report, settings, store, notifier)
+        outcome = record_and_send(report, settings, store, notifier, policy=policy or DeliveryPolicy())
         counts = store.counts()
+        left = store.waiting()
     finally:
         store.close()
     if outcome.delivery is None and not outcome.problem:
@@ -265,10 +272,19 @@ def _send(report: CheckReport, settings: Settings) -> None:
                   "alerts printed only", markup=False)
         return
     sent = outcome.delivery.sent if outcome.delivery else 0
-    err.print(f"Slack: {outcome.queued} new message(s) queued, {sent} sent; outbox: {counts['pending'] + counts['sending']} "
-              f"waiting, {counts['dead']} dead", markup=False)
+    waiting = counts["pending"] + counts["sending"]
+    summary = (f"{outcome.queued} new message(s) queued, {sent} sent; outbox: {waiting} waiting, "
+               f"{counts['dead']} dead")
     if outcome.problem:
-        raise SlackFailed(outcome.problem)
+        raise SlackFailed(f"{outcome.problem} (Slack: {summary})")
+    if outcome.delivery is not None and outcome.delivery.retries and outcome.delivery.waiting:
+        # Slack answered with errors until delivery gave up waiting: nothing is lost, but nothing
+        # (or not everything) reached the channel either.
+        error = next((row.last_error for row in left if row.last_error), "no answer")
+        messages = sum(1 for row in left if row.kind == "message")
+        raise SlackFailed(f"Slack did not take {messages} message(s) ({error}); {waiting} outbox row(s) stay "
+                          f"queued: `kpiwatch outbox retry` sends them ({outcome.queued} new, {sent} sent)")
+    err.print(f"Slack: {summary}", markup=False)
 
 
 @cli.command()
@@ -504,7 +520,14 @@ def run_command(config_file: Path | None, once: bool, no_wait: bool) -> None:
     """The daemon: judge every KPI on its schedule, send alerts, serve /healthz and /metrics."""
     from alerts.daemon import Daemon
 
-    code = Daemon(config_file, wait_for_lock=not no_wait).run(once=once)
+    daemon = Daemon(config_file, wait_for_lock=not no_wait)
+    code = daemon.run(once=once)
+    if daemon.lingering():
+        # A source read or Slack post outlived daemon.shutdown_grace: Python would wait for it at
+        # exit, past `docker stop`'s patience. Unstored work is redone after the restart.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     raise SystemExit(code)
 
 
@@ -618,15 +641,17 @@ def outbox_retry(config_file: Path | None) -> None:
     from alerts.incidents import deliver_outbox
     from alerts.slack import make_notifier
     from alerts.store import Store
+    from forecaster.schedule import Clock
 
     settings = load_config(config_file)
+    clock = Clock.from_env()  # the daemon's notion of now (KPIWATCH_CLOCK), which the rows were queued with
     notifier = make_notifier()
     if notifier is None:
         raise BadInputError("no Slack configured: set SLACK_BOT_TOKEN (or SLACK_WEBHOOK_URL) and run again")
     store = Store(settings.state_url)
     try:
-        revived = store.retry_dead()
-        delivery, problem = deliver_outbox(settings, store, notifier)
+        revived = store.retry_dead(clock.now().floor("us").to_pydatetime())
+        delivery, problem = deliver_outbox(settings, store, notifier, clock=lambda: clock.now().floor("us").to_pydatetime())
         counts = store.counts()
     finally:
         store.close()

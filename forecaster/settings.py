@@ -7,6 +7,7 @@ secrets never live in the file.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import string
@@ -184,7 +185,10 @@ class AlertingConfig(_Strict):
 class DaemonConfig(_Strict):
     """How `kpiwatch run` behaves.
 
-    health_port: port of `/healthz` and `/metrics` on 0.0.0.0 (default 8321; 0 = off).
+    health_port: port of `/healthz` and `/metrics` (default 8321; 0 = off).
+    bind: the address they listen on (default 127.0.0.1: this machine only; 0.0.0.0 or :: for
+        every interface, e.g. inside a container whose port is published). They have no
+        authentication: open them wider only behind a firewall or a private network.
     catch_up_periods: after downtime, judge at most this many missed periods per KPI, the
         latest ones (default 7).
     misfire_grace_seconds: a job that could not start on time still runs if it is at most this
@@ -195,14 +199,28 @@ class DaemonConfig(_Strict):
     source_failures: consecutive failed cycles of a KPI's source before one "source failing"
         alert (default 3, at most 1000).
     log_format: `text` (default) or `json`, one line per job.
+    shutdown_grace: seconds from SIGTERM/SIGINT to exit (default 10, as `docker stop` waits):
+        running checks are cancelled (judged again after the restart) and the outbox is flushed
+        for what is left of it.
     """
 
     health_port: int = Field(default=8321, ge=0, le=65535)
+    bind: str = "127.0.0.1"
     catch_up_periods: int = Field(default=7, ge=1, le=1000)
     misfire_grace_seconds: int = Field(default=600, ge=1, le=_WEEK_SECONDS)
     job_timeout_seconds: float = Field(default=900.0, gt=0, le=_WEEK_SECONDS)
     source_failures: int = Field(default=3, ge=1, le=1000)
     log_format: Literal["text", "json"] = "text"
+    shutdown_grace: float = Field(default=10.0, ge=0, le=3600)
+
+    @field_validator("bind")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ValueError(f"bind {value!r} is not an IP address; use 127.0.0.1 (this machine only, the "
+                             "default), 0.0.0.0 (every interface, e.g. in a container) or ::") from None
 
 
 class KPIConfig(_Strict):
