@@ -11,12 +11,14 @@ from storage import BACKENDS, store_url
 
 from alerts.store import (
     SCHEMA_VERSION,
+    VERSION_TABLE,
     CyclePlan,
     EvaluationRecord,
     IncidentOpen,
     OutboxItem,
     Store,
     StoreError,
+    StoreVersionError,
 )
 from forecaster.types import segment_key
 
@@ -51,11 +53,13 @@ def test_segment_key_is_sorted_and_empty_for_the_total():
 def test_schema_is_created_once_and_versioned(url):
     first = Store(url)
     first.close()
-    again = Store(url)  # opening an existing store neither fails nor duplicates the version row
+    again = Store(url)  # opening an existing store neither fails nor duplicates the version rows
     with again.engine.begin() as conn:
         rows = conn.execute(sa.text("SELECT value FROM kpiwatch_meta WHERE key = 'schema_version'")).all()
+        revisions = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
     again.close()
     assert rows == [(str(SCHEMA_VERSION),)]
+    assert revisions == [("0002_detector_states",)]
 
 
 def test_a_newer_schema_is_refused_with_one_line(url):
@@ -63,7 +67,8 @@ def test_a_newer_schema_is_refused_with_one_line(url):
     with store.engine.begin() as conn:
         conn.execute(sa.text("UPDATE kpiwatch_meta SET value = '99' WHERE key = 'schema_version'"))
     store.close()
-    with pytest.raises(StoreError, match=r"schema version 99, newer than this kpiwatch understands \(1\); upgrade"):
+    with pytest.raises(StoreVersionError, match=r"written by a newer kpiwatch \(schema version 99; this one knows "
+                                                r"up to 0002_detector_states, schema version 2\); upgrade kpiwatch"):
         Store(url)
 
 
