@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from storage import BACKENDS, store_url
@@ -79,6 +80,32 @@ def test_evaluations_are_upserted_and_keep_nan_as_missing(store):
     assert [(r.period, r.actual, r.anomalous) for r in rows][0] == (T0, 3.0, True)
     assert rows[1].actual is None  # NaN is stored as NULL: missing, not zero
     assert len(rows) == 2
+
+
+class State:
+    """What the store reads of a detector state: `next_period`; and it pickles."""
+
+    def __init__(self, day: int) -> None:
+        self.next_period = pd.Timestamp(T0) + pd.Timedelta(days=day)
+
+
+def test_upserts_update_rows_in_place(store):
+    """INSERT ... ON CONFLICT: a re-judged period, a detector state and a reopened incident keep
+    their rows (and ids) instead of being deleted and inserted again."""
+    store.record_cycle([record(actual=1.0), record(T0 + timedelta(days=1), 2.0)],
+                       CyclePlan(states={("conversion_rate", ""): State(1)}))
+    store.record_cycle([record(actual=3.0)], CyclePlan(states={("conversion_rate", ""): State(2)}))
+    with store.engine.begin() as conn:
+        evaluations = conn.execute(sa.text("SELECT id, actual FROM evaluations ORDER BY id")).all()
+        states = conn.execute(sa.text("SELECT kpi, next_period FROM detector_states")).all()
+    assert evaluations == [(1, 3.0), (2, 2.0)]
+    assert len(states) == 1 and store.detector_states("conversion_rate")[""].next_period.day == T0.day + 2
+    opened = IncidentOpen("cpa", "", "k1", "up", "warning", T0, "m", "rose")
+    store.record_cycle([], CyclePlan(opened=[opened]))
+    first = store.open_incidents()[("cpa", "")]
+    store.record_cycle([], CyclePlan(resolved=[first.id]))
+    store.record_cycle([], CyclePlan(opened=[opened]))  # the same key alerts again: reopened
+    assert store.open_incidents()[("cpa", "")].id == first.id
 
 
 def test_record_cycle_is_one_transaction(store):
