@@ -18,6 +18,8 @@ from click.testing import CliRunner
 from storage import BACKENDS, store_url
 
 from alerts.store import (
+    HEAD,
+    MIGRATIONS,
     SCHEMA_VERSION,
     VERSION_TABLE,
     CyclePlan,
@@ -32,7 +34,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 OLD_SQLITE = FIXTURES / "store-39b85a2.sqlite"
 OLD_POSTGRES_DDL = FIXTURES / "store-39b85a2.postgresql.sql"
 OLD_TABLES = ("kpiwatch_meta", "evaluations", "incidents", "outbox", "notifications", "snoozes", "feedback", "ledger")
-HEAD = "0002_detector_states"
 
 
 def _engine(url: str) -> sa.Engine:
@@ -148,6 +149,13 @@ def test_a_store_from_the_first_release_opens_and_upgrades_with_its_rows(old_url
     finally:
         store.close()
     assert _differences(old_url) == []  # upgraded = the tables in code
+
+
+def test_the_head_the_store_knows_is_the_newest_revision() -> None:
+    """`alerts.store.HEAD` lets a store at the head open without Alembic: it must be the head."""
+    from alembic.script import ScriptDirectory
+
+    assert ScriptDirectory(str(MIGRATIONS)).get_current_head() == HEAD == "0002_detector_states"
 
 
 def test_a_new_store_is_built_by_the_migrations_and_matches_the_code(url: str) -> None:
