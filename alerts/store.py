@@ -8,18 +8,23 @@ Tables
   evaluations that caused them, sent later by the delivery step (`alerts.incidents`).
 - `notifications`: the log of what really reached Slack (written after a successful send).
 - `snoozes`, `feedback`, `ledger` (the last judged period per KPI segment, for the daemon).
-- `kpiwatch_meta`: the schema version.
+- `kpiwatch_meta`: the schema version (read by releases from before migrations, which refuse a
+  newer store); `kpiwatch_alembic_version`: the Alembic revision.
 
-The schema is created on first use. Times are stored as naive UTC and returned tz-aware UTC.
+Opening a store creates or upgrades its schema with the Alembic revisions in `alerts/migrations/`
+(one transaction under a lock, so two processes opening it together do not race); a store written
+by a newer kpiwatch is refused and left as it is. Times are stored as naive UTC and returned
+tz-aware UTC.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,7 +43,17 @@ from sqlalchemy.exc import (
 
 from forecaster.types import KPIWatchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""`kpiwatch_meta`'s schema version at the newest revision (each revision that changes the schema
+raises it, so older releases, which know only this number, refuse the store)."""
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+VERSION_TABLE = "kpiwatch_alembic_version"  # not `alembic_version`: the database may hold another app's
+BASELINE = "0001_baseline"  # the first release's schema: what a store made before migrations has
+HEAD = "0002_detector_states"
+"""The newest revision in `alerts/migrations/versions/` (a test keeps the two in step): a store
+already there opens without importing Alembic (a quarter of a second of every command's start)."""
+_PG_MIGRATION_LOCK = 0x6B70_6D69  # pg_advisory_xact_lock key for upgrades ("kpmi")
 
 OUTBOX_STATES = ("pending", "sending", "sent", "dead")
 """pending: not tried yet or failed without reaching Slack; sending: tried, outcome unknown (a
@@ -50,6 +65,13 @@ class StoreError(KPIWatchError):
     """The state store cannot be opened or written (exit code 3: like a source that is down)."""
 
     exit_code = 3
+
+
+class StoreVersionError(StoreError):
+    """The state store was written by a newer kpiwatch (exit code 2: upgrade kpiwatch or point
+    `state:` elsewhere; nothing in the store is changed)."""
+
+    exit_code = 2
 
 
 class UTCDateTime(sa.types.TypeDecorator):
@@ -305,8 +327,9 @@ class Snooze:
 class Store:
     """The state store at a SQLAlchemy URL (`sqlite:///path/state.db`, `postgresql://...`).
 
-    Opening creates the schema when it is missing and checks its version; any failure to reach
-    the database is one `StoreError` line naming the URL (password hidden).
+    Opening creates or upgrades the schema (Alembic, `alerts/migrations/`) and refuses a store
+    from a newer kpiwatch (`StoreVersionError`); any failure to reach the database is one
+    `StoreError` line naming the URL (password hidden).
     """
 
     def __init__(self, url: str) -> None:
@@ -314,24 +337,74 @@ class Store:
         self.engine = _engine(url)
         self.safe_url = self.engine.url.render_as_string(hide_password=True)
         try:
-            self._create_schema()
+            if not _at_head(self.engine):
+                self._migrate()
+        except StoreError:
+            self.engine.dispose()
+            raise
         except SQLAlchemyError as exc:
             self.engine.dispose()
             raise StoreError(f"cannot open the state store {self.safe_url}: {_first_line(exc)}; "
                              "check `state:` in the config and that the database is running") from None
+        self._file = _file_identity(self.engine)
 
-    def _create_schema(self, attempts: int = 5) -> None:
-        """Create the tables and record the version; two processes starting together may race
-        on the CREATE (a daemon and a CLI command): the loser retries and finds the tables."""
+    def _migrate(self, attempts: int = 5) -> None:
+        """Bring the schema to the newest revision. A store already there costs one read; an
+        upgrade runs in one transaction under a lock, so a daemon and a CLI command opening a
+        store together do not race (the retry covers what a lock cannot, e.g. a dropped link)."""
+        from alembic.script import ScriptDirectory
+        from alembic.util import CommandError
+
+        script = ScriptDirectory(str(MIGRATIONS))
+        head = script.get_current_head()
         for attempt in range(attempts):
             try:
-                metadata.create_all(self.engine)
-                self._check_version()
+                with self.engine.connect() as conn:
+                    current = self._revisions(conn, script)
+                    conn.rollback()
+                    if current != (head,):
+                        with _migration_lock(conn):
+                            self._upgrade(conn, script)
                 return
+            except CommandError as exc:  # e.g. a revision file missing from a broken install
+                raise StoreError(f"cannot upgrade the state store {self.safe_url}: {exc}; reinstall kpiwatch") from None
             except (OperationalError, IntegrityError, ProgrammingError):
                 if attempt == attempts - 1:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+
+    def _revisions(self, conn: Connection, script: Any) -> tuple[str, ...]:
+        """The store's Alembic revisions (() for a new store or one made before migrations);
+        a store a newer kpiwatch has upgraded is refused here, before anything is written."""
+        from alembic.runtime.migration import MigrationContext
+
+        current = tuple(MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+                        .get_current_heads())
+        known = {rev.revision for rev in script.walk_revisions()}
+        newer = [rev for rev in current if rev not in known]
+        found = _meta_version(conn)
+        if newer or (found is not None and found > SCHEMA_VERSION):
+            seen = f"revision {newer[0]}" if newer else f"schema version {found}"
+            raise StoreVersionError(
+                f"the state store {self.safe_url} was written by a newer kpiwatch ({seen}; this one knows up to "
+                f"{script.get_current_head()}, schema version {SCHEMA_VERSION}); upgrade kpiwatch, or point `state:` "
+                "at another store (this one was left unchanged)")
+        return current
+
+    def _upgrade(self, conn: Connection, script: Any) -> None:
+        """Run the revisions inside the caller's locked transaction. A store made before
+        migrations (tables, no version table) is first stamped with the baseline it has."""
+        from alembic import command
+        from alembic.config import Config
+
+        if self._revisions(conn, script) == (script.get_current_head(),):
+            return  # another process upgraded it while we waited for the lock
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        if not self._revisions(conn, script) and _meta_version(conn) is not None:
+            command.stamp(config, BASELINE)
+        command.upgrade(config, "head")
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -340,11 +413,32 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """One transaction; database errors become a `StoreError` (nothing half-written)."""
+        self._check_file()
         try:
             with self.engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:  # IntegrityError too: e.g. two writers on one incident
-            raise StoreError(f"state store {self.safe_url} failed: {_first_line(exc)}") from None
+            raise StoreError(f"state store {self.safe_url} failed: {_first_line(exc)}{_hint(exc)}") from None
+
+    def _check_file(self) -> None:
+        """A SQLite file deleted (or replaced) under a running store: refuse at once, loudly.
+        SQLite would go on writing into the unlinked file, and all of it would be lost at exit.
+        One stat per transaction (microseconds)."""
+        if self._file is None:
+            return
+        path, identity = self._file
+        try:
+            found = os.stat(path)
+        except FileNotFoundError:
+            what = "deleted"
+        else:
+            if (found.st_dev, found.st_ino) == identity:
+                return
+            what = "replaced by another file"
+        self.engine.dispose()  # its connections point at the old file: never write there again
+        raise StoreError(f"state store file {path} was {what} while kpiwatch was using it; nothing more is "
+                         "written: restore it from a backup if you have one, then restart kpiwatch (a missing "
+                         "file starts a new, empty store)")
 
     # -- evaluations and incidents ------------------------------------------------------------
 
@@ -562,13 +656,8 @@ class Store:
             with self.transaction() as own:
                 self.set_judged(kpi, segment, period, own)
             return
-        current = conn.execute(sa.select(ledger.c.last_period)
-                               .where(ledger.c.kpi == kpi, ledger.c.segment == segment)).scalar()
-        if current is None:
-            conn.execute(ledger.insert().values(kpi=kpi, segment=segment, last_period=period, updated_at=utcnow()))
-        elif period > current:
-            conn.execute(ledger.update().where(ledger.c.kpi == kpi, ledger.c.segment == segment)
-                         .values(last_period=period, updated_at=utcnow()))
+        _upsert(conn, ledger, [dict(kpi=kpi, segment=segment, last_period=period, updated_at=utcnow())],
+                keys=("kpi", "segment"), only_if=lambda new: ledger.c.last_period < new.last_period)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -577,15 +666,62 @@ class Store:
             rows = conn.execute(query).mappings().all()
         return [_outbox_row(r) for r in rows]
 
-    def _check_version(self) -> None:
-        with self.engine.begin() as conn:
-            found = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
-            if found is None:
-                conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-                return
-        if int(found) > SCHEMA_VERSION:
-            raise StoreError(f"the state store {self.safe_url} has schema version {found}, newer than this "
-                             f"kpiwatch understands ({SCHEMA_VERSION}); upgrade kpiwatch")
+
+
+def _at_head(engine: Engine) -> bool:
+    """True when the store is at `HEAD` and its schema version is ours (plain SQL; anything else
+    goes the long way through Alembic, which upgrades or refuses)."""
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table(VERSION_TABLE):
+            return False
+        found = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+        return found == [HEAD] and _meta_version(conn) == SCHEMA_VERSION
+
+
+def _meta_version(conn: Connection) -> int | None:
+    """`kpiwatch_meta`'s schema version (None: no such table or row, i.e. a new store)."""
+    if not sa.inspect(conn).has_table(meta_table.name):
+        return None
+    found = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
+    return None if found is None else int(found)
+
+
+@contextmanager
+def _migration_lock(conn: Connection) -> Iterator[None]:
+    """One transaction that only one process at a time holds for an upgrade: PostgreSQL's
+    transaction-scoped advisory lock (its DDL is transactional), SQLite's `BEGIN IMMEDIATE`
+    (the write lock; pysqlite would otherwise run each CREATE outside any transaction, and a
+    crash mid-upgrade would leave half a schema). Committed at the end, rolled back on error."""
+    if conn.dialect.name == "sqlite":
+        raw = conn.connection.driver_connection
+        level, raw.isolation_level = raw.isolation_level, None  # let us say BEGIN ourselves
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+        finally:
+            raw.isolation_level = level
+        return
+    with conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        yield
+
+
+def _file_identity(engine: Engine) -> tuple[str, tuple[int, int]] | None:
+    """A SQLite store's file path and (device, inode), to notice it vanish; None otherwise."""
+    if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
+        return None
+    path = os.path.abspath(Path(engine.url.database).expanduser())
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return path, (found.st_dev, found.st_ino)
 
 
 def _engine(url: str) -> Engine:
@@ -599,7 +735,12 @@ def _engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(parsed, connect_args={"timeout": 30})
+        # No pool for a file: each transaction opens the file as it is now (~0.1 ms). A pooled
+        # handle keeps what held when it was opened: one opened while the file was read-only stays
+        # read-only for good ("attempt to write a readonly database" long after), even if only a
+        # read opened it. An in-memory database must keep its one connection (SQLAlchemy's default).
+        pool = {} if parsed.database in (None, "", ":memory:") else {"poolclass": sa.pool.NullPool}
+        engine = sa.create_engine(parsed, connect_args={"timeout": 30}, **pool)
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -609,6 +750,9 @@ def _engine(url: str) -> Engine:
             cursor.close()
 
         return engine
+    if parsed.get_backend_name() != "postgresql":
+        raise StoreError(f"state store URL {parsed.render_as_string(hide_password=True)} is not SQLite or "
+                         "PostgreSQL; use sqlite:///path/state.db or postgresql://user@host/db")
     if parsed.drivername == "postgresql":
         # SQLAlchemy 2.0 reads a bare postgresql:// as psycopg2, 2.1 as psycopg 3: pin the one we ship.
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -619,50 +763,68 @@ def _engine(url: str) -> Engine:
                          "for PostgreSQL install kpiwatch[postgres]") from None
 
 
+def _upsert(
+    conn: Connection,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[str],
+    update: Sequence[str] | None = None,
+    only_if: Callable[[Any], sa.ColumnElement[bool]] | None = None,
+) -> int:
+    """INSERT ... ON CONFLICT (`keys`) with the dialect's own insert (SQLite and PostgreSQL say it
+    alike): a row whose keys exist updates the `update` columns (None: every column it carries
+    but the keys; (): leaves the row as it is). only_if(excluded): update only where this holds.
+    `keys` must be a unique constraint or index. Returns the rows inserted or updated (counted
+    from RETURNING: the drivers' rowcount is -1 for psycopg here)."""
+    if not rows:
+        return 0
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:  # PostgreSQL: `_engine` admits no other
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    insert = dialect_insert(table)
+    if update == ():
+        statement = insert.on_conflict_do_nothing(index_elements=list(keys))
+    else:
+        names = update if update is not None else [name for name in rows[0] if name not in keys]
+        statement = insert.on_conflict_do_update(
+            index_elements=list(keys), set_={name: insert.excluded[name] for name in names},
+            where=None if only_if is None else only_if(insert.excluded))
+    statement = statement.returning(*(table.c[key] for key in keys))
+    return len(conn.execute(statement, [dict(row) for row in rows]).all())
+
+
 def _replace_evaluations(conn: Connection, records: Sequence[EvaluationRecord], now: datetime) -> None:
-    """Insert or replace a check's evaluations: one DELETE per KPI segment (its periods) and one
-    batched INSERT, not a statement per row (a cycle writes a week of rows for every series)."""
-    periods: dict[tuple[str, str], list[datetime]] = {}
-    for record in records:
-        periods.setdefault((record.kpi, record.segment), []).append(record.period)
-    for (kpi, segment), stamps in periods.items():
-        conn.execute(evaluations.delete().where(evaluations.c.kpi == kpi, evaluations.c.segment == segment,
-                                                evaluations.c.period.in_(stamps)))
+    """Insert or replace a check's evaluations in one batched upsert, not a statement per row
+    (a cycle writes a week of rows for every series); a re-judged period keeps its row."""
     rows = [{**{k: _nan_to_none(v) for k, v in record.__dict__.items()}, "judged_at": now} for record in records]
-    if rows:
-        conn.execute(evaluations.insert(), rows)
+    _upsert(conn, evaluations, rows, keys=("kpi", "segment", "period"))
 
 
 def _upsert_state(conn: Connection, kpi: str, segment: str, state: Any, now: datetime) -> None:
-    """Insert or replace one series' detector state (delete + insert: portable, one transaction)."""
+    """Insert or replace one series' detector state."""
     blob = zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 3)
-    where = (detector_states.c.kpi == kpi, detector_states.c.segment == segment)
-    conn.execute(detector_states.delete().where(*where))
-    conn.execute(detector_states.insert().values(kpi=kpi, segment=segment, state=blob, updated_at=now,
-                                                 next_period=state.next_period.to_pydatetime()))
+    _upsert(conn, detector_states, [dict(kpi=kpi, segment=segment, state=blob, updated_at=now,
+                                         next_period=state.next_period.to_pydatetime())], keys=("kpi", "segment"))
 
 
 def _open_incident(conn: Connection, opened: IncidentOpen, now: datetime) -> None:
     """Insert the incident, or reopen it when its alert key exists already (it was resolved and
-    the same period alerts again, e.g. after a revision): the key stays unique."""
-    values = dict(kpi=opened.kpi, segment=opened.segment, state="open", direction=opened.direction,
-                  severity=opened.severity, first_period=opened.period, last_period=opened.period,
-                  opened_at=now, notified_at=now, resolved_at=None, message_key=opened.message_key,
-                  summary=opened.summary)
-    found = conn.execute(incidents.update().where(incidents.c.alert_key == opened.alert_key).values(**values))
-    if found.rowcount == 0:
-        conn.execute(incidents.insert().values(alert_key=opened.alert_key, **values))
+    the same period alerts again, e.g. after a revision): the key stays unique. A second open
+    incident of the segment still fails (the partial unique index is not the conflict target)."""
+    values = dict(alert_key=opened.alert_key, kpi=opened.kpi, segment=opened.segment, state="open",
+                  direction=opened.direction, severity=opened.severity, first_period=opened.period,
+                  last_period=opened.period, opened_at=now, notified_at=now, resolved_at=None,
+                  message_key=opened.message_key, summary=opened.summary)
+    _upsert(conn, incidents, [values], keys=("alert_key",))
 
 
 def _queue(conn: Connection, item: OutboxItem, now: datetime) -> int:
     """Insert one outbox item unless its key is already there; 1 if inserted."""
-    if conn.execute(sa.select(outbox.c.id).where(outbox.c.key == item.key)).first() is not None:
-        return 0
-    conn.execute(outbox.insert().values(
-        key=item.key, kind=item.kind, channel=item.channel, parent_key=item.parent_key, text=item.text,
-        payload=json.dumps(item.payload, ensure_ascii=False), file=item.file, state="pending", attempts=0,
-        next_attempt_at=now, last_error="", created_at=now))
-    return 1
+    row = dict(key=item.key, kind=item.kind, channel=item.channel, parent_key=item.parent_key, text=item.text,
+               payload=json.dumps(item.payload, ensure_ascii=False), file=item.file, state="pending", attempts=0,
+               next_attempt_at=now, last_error="", created_at=now)
+    return _upsert(conn, outbox, [row], keys=("key",), update=())
 
 
 def _outbox_row(row: Mapping[str, Any]) -> OutboxRow:
@@ -678,6 +840,14 @@ def _incident_fields(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _nan_to_none(value: Any) -> Any:
     return None if isinstance(value, float) and value != value else value
+
+
+def _hint(exc: SQLAlchemyError) -> str:
+    """What to do about a failure the operator can fix (empty: nothing to add)."""
+    code = getattr(getattr(exc, "orig", None), "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == 8:  # SQLITE_READONLY
+        return "; make the store's file and its folder writable for kpiwatch (it recovers by itself after)"
+    return ""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -5,18 +5,21 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from storage import BACKENDS, store_url
 
 from alerts.store import (
     SCHEMA_VERSION,
+    VERSION_TABLE,
     CyclePlan,
     EvaluationRecord,
     IncidentOpen,
     OutboxItem,
     Store,
     StoreError,
+    StoreVersionError,
 )
 from forecaster.types import segment_key
 
@@ -51,11 +54,13 @@ def test_segment_key_is_sorted_and_empty_for_the_total():
 def test_schema_is_created_once_and_versioned(url):
     first = Store(url)
     first.close()
-    again = Store(url)  # opening an existing store neither fails nor duplicates the version row
+    again = Store(url)  # opening an existing store neither fails nor duplicates the version rows
     with again.engine.begin() as conn:
         rows = conn.execute(sa.text("SELECT value FROM kpiwatch_meta WHERE key = 'schema_version'")).all()
+        revisions = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
     again.close()
     assert rows == [(str(SCHEMA_VERSION),)]
+    assert revisions == [("0002_detector_states",)]
 
 
 def test_a_newer_schema_is_refused_with_one_line(url):
@@ -63,7 +68,8 @@ def test_a_newer_schema_is_refused_with_one_line(url):
     with store.engine.begin() as conn:
         conn.execute(sa.text("UPDATE kpiwatch_meta SET value = '99' WHERE key = 'schema_version'"))
     store.close()
-    with pytest.raises(StoreError, match=r"schema version 99, newer than this kpiwatch understands \(1\); upgrade"):
+    with pytest.raises(StoreVersionError, match=r"written by a newer kpiwatch \(schema version 99; this one knows "
+                                                r"up to 0002_detector_states, schema version 2\); upgrade kpiwatch"):
         Store(url)
 
 
@@ -74,6 +80,32 @@ def test_evaluations_are_upserted_and_keep_nan_as_missing(store):
     assert [(r.period, r.actual, r.anomalous) for r in rows][0] == (T0, 3.0, True)
     assert rows[1].actual is None  # NaN is stored as NULL: missing, not zero
     assert len(rows) == 2
+
+
+class State:
+    """What the store reads of a detector state: `next_period`; and it pickles."""
+
+    def __init__(self, day: int) -> None:
+        self.next_period = pd.Timestamp(T0) + pd.Timedelta(days=day)
+
+
+def test_upserts_update_rows_in_place(store):
+    """INSERT ... ON CONFLICT: a re-judged period, a detector state and a reopened incident keep
+    their rows (and ids) instead of being deleted and inserted again."""
+    store.record_cycle([record(actual=1.0), record(T0 + timedelta(days=1), 2.0)],
+                       CyclePlan(states={("conversion_rate", ""): State(1)}))
+    store.record_cycle([record(actual=3.0)], CyclePlan(states={("conversion_rate", ""): State(2)}))
+    with store.engine.begin() as conn:
+        evaluations = conn.execute(sa.text("SELECT id, actual FROM evaluations ORDER BY id")).all()
+        states = conn.execute(sa.text("SELECT kpi, next_period FROM detector_states")).all()
+    assert evaluations == [(1, 3.0), (2, 2.0)]
+    assert len(states) == 1 and store.detector_states("conversion_rate")[""].next_period.day == T0.day + 2
+    opened = IncidentOpen("cpa", "", "k1", "up", "warning", T0, "m", "rose")
+    store.record_cycle([], CyclePlan(opened=[opened]))
+    first = store.open_incidents()[("cpa", "")]
+    store.record_cycle([], CyclePlan(resolved=[first.id]))
+    store.record_cycle([], CyclePlan(opened=[opened]))  # the same key alerts again: reopened
+    assert store.open_incidents()[("cpa", "")].id == first.id
 
 
 def test_record_cycle_is_one_transaction(store):
