@@ -86,11 +86,12 @@ def test_a_failed_series_ends_the_other_workers_at_once(monkeypatch):
     index = pd.date_range("2025-01-01", periods=10, freq="D", tz="UTC")
     jobs = [(KPISeries(name, pd.Series(1.0, index=index), "D"), None, None, index[-1], None)
             for name in ("bad", "slow1", "slow2", "slow3")]
+    before = set(multiprocessing.active_children())  # e.g. a daemon Worker another test keeps
     started = time.monotonic()
     with pytest.raises(BadInputError):
         pipeline._run_all(jobs, None, workers=2)
     assert time.monotonic() - started < 60
     deadline = time.time() + 10
-    while multiprocessing.active_children() and time.time() < deadline:
+    while set(multiprocessing.active_children()) - before and time.time() < deadline:
         time.sleep(0.2)
-    assert not multiprocessing.active_children()
+    assert not set(multiprocessing.active_children()) - before
