@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,8 +48,9 @@ class FakeSlack:
     channels: channel id -> name (default C0ALERTS=kpi-alerts, C0PAID=paid-media).
     tokens: bot tokens auth accepts (default {"xoxb-test"}); others get `invalid_auth`.
     page_size: conversations.list page size, small so pagination is exercised (default 1).
-    start_ts: epoch seconds of the first message ts; each next one is 100 microseconds later
-    ("1700000000.000100", ...). Pass time.time() when the code under test looks back from now.
+    start_ts: None (default) stamps each message from the wall clock, as Slack does (strictly
+    increasing, so a look-up bounded by the time a row was queued finds it); epoch seconds give
+    fixed stamps instead: each message 100 microseconds after the last ("1700000000.000100", ...).
     """
 
     def __init__(
@@ -56,7 +58,7 @@ class FakeSlack:
         channels: Mapping[str, str] | None = None,
         tokens: tuple[str, ...] = ("xoxb-test",),
         page_size: int = 1,
-        start_ts: float = 1_700_000_000.0,
+        start_ts: float | None = None,
     ) -> None:
         self.channels = dict(DEFAULT_CHANNELS if channels is None else channels)
         self.tokens = set(tokens)
@@ -67,7 +69,8 @@ class FakeSlack:
         self._uploads: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, deque[Failure]] = {}
         self._serial = 0
-        self._start_micros = int(start_ts * 1_000_000)
+        self._start_micros = None if start_ts is None else int(start_ts * 1_000_000)
+        self._last_micros = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
@@ -144,7 +147,11 @@ class FakeSlack:
 
     def _next_ts(self) -> str:
         self._serial += 1
-        micros = self._start_micros + self._serial * 100
+        if self._start_micros is None:
+            micros = max(time.time_ns() // 1000, self._last_micros + 1)
+        else:
+            micros = self._start_micros + self._serial * 100
+        self._last_micros = micros
         return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
     def _take_failure(self, method: str) -> Failure | None:

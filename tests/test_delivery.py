@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -14,11 +15,11 @@ from alerting import alert, report
 from fakeslack import FakeSlack
 from storage import BACKENDS, store_url
 
-from alerts.delivery import DeliveryPolicy, deliver
+from alerts.delivery import DeliveryPolicy, _look_back_from, deliver
 from alerts.slack import SlackBot, SlackWebhook
 from alerts.incidents import evaluation_records, plan_cycle, previous_actuals_of
 from forecaster.settings import parse_config
-from alerts.store import Store
+from alerts.store import OutboxItem, Store
 
 NOW = datetime(2025, 12, 11, 7, tzinfo=timezone.utc)
 TESTS = Path(__file__).parent
@@ -118,6 +119,47 @@ def test_a_dropped_connection_after_the_post_is_settled_without_a_second_post(st
     assert slack.methods().count("chat.postMessage") == 1  # found by its key in the channel's history
     assert "conversations.history" in slack.methods()
     assert result.sent == 1
+
+
+def storm(store, count, now=None):
+    """`count` one-KPI messages queued at once (the daemon posts one per KPI job), oldest first."""
+    items = [OutboxItem(f"message|#kpi-alerts|kpi{i:03d}", "message", "#kpi-alerts", f"kpi{i:03d} fell")
+             for i in range(count)]
+    return store.queue(items, now)
+
+
+def test_after_a_storm_the_first_post_dropped_is_found_past_250_newer_posts_not_posted_twice(store, slack):
+    """#11a: the first post of a storm is accepted but its connection drops; the other 250 go out
+    before its retry, which must find it by key (paging through the history back to its queue
+    time), not post it again. The look-up used to read the newest 200 messages only."""
+    assert storm(store, 251) == 251
+    slack.fail_next("chat.postMessage", drop=True)
+    result = send(store, slack, Clock(datetime.now(timezone.utc)))
+    keys = [m["metadata"]["event_payload"]["key"] for m in posts(slack)]
+    assert len(keys) == 251 == len(set(keys))  # each once
+    assert slack.methods().count("chat.postMessage") == 251  # the dropped one was not re-posted
+    history = [p for m, p in slack.calls if m == "conversations.history"]
+    assert len(history) == 2 and all(float(p["oldest"]) > 0 for p in history)  # two pages, bounded
+    first = store.get("message|#kpi-alerts|kpi000")
+    assert (first.state, first.last_error) == ("sent", "found in Slack after an unknown outcome")
+    assert result.sent == 251 and result.retries == 1
+
+
+def test_the_look_up_starts_at_the_queue_time_not_a_fixed_count(store, slack):
+    """A row queued after older messages: only messages since its queue time (less the margin
+    for clock skew) are read; a queue time ahead of the wall clock (a simulated clock) reads all."""
+    slack.fail_next("chat.postMessage", drop=True)
+    storm(store, 1)
+    send(store, slack, Clock(datetime.now(timezone.utc)), max_wait=0)  # dropped: left `sending`
+    [row] = store.rows(states=["sending"])
+    policy = DeliveryPolicy()
+    wall = datetime.now(timezone.utc)
+    oldest = _look_back_from(row, lambda: wall, policy)
+    assert row.created_at.timestamp() - policy.look_back_margin - 1 < oldest <= row.created_at.timestamp() - policy.look_back_margin
+    fast = _look_back_from(row, lambda: wall + timedelta(days=1), policy)  # a clock a day ahead: earlier
+    assert fast <= wall.timestamp() - 86400 - policy.look_back_margin + 1
+    ahead = dataclasses.replace(row, created_at=wall + timedelta(days=30))
+    assert _look_back_from(ahead, lambda: wall, policy) is None
 
 
 def test_a_dropped_connection_before_slack_saw_it_is_posted_again(store, settings, slack):
