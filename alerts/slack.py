@@ -232,8 +232,9 @@ class Redactor:
         if not parts.netloc:  # "hooks.slack.com/services/..." (no scheme): the host is the path's first
             segments = segments[1:]
         first, secret = (segments[0], segments[1:]) if len(segments) > 1 else ("", segments)
-        shown = f"{parts.scheme}://{parts.netloc}/{first}/***" if parts.netloc else "***"
-        replacements = {url: shown, parts.path: f"/{first}/***" if first else "/***", parts.query: "***"}
+        kept = f"{first}/***" if first else "***"
+        shown = f"{parts.scheme}://{parts.netloc}/{kept}" if parts.netloc else url[: url.find(first) + len(first)] + "/***"
+        replacements = {parts.path: f"/{kept}", parts.query: "***", url: shown}
         replacements.update({segment: "***" for segment in secret})
         replacements.pop("", None)
         return cls(replacements)
@@ -527,7 +528,7 @@ class SlackWebhook:
         """A malformed URL is a permanent error naming the fix (never sent, never retried)."""
         if self._problem:
             raise SlackError(
-                f"SLACK_WEBHOOK_URL is not a valid webhook URL ({self._redact(self._problem)}): copy it "
+                f"SLACK_WEBHOOK_URL is not a valid webhook URL: {self._redact(self._problem)}; copy it "
                 "again from the Slack app's Incoming Webhooks page (https://hooks.slack.com/services/...)",
                 code="invalid_webhook_url",
                 permanent=True,
@@ -586,11 +587,11 @@ def _webhook_problem(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError as exc:
-        return f"{exc}: {url}"
+        return f"{exc} (got {url})"
     if parts.scheme not in ("https", "http") or not parts.netloc:
-        return f"it must start with https:// and a host: {url}"
+        return f"it must start with https:// and a host (got {url})"
     if any(ch.isspace() or not ch.isprintable() for ch in url):
-        return f"it contains a space or control character: {url!r}"
+        return f"it contains a space or control character (got {url!r})"
     return ""
 
 

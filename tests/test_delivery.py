@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import subprocess
 import sys
@@ -349,3 +350,67 @@ def test_killed_mid_delivery_then_restarted_gives_exactly_one_message(url, setti
     finally:
         restarted.close()
     assert len(posts(slack)) == 1
+
+
+SECRET_TOKEN = "xoxb-1111-2222-SeCrEtToKeN0123456789"
+SECRET_SEGMENTS = ("T0SECRET1", "B0SECRET2", "SeCrEtPaTh0123456789")
+SECRET_PATH = "/services/" + "/".join(SECRET_SEGMENTS)
+
+
+def secrets_in(texts):
+    """Every configured secret (the token, the webhook path and each of its secret segments) found."""
+    secrets = (SECRET_TOKEN, SECRET_PATH, *SECRET_SEGMENTS)
+    return sorted({s for s in secrets for t in texts if s in t})
+
+
+def stored_texts(store, result):
+    rows = store.rows(states=["pending", "sending", "sent", "dead"], limit=1000)
+    return [r.last_error for r in rows] + [n["note"] for n in store.notification_log()] + result.dead
+
+
+@pytest.mark.parametrize(("webhook", "fail", "expect"), [
+    ("htps://hooks.slack.com" + SECRET_PATH, None, "not a valid webhook URL"),  # slack-sdk: "Invalid URL detected: <url>"
+    ("hooks.slack.com" + SECRET_PATH, None, "not a valid webhook URL"),  # urllib: ValueError "unknown url type: '<url>'"
+    ("https://hooks.slack.com/services/T0SECRET1/B0SECRET2/SeCrEt PaTh0123456789", None, "not a valid webhook URL"),
+    ("{root}/webhook" + SECRET_PATH, {"status": 404, "error": "no_service"}, "no_service"),
+    ("{root}/webhook" + SECRET_PATH, {"drop": True}, ""),
+])
+def test_no_secret_in_any_dead_letter_error_or_log_line(store, settings, slack, caplog, webhook, fail, expect):
+    """#13: a bad webhook URL's secret path ended up in the dead-letter text. Every stored error,
+    dead letter, notification note and log line (slack-sdk's DEBUG lines too) is grepped for the
+    configured secrets."""
+    caplog.set_level(logging.DEBUG)
+    queue(store, settings, [alert("cpa", {})])
+    if fail:
+        slack.fail_next("webhook", **fail)
+    hook = SlackWebhook(webhook.format(root=slack.root), timeout=5)
+    clock = Clock(NOW)
+    result = deliver(store, hook, {}, DeliveryPolicy(max_wait=10), clock=clock, sleep=clock.sleep)
+    texts = stored_texts(store, result) + [caplog.text]
+    assert expect in " ".join(texts)
+    assert secrets_in(texts) == [], texts
+
+
+@pytest.mark.parametrize("fail", [None, {"drop": True}, {"status": 500}])
+def test_no_bot_token_in_any_dead_letter_error_or_log_line(store, settings, slack, caplog, fail):
+    caplog.set_level(logging.DEBUG)
+    queue(store, settings, [alert("cpa", {})])
+    if fail:
+        slack.fail_next("chat.postMessage", **fail)
+    slack.tokens.add(SECRET_TOKEN)
+    bot = SlackBot(SECRET_TOKEN, base_url=slack.url, timeout=5)
+    ids = bot.check(["#kpi-alerts"])
+    slack.tokens.discard(SECRET_TOKEN)  # revoked meanwhile
+    clock = Clock(NOW)
+    result = deliver(store, bot, ids, DeliveryPolicy(max_wait=10), clock=clock, sleep=clock.sleep)
+    texts = stored_texts(store, result) + [caplog.text]
+    assert "invalid_auth" in " ".join(result.dead) and "check SLACK_BOT_TOKEN" in " ".join(result.dead)
+    assert secrets_in(texts) == [], texts
+
+
+def test_a_malformed_webhook_url_is_one_permanent_error_naming_the_fix(store, settings):
+    queue(store, settings, [alert("cpa", {})])
+    result = deliver(store, SlackWebhook("hooks.slack.com" + SECRET_PATH), {}, DeliveryPolicy(), clock=Clock(NOW))
+    [line] = result.dead
+    assert "SLACK_WEBHOOK_URL is not a valid webhook URL: it must start with https:// and a host (got hooks.slack.com/services/***)" in line and "Incoming Webhooks page" in line
+    assert store.counts()["dead"] == 1 and secrets_in([line]) == []
