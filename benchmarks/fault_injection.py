@@ -11,11 +11,13 @@ store's outbox (what a `kpiwatch check` of many KPIs leaves while Slack is unrea
 - the fake Slack (tests/fakeslack.py) is down (HTTP 503) for the first lives, then answers a
   random share (`--fault-rate`) of posts, edits and history reads with 429 (Retry-After 1 s), 500,
   a dropped connection after it posted, or a dropped connection before it saw the request;
-- every `--read-only-every`-th daemon starts on a store made read-only (chmod 0444 of the SQLite
-  file and its WAL) for a second or two;
-- a last daemon runs without faults until every period is judged and stops on SIGTERM; what is
-  still claimed by a killed sender is sent with the clock past its lease (what `kpiwatch outbox
-  retry` does 2 minutes later), and then Slack is compared with what should have been sent.
+- during every `--read-only-every`-th daemon's life, from its start or later, the store is made
+  read-only for 2 to 5 s (the SQLite file, its WAL and shared memory: chmod 0444, or as root
+  `chattr +i`, which fails writes through handles already open too);
+- a last daemon runs (Slack still faulty) until every period is judged and stops on SIGTERM
+  (Slack is well again from then on); what is still claimed by a killed sender or waiting for a
+  retry is sent with the clock past its lease (what `kpiwatch outbox retry` does 2 minutes
+  later), and Slack is compared with what should have been sent.
 
 What should have been sent: every message and "resolved" reply in the outbox (the storm and the
 daemon's alerts, each with its alert key in the message metadata) exactly once, and for each spike
@@ -297,8 +299,14 @@ def compare(state: Path, log: Path, slack: FakeSlack, spikes: dict[str, list[pd.
 
 def run(kills: int, seed: int = 1, backlog: int = 250, life: tuple[float, float] = (2.0, 12.0),
         fault_rate: float = 0.2, read_only_every: int = 7, outage_lives: int = 2, final_timeout: float = 240.0,
+        final_rounds: float = 2.2,
         workdir: Path | None = None, say: Callable[[str], None] = print) -> Figures:
-    """One fault-injection run; see the module docstring. Returns its figures."""
+    """One fault-injection run; see the module docstring. Returns its figures.
+
+    life: seconds each daemon runs before its SIGKILL (uniform). outage_lives: the first lives
+    during which Slack answers 503 to everything. final_rounds: delivery rounds (of 5 s) the last
+    daemon runs once every closed day is judged. final_timeout: seconds it may take in all.
+    """
     started = time.monotonic()
     figures = Figures()
     rng = random.Random(seed)
@@ -342,11 +350,11 @@ def run(kills: int, seed: int = 1, backlog: int = 250, life: tuple[float, float]
                 if number % 10 == 0:
                     say(f"{number} lives, {sum(slack.faults.values())} faults, "
                         f"{len(slack.messages('C0ALERTS'))} messages in Slack")
-            slack.chaos(0.0)
             slack.outage(False)
-            figures.faults = Counter(slack.faults)
-            # The last daemon: no faults; it runs until every closed day is judged, then two
-            # delivery rounds more, and stops on SIGTERM.
+            if kills <= outage_lives:
+                slack.chaos(fault_rate, seed)
+            # The last daemon (Slack still faulty): it runs until every closed day is judged, then
+            # two delivery rounds more, and stops on SIGTERM.
             final = Daemon(config, env, log)
             deadline = time.monotonic() + final_timeout
             starts = len(events(log, "started"))
@@ -359,8 +367,10 @@ def run(kills: int, seed: int = 1, backlog: int = 250, life: tuple[float, float]
                 goal = _closed_day(env["KPIWATCH_CLOCK"]).to_pydatetime()
                 if reached is None and len(judged) == len(KPIS) and min(judged.values()) >= goal:
                     reached = time.monotonic()
-                if reached is not None and time.monotonic() - reached > 2.2 * DELIVERY_SECONDS:
+                if reached is not None and time.monotonic() - reached > final_rounds * DELIVERY_SECONDS:
                     break
+            slack.chaos(0.0)  # Slack well again: the stop's last delivery need not wait out retries
+            figures.faults = Counter(slack.faults)
             figures.final_exit = final.stop(60) if final.process.poll() is None else final.process.returncode
             figures.settled_late = settle(state, slack)
             figures.store_errors = sum("state store" in line for line in log.read_text().splitlines())
