@@ -31,8 +31,8 @@ def test_killed_three_times_under_slack_faults_and_a_read_only_store_every_messa
     print(figures.table())
     assert figures.kills + len(figures.exited) == 3, figures.exited
     assert figures.read_only == 1 and sum(figures.faults.values()) > 0, figures.faults
-    assert figures.expected > 210 and figures.spikes >= 2
+    assert figures.expected > 210 and figures.anomalies >= 1
     assert figures.lost == [] and figures.duplicated == [], (figures.lost, figures.duplicated)
-    assert figures.received == figures.expected and figures.spikes_alerted == figures.spikes
+    assert figures.received == figures.expected and figures.anomalies_alerted == figures.anomalies
     assert figures.unsettled == 0 and figures.dead == 0
     assert figures.final_exit == 0  # the last daemon stops cleanly on SIGTERM
