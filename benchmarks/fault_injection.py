@@ -8,8 +8,9 @@ store's outbox (what a `kpiwatch check` of many KPIs leaves while Slack is unrea
 
 - each daemon is SIGKILLed (with its workers) at a random moment of its life (`--life` seconds),
   and a new one is started, `--kills` times;
-- the fake Slack (tests/fakeslack.py) is down (HTTP 503) for the first lives, then answers a
-  random share (`--fault-rate`) of posts, edits and history reads with 429 (Retry-After 1 s), 500,
+- the fake Slack (tests/fakeslack.py) is down (HTTP 503) for the first lives; back, it takes the
+  first post and drops the connection, and rate-limits the look-up for it for 15 s (by then the
+  rest of the storm is above it: issue 17 #11a), and from then on it answers a random share (`--fault-rate`) of posts, edits and history reads with 429 (Retry-After 1 s), 500,
   a dropped connection after it posted, or a dropped connection before it saw the request;
 - during every `--read-only-every`-th daemon's life, from its start or later, the store is made
   read-only for 2 to 5 s (the SQLite file, its WAL and shared memory: chmod 0444, or as root
@@ -368,6 +369,11 @@ def run(kills: int, seed: int = 1, backlog: int = 250, life: tuple[float, float]
             for number in range(1, kills + 1):
                 if number == outage_lives + 1:
                     slack.outage(False)
+                    # Issue 17 #11a: Slack back, the first post is accepted and its connection
+                    # dropped, and the look-up for it is rate-limited for 15 s: the rest of the
+                    # storm goes out before the look-up.
+                    slack.fail_next("chat.postMessage", drop=True)
+                    slack.fail_next("conversations.history", status=429, retry_after=15)
                     slack.chaos(fault_rate, seed)
                 daemon = Daemon(config, env, log)
                 lifetime = rng.uniform(*life)
