@@ -14,6 +14,10 @@ Failures: 429 waits `Retry-After`; 5xx, timeouts and dropped connections back of
 (capped, with jitter) and, since Slack may have posted anyway, look for the key before the next
 post; permanent errors (`channel_not_found`, `invalid_auth`, ...) make a dead letter with one log
 line, and the worker goes on with the other rows. `kpiwatch outbox retry` revives dead letters.
+
+The look-up pages through the channel's whole history back to the row's queue time (not a fixed
+count of messages: a storm of 400 alerts puts 399 newer posts above the first). A webhook cannot
+look, so there an unknown outcome is sent again: at least once, never exactly once.
 """
 
 from __future__ import annotations
@@ -55,12 +59,15 @@ class DeliveryPolicy:
     waiting for retries before it returns and leaves the rest queued (default 60; the daemon
     calls it again next cycle). lease: how long a row being sent is left alone by other
     senders (default 120; after a crash mid-send the row is settled once this has passed).
+    look_back_margin: how far before a row's queue time the look-up for it starts (default
+    3600), for clock skew between this host, the host that queued the row and Slack.
     """
 
     backoff: float = 2.0
     max_backoff: float = 300.0
     max_wait: float = 60.0
     lease: float = 120.0
+    look_back_margin: float = 3600.0
 
     def delay(self, attempts: int, retry_after: float | None) -> float:
         """Seconds before the next attempt: Slack's Retry-After when given, else backoff."""
@@ -128,7 +135,7 @@ def _send_row(
     if not outbox.mark_sending(row.id, row.state, row.attempts, clock() + timedelta(seconds=policy.lease)):
         return  # another sender (a `kpiwatch check` beside the daemon) has this row now
     try:
-        if row.state == "sending" and _settled(outbox, notifier, row, channel):
+        if row.state == "sending" and _settled(outbox, notifier, row, channel, _look_back_from(row, clock, policy)):
             report.sent += 1
             return
         posted, note = _send(outbox, notifier, row, channel)
@@ -150,14 +157,37 @@ def _send_row(
         log.warning("retry %s in %.1f s: %s", row.key, wait, exc)
 
 
-def _settled(outbox: Outbox, notifier: Notifier, row: Any, channel: str) -> bool:
+def _look_back_from(row: Any, clock: Callable[[], datetime], policy: DeliveryPolicy) -> float | None:
+    """Epoch seconds (Slack's clock: the wall clock) before which the row cannot have been posted:
+    its queue time less `policy.look_back_margin`; None (look through the whole channel) when
+    that cannot be trusted.
+
+    The queue time comes from the clock of whoever queued the row; under a simulated clock
+    (`KPIWATCH_CLOCK`) that is not the wall clock. The row's age by `clock` is taken back from
+    the wall clock too, and the earlier of the two wins: a clock running ahead (or fast) only
+    moves the bound earlier. A queue time ahead of the wall clock comes from a clock other than
+    the wall clock and `clock` (say a simulated one, read by `kpiwatch outbox retry`): no bound.
+    """
+    wall = time.time()
+    queued = row.created_at.timestamp()
+    if queued > wall:
+        return None
+    age = max(clock().timestamp() - queued, 0.0)
+    return min(queued, wall - age) - policy.look_back_margin
+
+
+def _settled(outbox: Outbox, notifier: Notifier, row: Any, channel: str, oldest: float | None) -> bool:
     """An earlier attempt's outcome is unknown: True when Slack already has the row (now marked
-    sent). Charts carry no key, so an unknown upload is not repeated (a chart at most once)."""
+    sent). Charts carry no key, so an unknown upload is not repeated (a chart at most once).
+    oldest: where the look-up in the channel starts (epoch seconds; None: the whole channel)."""
     if row.kind == "chart":
         outbox.mark_sent(row.id, channel, "", "upload outcome unknown; not repeated")
         return True
     if not notifier.can_look_up:
-        return False  # a webhook cannot look: send again (at least once)
+        # A webhook cannot look: send again (at least once; Slack may show it twice).
+        log.warning("resending %s: an earlier attempt's outcome is unknown and a webhook cannot look "
+                    "for it (at least once; use a bot token for exactly once)", row.key)
+        return False
     if row.kind == "update":
         return False  # chat.update posts nothing to look for, and doing it again is harmless
     thread = None
@@ -165,7 +195,7 @@ def _settled(outbox: Outbox, notifier: Notifier, row: Any, channel: str) -> bool
         parent = outbox.get(row.parent_key)
         channel, thread = parent.slack_channel, parent.slack_ts
         _update_original(outbox, notifier, parent, row)
-    found = notifier.find_by_key(channel, row.key, thread_ts=thread)
+    found = notifier.find_by_key(channel, row.key, oldest=oldest, thread_ts=thread)
     if found is None:
         return False
     outbox.mark_sent(row.id, found.channel, found.ts, "found in Slack after an unknown outcome")

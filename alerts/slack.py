@@ -16,14 +16,16 @@ calling `update`, `upload_chart` or relying on `find_by_key`: a webhook can only
 from __future__ import annotations
 
 import http.client
+import logging
 import os
 import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.error import HTTPError, URLError
+from urllib.parse import quote, unquote, urlsplit
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
@@ -191,6 +193,90 @@ def _one_line(obj: object) -> str:
     return " ".join(str(obj).split())
 
 
+class Redactor:
+    """Masks the configured Slack secrets (the bot token, a webhook URL's path) in a text.
+
+    Every error, dead letter and log line the Slack transport produces goes through one, so a
+    secret is never echoed: slack-sdk and urllib put the URL or its path in their messages
+    ("Invalid URL detected: htps://hooks.slack.com/services/T.../B.../...", "URL can't contain
+    control characters. '/services/...'"). Each secret is also masked as it appears quoted,
+    unquoted and escaped (repr), and a webhook URL's path segments one by one (an error may
+    show only part of the path).
+    """
+
+    def __init__(self, replacements: Mapping[str, str] | None = None) -> None:
+        variants: dict[str, str] = {}
+        for secret, shown in (replacements or {}).items():
+            for form in (secret, quote(secret, safe=""), quote(secret), unquote(secret), repr(secret)[1:-1]):
+                if len(form) >= _MIN_SECRET:
+                    variants.setdefault(form, shown)
+        # Longest first: the whole URL is replaced before its path, the path before its segments.
+        self._pairs = sorted(variants.items(), key=lambda pair: len(pair[0]), reverse=True)
+
+    @classmethod
+    def for_token(cls, token: str) -> Redactor:
+        """The bot token, shown as its type prefix only ("xoxb-***")."""
+        token = token.strip()
+        return cls({token: token[:5] + "***" if token.startswith("xox") else "***"})
+
+    @classmethod
+    def for_webhook(cls, url: str) -> Redactor:
+        """The webhook URL, shown as scheme, host and first path segment only
+        ("https://hooks.slack.com/services/***"); its path and every later segment."""
+        url = url.strip()
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unbalanced "[" in the host: nothing of it is safe to show
+            return cls({url: "***"})
+        segments = [s for s in parts.path.split("/") if s]
+        if not parts.netloc:  # "hooks.slack.com/services/..." (no scheme): the host is the path's first
+            segments = segments[1:]
+        first, secret = (segments[0], segments[1:]) if len(segments) > 1 else ("", segments)
+        kept = f"{first}/***" if first else "***"
+        shown = f"{parts.scheme}://{parts.netloc}/{kept}" if parts.netloc else url[: url.find(first) + len(first)] + "/***"
+        replacements = {parts.path: f"/{kept}", parts.query: "***", url: shown}
+        replacements.update({segment: "***" for segment in secret})
+        replacements.pop("", None)
+        return cls(replacements)
+
+    def __call__(self, text: str) -> str:
+        for secret, shown in self._pairs:
+            text = text.replace(secret, shown)
+        return text
+
+    def error(self, err: SlackError) -> SlackError:
+        """`err` with its message masked (the same code and retry fields)."""
+        masked = self(str(err))
+        if masked == str(err):
+            return err
+        return SlackError(masked, code=err.code, permanent=err.permanent, retry_after=err.retry_after,
+                          unknown_outcome=err.unknown_outcome)
+
+
+_MIN_SECRET = 4  # shorter fragments ("T0", "/") are no secret, and masking them would garble text
+
+
+class _RedactingLogger(logging.Logger):
+    """The logger handed to slack-sdk's clients: its lines go where slack-sdk's own would (the
+    registered logger `name`'s level and handlers), with the secrets masked (slack-sdk logs the
+    webhook URL at DEBUG and an exception text, which may hold it, at ERROR)."""
+
+    def __init__(self, name: str, redact: Redactor) -> None:
+        super().__init__(name)
+        self.parent = logging.getLogger(name)
+        self._redact = redact
+
+    def isEnabledFor(self, level: int) -> bool:
+        return self.parent is not None and self.parent.isEnabledFor(level)
+
+    def handle(self, record: logging.LogRecord) -> None:
+        record.msg, record.args = self._redact(record.getMessage()), None
+        if record.exc_info:  # the traceback text, masked too, instead of the live exception
+            record.exc_text = self._redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        super().handle(record)
+
+
 @dataclass(frozen=True)
 class Posted:
     """Where a message landed: the channel ID Slack answered with, and the message ts.
@@ -222,8 +308,7 @@ class Notifier(Protocol):
     def update(self, channel: str, ts: str, text: str, blocks: Blocks | None) -> None: ...
     def upload_chart(self, channel: str, thread_ts: str, png: Path, title: str) -> None: ...
     def find_by_key(
-        self, channel: str, key: str, oldest: float | None = None, limit: int = 200,
-        thread_ts: str | None = None,
+        self, channel: str, key: str, oldest: float | None = None, thread_ts: str | None = None
     ) -> Posted | None: ...
 
 
@@ -248,9 +333,16 @@ class SlackBot:
         base = base if base.endswith("/") else base + "/"
         # retry_handlers=[]: no automatic re-send (see the module docstring). slack-sdk annotates
         # timeout as int, but hands it to urllib, which takes float seconds.
+        self._redact = Redactor.for_token(token)
         self._client = WebClient(
-            token=token, base_url=base, timeout=timeout, retry_handlers=[]  # type: ignore[arg-type]
+            token=token, base_url=base, timeout=timeout, retry_handlers=[],  # type: ignore[arg-type]
+            logger=_RedactingLogger("slack_sdk.web.base_client", self._redact),
         )
+
+    def _fail(self, exc: Exception, method: str, channel: str = "") -> SlackError:
+        """The masked `SlackError` for a failed call (raised `from None`: the original text may
+        hold the token)."""
+        return self._redact.error(classify(exc, method, channel))
 
     # Capabilities the delivery step checks (plain attributes, so a settable Protocol fits too).
     supports_threads: bool = True
@@ -266,7 +358,7 @@ class SlackBot:
         try:
             self._client.auth_test()
         except _CALL_ERRORS as exc:
-            raise classify(exc, "auth.test") from exc
+            raise self._fail(exc, "auth.test") from None
         named = [c for c in channels if not _CHANNEL_ID.match(c)]
         by_name = self._channel_ids() if named else {}
         resolved: dict[str, str] = {}
@@ -299,13 +391,13 @@ class SlackBot:
                 if not cursor:
                     return ids
         except _CALL_ERRORS as exc:
-            raise classify(exc, "conversations.list") from exc
+            raise self._fail(exc, "conversations.list") from None
 
     def _channel_info(self, channel_id: str) -> str:
         try:
             return str(self._client.conversations_info(channel=channel_id)["channel"]["id"])
         except _CALL_ERRORS as exc:
-            raise classify(exc, "conversations.info", channel_id) from exc
+            raise self._fail(exc, "conversations.info", channel_id) from None
 
     def post(
         self,
@@ -331,7 +423,7 @@ class SlackBot:
                 unfurl_media=False,
             )
         except _CALL_ERRORS as exc:
-            raise classify(exc, "chat.postMessage", channel) from exc
+            raise self._fail(exc, "chat.postMessage", channel) from None
         return Posted(channel=str(response["channel"]), ts=str(response["ts"]))
 
     def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]] | None) -> None:
@@ -339,7 +431,7 @@ class SlackBot:
         try:
             self._client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
         except _CALL_ERRORS as exc:
-            raise classify(exc, "chat.update", channel) from exc
+            raise self._fail(exc, "chat.update", channel) from None
 
     def upload_chart(self, channel: str, thread_ts: str, png: Path, title: str) -> None:
         """Share the PNG `png` in the thread `thread_ts` of `channel` (an ID) via files_upload_v2.
@@ -351,53 +443,50 @@ class SlackBot:
                 channel=channel, thread_ts=thread_ts, file=str(png), filename=png.name, title=title
             )
         except _CALL_ERRORS as exc:
-            raise classify(exc, "files.upload", channel) from exc
+            raise self._fail(exc, "files.upload", channel) from None
 
     def find_by_key(
         self,
         channel: str,
         key: str,
         oldest: float | None = None,
-        limit: int = 200,
         thread_ts: str | None = None,
     ) -> Posted | None:
         """The message in `channel` (an ID) whose metadata carries alert `key`, else None.
 
-        Scans the newest `limit` top-level messages (default 200) no older than `oldest` (epoch
-        seconds; default: no bound) and, when `thread_ts` is given, that thread's replies.
+        Pages (cursor) through every top-level message newer than `oldest` (epoch seconds,
+        exclusive; None: the whole channel), newest first, stopping at the first match; with
+        `thread_ts`, that thread's replies first. No fixed count: after a storm of 400 alerts the
+        one being settled may have 399 newer messages above it, and a look-up that misses it
+        posts it twice. A page that fails raises `SlackError` (the caller looks again later).
         """
-        try:
-            messages = self._history(channel, oldest, limit)
-        except _CALL_ERRORS as exc:
-            raise classify(exc, "conversations.history", channel) from exc
         if thread_ts is not None:
-            try:
-                replies = self._client.conversations_replies(
-                    channel=channel, ts=thread_ts, include_all_metadata=True, limit=limit
-                )
-            except _CALL_ERRORS as exc:
-                raise classify(exc, "conversations.replies", channel) from exc
-            messages.extend(replies.get("messages", []))
-        found = next((m for m in messages if _carries(m, key)), None)
-        return Posted(channel=channel, ts=str(found["ts"])) if found is not None else None
+            for page in self._pages("conversations.replies", channel, ts=thread_ts):
+                found = next((m for m in page if _carries(m, key)), None)
+                if found is not None:
+                    return Posted(channel=channel, ts=str(found["ts"]))
+        bound = f"{oldest:.6f}" if oldest is not None else None
+        for page in self._pages("conversations.history", channel, oldest=bound):
+            found = next((m for m in page if _carries(m, key)), None)
+            if found is not None:
+                return Posted(channel=channel, ts=str(found["ts"]))
+        return None
 
-    def _history(self, channel: str, oldest: float | None, limit: int) -> list[dict[str, Any]]:
-        """Up to `limit` newest top-level messages, paging at <= 200 as Slack recommends."""
-        seen: list[dict[str, Any]] = []
+    def _pages(self, method: str, channel: str, **params: Any) -> Iterator[list[dict[str, Any]]]:
+        """Each page of `method` ("conversations.history" or ".replies") with metadata, 200
+        messages a page (Slack's recommended size), following next_cursor to the end."""
+        call = {"conversations.history": self._client.conversations_history,
+                "conversations.replies": self._client.conversations_replies}[method]
         cursor: str | None = None
-        while len(seen) < limit:
-            page = self._client.conversations_history(
-                channel=channel,
-                include_all_metadata=True,
-                oldest=f"{oldest:.6f}" if oldest is not None else None,
-                limit=min(200, limit - len(seen)),
-                cursor=cursor,
-            )
-            seen.extend(page.get("messages", []))
+        while True:
+            try:
+                page = call(channel=channel, include_all_metadata=True, limit=200, cursor=cursor, **params)
+            except _CALL_ERRORS as exc:
+                raise self._fail(exc, method, channel) from None
+            yield list(page.get("messages") or [])
             cursor = (page.get("response_metadata") or {}).get("next_cursor")
             if not cursor:
-                break
-        return seen
+                return
 
 
 def _carries(message: Mapping[str, Any], key: str) -> bool:
@@ -412,17 +501,46 @@ class SlackWebhook:
     It cannot thread, update, upload files or look messages up: `supports_threads`,
     `supports_files` and `can_look_up` are False, and callers check them before calling
     `update`/`upload_chart` (which do nothing here). url: the webhook URL. timeout: seconds.
+
+    Guarantee: at least once, not exactly once. A post whose outcome is unknown (the connection
+    dropped after sending, a 5xx) cannot be looked up, so the delivery step sends it again and
+    Slack may show it twice; a post Slack surely did not get (refused connection, 429, a
+    malformed URL) is never doubled. Use a bot token for exactly once.
+
+    The URL's path is its secret: errors and slack-sdk's log lines show it masked
+    ("https://hooks.slack.com/services/***").
     """
 
     def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self._client = WebhookClient(url, timeout=timeout, retry_handlers=[])  # type: ignore[arg-type]
+        self._redact = Redactor.for_webhook(url)
+        self._problem = _webhook_problem(url)
+        self._client = WebhookClient(
+            url, timeout=timeout, retry_handlers=[],  # type: ignore[arg-type]
+            logger=_RedactingLogger("slack_sdk.webhook.client", self._redact),
+        )
+
+    def _fail(self, exc: Exception, method: str, channel: str = "") -> SlackError:
+        """The masked `SlackError` for a failed call (raised `from None`: the original text may
+        hold the URL)."""
+        return self._redact.error(classify(exc, method, channel))
+
+    def _check_url(self) -> None:
+        """A malformed URL is a permanent error naming the fix (never sent, never retried)."""
+        if self._problem:
+            raise SlackError(
+                f"SLACK_WEBHOOK_URL is not a valid webhook URL: {self._redact(self._problem)}; copy it "
+                "again from the Slack app's Incoming Webhooks page (https://hooks.slack.com/services/...)",
+                code="invalid_webhook_url",
+                permanent=True,
+            )
 
     supports_threads: bool = False
     supports_files: bool = False
     can_look_up: bool = False
 
     def check(self, channels: Sequence[str]) -> dict[str, str]:
-        """Nothing to check without sending a message: returns {}."""
+        """Checks only that the URL is well-formed (anything more would send a message): returns {}."""
+        self._check_url()
         return {}
 
     def post(
@@ -435,14 +553,15 @@ class SlackWebhook:
     ) -> Posted:
         """Send `text`/`blocks` to the webhook's channel; `channel`, `key` and `thread_ts` are
         ignored (the webhook fixes the channel; nothing can be threaded or looked up)."""
+        self._check_url()
         try:
             response = self._client.send(text=text, blocks=blocks, unfurl_links=False, unfurl_media=False)
         except _CALL_ERRORS as exc:
-            raise classify(exc, "webhook") from exc
+            raise self._fail(exc, "webhook") from None
         if response.status_code != 200:
             # WebhookClient returns HTTP errors instead of raising; Slack's body is a word.
             body = (response.body or "").strip()
-            raise _from_status(response.status_code, body, response.headers, "webhook", {})
+            raise self._redact.error(_from_status(response.status_code, body, response.headers, "webhook", {}))
         return Posted(channel="webhook", ts="")
 
     def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]] | None) -> None:
@@ -456,11 +575,24 @@ class SlackWebhook:
         channel: str,
         key: str,
         oldest: float | None = None,
-        limit: int = 200,
         thread_ts: str | None = None,
     ) -> Posted | None:
         """A webhook cannot read the channel: always None (check `can_look_up` first)."""
         return None
+
+
+def _webhook_problem(url: str) -> str:
+    """What is wrong with a webhook URL's form ("" when nothing): urllib would otherwise raise a
+    bare ValueError for a missing scheme, or send half a request for a URL with a space in it."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        return f"{exc} (got {url})"
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        return f"it must start with https:// and a host (got {url})"
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        return f"it contains a space or control character (got {url!r})"
+    return ""
 
 
 def make_notifier(env: Mapping[str, str] = os.environ) -> SlackBot | SlackWebhook | None:

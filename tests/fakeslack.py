@@ -16,8 +16,10 @@ Import it as `from fakeslack import FakeSlack` (tests/ is on sys.path, like conf
 from __future__ import annotations
 
 import json
+import random
 import threading
-from collections import deque
+import time
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.parser import BytesParser
@@ -28,6 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 DEFAULT_CHANNELS = {"C0ALERTS": "kpi-alerts", "C0PAID": "paid-media"}
 WEBHOOK = "webhook"  # the method name (and channel) for incoming-webhook posts; "upload" for step 2
+CHAOS_KINDS = ("429", "500", "drop", "drop_before")
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,9 @@ class FakeSlack:
     channels: channel id -> name (default C0ALERTS=kpi-alerts, C0PAID=paid-media).
     tokens: bot tokens auth accepts (default {"xoxb-test"}); others get `invalid_auth`.
     page_size: conversations.list page size, small so pagination is exercised (default 1).
-    start_ts: epoch seconds of the first message ts; each next one is 100 microseconds later
-    ("1700000000.000100", ...). Pass time.time() when the code under test looks back from now.
+    start_ts: None (default) stamps each message from the wall clock, as Slack does (strictly
+    increasing, so a look-up bounded by the time a row was queued finds it); epoch seconds give
+    fixed stamps instead: each message 100 microseconds after the last ("1700000000.000100", ...).
     """
 
     def __init__(
@@ -56,7 +60,7 @@ class FakeSlack:
         channels: Mapping[str, str] | None = None,
         tokens: tuple[str, ...] = ("xoxb-test",),
         page_size: int = 1,
-        start_ts: float = 1_700_000_000.0,
+        start_ts: float | None = None,
     ) -> None:
         self.channels = dict(DEFAULT_CHANNELS if channels is None else channels)
         self.tokens = set(tokens)
@@ -67,7 +71,13 @@ class FakeSlack:
         self._uploads: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, deque[Failure]] = {}
         self._serial = 0
-        self._start_micros = int(start_ts * 1_000_000)
+        self._chaos_rate = 0.0
+        self._chaos_rng = random.Random(0)
+        self._chaos_methods: frozenset[str] = frozenset()
+        self._outage = False
+        self.faults: Counter[str] = Counter()  # misbehaviours injected by `chaos` and `outage`, by kind
+        self._start_micros = None if start_ts is None else int(start_ts * 1_000_000)
+        self._last_micros = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
@@ -125,6 +135,21 @@ class FakeSlack:
         with self._lock:
             self._failures.setdefault(method, deque()).extend([failure] * times)
 
+    def chaos(self, rate: float, seed: int = 0,
+              methods: tuple[str, ...] = ("chat.postMessage", "chat.update", "conversations.history",
+                                          "conversations.replies")) -> None:
+        """Make a random `rate` (0..1) of the calls of `methods` misbehave when nothing is
+        scripted with `fail_next`: 429 (Retry-After 1 s), 500, a drop after processing or a drop
+        before, equally likely (seeded). rate 0 stops it. Counted in `faults` by kind."""
+        with self._lock:
+            self._chaos_rate, self._chaos_rng = rate, random.Random(seed)
+            self._chaos_methods = frozenset(methods)
+
+    def outage(self, on: bool) -> None:
+        """While on, every call (auth.test included) answers HTTP 503: Slack is down."""
+        with self._lock:
+            self._outage = on
+
     def messages(self, channel: str) -> list[dict[str, Any]]:
         """Every message in `channel` (id or name), top-level and replies, oldest first (copies)."""
         with self._lock:
@@ -144,12 +169,26 @@ class FakeSlack:
 
     def _next_ts(self) -> str:
         self._serial += 1
-        micros = self._start_micros + self._serial * 100
+        if self._start_micros is None:
+            micros = max(time.time_ns() // 1000, self._last_micros + 1)
+        else:
+            micros = self._start_micros + self._serial * 100
+        self._last_micros = micros
         return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
     def _take_failure(self, method: str) -> Failure | None:
         queue = self._failures.get(method)
-        return queue.popleft() if queue else None
+        if queue:
+            return queue.popleft()
+        if self._outage:
+            self.faults["503 outage"] += 1
+            return Failure(status=503)
+        if method in self._chaos_methods and self._chaos_rng.random() < self._chaos_rate:
+            kind = self._chaos_rng.choice(CHAOS_KINDS)
+            self.faults[kind] += 1
+            return {"429": Failure(status=429, retry_after=1), "500": Failure(status=500),
+                    "drop": Failure(drop=True), "drop_before": Failure(drop_before=True)}[kind]
+        return None
 
     def _api(self, method: str, p: dict[str, Any], token: str | None) -> dict[str, Any]:
         if token is None:

@@ -109,3 +109,20 @@ def test_snooze_bad_input_is_one_line_exit_2(slack, args, message):
     result = run(*args, "--config", DEMO_CONFIG)
     assert result.exit_code == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_malformed_webhook_url_is_exit_3_in_one_line_and_its_secret_path_is_never_echoed(slack, monkeypatch):
+    """#13: a bad webhook URL's secret path ended up in the dead-letter text (and slack-sdk's
+    error log line); every line `check`, `outbox retry` and `alerts` print is grepped for it."""
+    secret = ("T0SECRET1", "B0SECRET2", "SeCrEtPaTh0123456789")
+    monkeypatch.delenv("SLACK_BOT_TOKEN")
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "htps://hooks.slack.com/services/" + "/".join(secret))
+    checked = run("check", "--config", DEMO_CONFIG, "--kpi", "cpc")
+    assert checked.exit_code == 3
+    last = checked.stderr.strip().splitlines()[-1]
+    assert "SLACK_WEBHOOK_URL is not a valid webhook URL" in last and "htps://hooks.slack.com/services/***" in last
+    retried = run("outbox", "retry", "--config", DEMO_CONFIG)
+    listed = run("alerts", "--config", DEMO_CONFIG, "--format", "json")
+    assert json.loads(listed.stdout)["outbox"]["pending"] >= 1  # nothing lost
+    printed = checked.output + retried.output + listed.output
+    assert "Traceback" not in printed and [s for s in secret if s in printed] == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import subprocess
 import sys
@@ -14,11 +16,11 @@ from alerting import alert, report
 from fakeslack import FakeSlack
 from storage import BACKENDS, store_url
 
-from alerts.delivery import DeliveryPolicy, deliver
+from alerts.delivery import DeliveryPolicy, _look_back_from, deliver
 from alerts.slack import SlackBot, SlackWebhook
 from alerts.incidents import evaluation_records, plan_cycle, previous_actuals_of
 from forecaster.settings import parse_config
-from alerts.store import Store
+from alerts.store import OutboxItem, Store
 
 NOW = datetime(2025, 12, 11, 7, tzinfo=timezone.utc)
 TESTS = Path(__file__).parent
@@ -118,6 +120,47 @@ def test_a_dropped_connection_after_the_post_is_settled_without_a_second_post(st
     assert slack.methods().count("chat.postMessage") == 1  # found by its key in the channel's history
     assert "conversations.history" in slack.methods()
     assert result.sent == 1
+
+
+def storm(store, count, now=None):
+    """`count` one-KPI messages queued at once (the daemon posts one per KPI job), oldest first."""
+    items = [OutboxItem(f"message|#kpi-alerts|kpi{i:03d}", "message", "#kpi-alerts", f"kpi{i:03d} fell")
+             for i in range(count)]
+    return store.queue(items, now)
+
+
+def test_after_a_storm_the_first_post_dropped_is_found_past_250_newer_posts_not_posted_twice(store, slack):
+    """#11a: the first post of a storm is accepted but its connection drops; the other 250 go out
+    before its retry, which must find it by key (paging through the history back to its queue
+    time), not post it again. The look-up used to read the newest 200 messages only."""
+    assert storm(store, 251) == 251
+    slack.fail_next("chat.postMessage", drop=True)
+    result = send(store, slack, Clock(datetime.now(timezone.utc)))
+    keys = [m["metadata"]["event_payload"]["key"] for m in posts(slack)]
+    assert len(keys) == 251 == len(set(keys))  # each once
+    assert slack.methods().count("chat.postMessage") == 251  # the dropped one was not re-posted
+    history = [p for m, p in slack.calls if m == "conversations.history"]
+    assert len(history) == 2 and all(float(p["oldest"]) > 0 for p in history)  # two pages, bounded
+    first = store.get("message|#kpi-alerts|kpi000")
+    assert (first.state, first.last_error) == ("sent", "found in Slack after an unknown outcome")
+    assert result.sent == 251 and result.retries == 1
+
+
+def test_the_look_up_starts_at_the_queue_time_not_a_fixed_count(store, slack):
+    """A row queued after older messages: only messages since its queue time (less the margin
+    for clock skew) are read; a queue time ahead of the wall clock (a simulated clock) reads all."""
+    slack.fail_next("chat.postMessage", drop=True)
+    storm(store, 1)
+    send(store, slack, Clock(datetime.now(timezone.utc)), max_wait=0)  # dropped: left `sending`
+    [row] = store.rows(states=["sending"])
+    policy = DeliveryPolicy()
+    wall = datetime.now(timezone.utc)
+    oldest = _look_back_from(row, lambda: wall, policy)
+    assert row.created_at.timestamp() - policy.look_back_margin - 1 < oldest <= row.created_at.timestamp() - policy.look_back_margin
+    fast = _look_back_from(row, lambda: wall + timedelta(days=1), policy)  # a clock a day ahead: earlier
+    assert fast <= wall.timestamp() - 86400 - policy.look_back_margin + 1
+    ahead = dataclasses.replace(row, created_at=wall + timedelta(days=30))
+    assert _look_back_from(ahead, lambda: wall, policy) is None
 
 
 def test_a_dropped_connection_before_slack_saw_it_is_posted_again(store, settings, slack):
@@ -307,3 +350,67 @@ def test_killed_mid_delivery_then_restarted_gives_exactly_one_message(url, setti
     finally:
         restarted.close()
     assert len(posts(slack)) == 1
+
+
+SECRET_TOKEN = "xoxb-1111-2222-SeCrEtToKeN0123456789"
+SECRET_SEGMENTS = ("T0SECRET1", "B0SECRET2", "SeCrEtPaTh0123456789")
+SECRET_PATH = "/services/" + "/".join(SECRET_SEGMENTS)
+
+
+def secrets_in(texts):
+    """Every configured secret (the token, the webhook path and each of its secret segments) found."""
+    secrets = (SECRET_TOKEN, SECRET_PATH, *SECRET_SEGMENTS)
+    return sorted({s for s in secrets for t in texts if s in t})
+
+
+def stored_texts(store, result):
+    rows = store.rows(states=["pending", "sending", "sent", "dead"], limit=1000)
+    return [r.last_error for r in rows] + [n["note"] for n in store.notification_log()] + result.dead
+
+
+@pytest.mark.parametrize(("webhook", "fail", "expect"), [
+    ("htps://hooks.slack.com" + SECRET_PATH, None, "not a valid webhook URL"),  # slack-sdk: "Invalid URL detected: <url>"
+    ("hooks.slack.com" + SECRET_PATH, None, "not a valid webhook URL"),  # urllib: ValueError "unknown url type: '<url>'"
+    ("https://hooks.slack.com/services/T0SECRET1/B0SECRET2/SeCrEt PaTh0123456789", None, "not a valid webhook URL"),
+    ("{root}/webhook" + SECRET_PATH, {"status": 404, "error": "no_service"}, "no_service"),
+    ("{root}/webhook" + SECRET_PATH, {"drop": True}, ""),
+])
+def test_no_secret_in_any_dead_letter_error_or_log_line(store, settings, slack, caplog, webhook, fail, expect):
+    """#13: a bad webhook URL's secret path ended up in the dead-letter text. Every stored error,
+    dead letter, notification note and log line (slack-sdk's DEBUG lines too) is grepped for the
+    configured secrets."""
+    caplog.set_level(logging.DEBUG)
+    queue(store, settings, [alert("cpa", {})])
+    if fail:
+        slack.fail_next("webhook", **fail)
+    hook = SlackWebhook(webhook.format(root=slack.root), timeout=5)
+    clock = Clock(NOW)
+    result = deliver(store, hook, {}, DeliveryPolicy(max_wait=10), clock=clock, sleep=clock.sleep)
+    texts = stored_texts(store, result) + [caplog.text]
+    assert expect in " ".join(texts)
+    assert secrets_in(texts) == [], texts
+
+
+@pytest.mark.parametrize("fail", [None, {"drop": True}, {"status": 500}])
+def test_no_bot_token_in_any_dead_letter_error_or_log_line(store, settings, slack, caplog, fail):
+    caplog.set_level(logging.DEBUG)
+    queue(store, settings, [alert("cpa", {})])
+    if fail:
+        slack.fail_next("chat.postMessage", **fail)
+    slack.tokens.add(SECRET_TOKEN)
+    bot = SlackBot(SECRET_TOKEN, base_url=slack.url, timeout=5)
+    ids = bot.check(["#kpi-alerts"])
+    slack.tokens.discard(SECRET_TOKEN)  # revoked meanwhile
+    clock = Clock(NOW)
+    result = deliver(store, bot, ids, DeliveryPolicy(max_wait=10), clock=clock, sleep=clock.sleep)
+    texts = stored_texts(store, result) + [caplog.text]
+    assert "invalid_auth" in " ".join(result.dead) and "check SLACK_BOT_TOKEN" in " ".join(result.dead)
+    assert secrets_in(texts) == [], texts
+
+
+def test_a_malformed_webhook_url_is_one_permanent_error_naming_the_fix(store, settings):
+    queue(store, settings, [alert("cpa", {})])
+    result = deliver(store, SlackWebhook("hooks.slack.com" + SECRET_PATH), {}, DeliveryPolicy(), clock=Clock(NOW))
+    [line] = result.dead
+    assert "SLACK_WEBHOOK_URL is not a valid webhook URL: it must start with https:// and a host (got hooks.slack.com/services/***)" in line and "Incoming Webhooks page" in line
+    assert store.counts()["dead"] == 1 and secrets_in([line]) == []

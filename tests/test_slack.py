@@ -23,7 +23,7 @@ PNG = bytes.fromhex(
 
 @pytest.fixture
 def slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
+    with FakeSlack(start_ts=1_700_000_000.0) as fake:  # fixed stamps: ts values can be asserted
         yield fake
 
 
@@ -60,17 +60,33 @@ def test_post_carries_the_key_in_metadata_and_find_by_key_finds_it(bot: SlackBot
     assert bot.find_by_key("C0ALERTS", "cpa|2024-05-02") is None
 
 
-def test_find_by_key_respects_oldest_limit_and_looks_into_a_given_thread(bot: SlackBot) -> None:
+def test_find_by_key_respects_oldest_and_looks_into_a_given_thread(bot: SlackBot) -> None:
     first = bot.post("C0ALERTS", "first", None, key="k1")
     for i in range(3):
         bot.post("C0ALERTS", f"later {i}", None, key=f"other{i}")
     reply = bot.post("C0ALERTS", "chart follows", None, key="k-reply", thread_ts=first.ts)
 
     assert bot.find_by_key("C0ALERTS", "k1") == first
+    assert bot.find_by_key("C0ALERTS", "k1", oldest=float(first.ts) - 1e-6) == first
     assert bot.find_by_key("C0ALERTS", "k1", oldest=float(first.ts)) is None  # oldest is exclusive
-    assert bot.find_by_key("C0ALERTS", "k1", limit=3) is None  # only the 3 newest are scanned
     assert bot.find_by_key("C0ALERTS", "k-reply") is None  # replies are not in the history
     assert bot.find_by_key("C0ALERTS", "k-reply", thread_ts=first.ts) == reply
+
+
+def test_find_by_key_pages_past_200_newer_messages_and_stops_at_the_match(bot: SlackBot, slack: FakeSlack) -> None:
+    """#11a: the look-up once read the newest 200 messages only; after a storm the message being
+    settled had 399 newer ones above it and was posted again."""
+    first = bot.post("C0ALERTS", "first", None, key="k1")
+    for i in range(450):
+        bot.post("C0ALERTS", f"later {i}", None, key=f"other{i}")
+    calls = len(slack.calls)
+
+    assert bot.find_by_key("C0ALERTS", "k1", oldest=float(first.ts) - 1) == first
+    pages = [params for method, params in slack.calls[calls:]]
+    assert [p["cursor"] if "cursor" in p else None for p in pages] == [None, "200", "400"]  # 3 pages of 200
+    assert all(p["oldest"] == f"{float(first.ts) - 1:.6f}" for p in pages)
+    assert bot.find_by_key("C0ALERTS", "other449") is not None
+    assert len(slack.calls) == calls + 4  # the newest is on the first page: no further pages read
 
 
 def test_update_edits_the_message(bot: SlackBot, slack: FakeSlack) -> None:
@@ -345,8 +361,8 @@ def test_slack_api_url_from_the_environment_is_the_default_base_url(
     assert len(slack.messages("paid-media")) == 1
 
 
-def test_fake_slack_can_stamp_messages_from_now() -> None:
-    with FakeSlack(start_ts=time.time()) as fake:
+def test_fake_slack_stamps_messages_from_now_by_default() -> None:
+    with FakeSlack() as fake:
         recent_bot = SlackBot("xoxb-test", base_url=fake.url)
         posted = recent_bot.post("C0ALERTS", "hi", None, key="k")
         assert float(posted.ts) > time.time() - 60
