@@ -383,9 +383,19 @@ def _stop_now(pool: ProcessPoolExecutor) -> None:
     is private (Python 3.14's `terminate_workers()` is the public form of the same); read with
     a default, so a Python without it only loses the early end, not the cancel."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    results = getattr(pool, "_result_queue", None)  # shutdown() forgets it
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
+    for process in processes:
+        process.join(5)
+    # A worker ended while writing its result leaves the pool's manager thread waiting for the
+    # rest of that message, and the interpreter joins that thread at exit: a Ctrl-C'd check
+    # would hang there. With the workers gone, closing our own end of the result pipe's writer
+    # turns that wait into an end-of-file, which the manager treats as a broken pool and stops.
+    writer = getattr(results, "_writer", None)
+    if writer is not None:
+        writer.close()
 
 
 def forecast_series(
