@@ -358,7 +358,8 @@ def run(kills: int, seed: int = 1, backlog: int = 250, life: tuple[float, float]
         config.write_text(CONFIG.format(state=state, path=folder / "leads.csv", channel=CHANNEL,
                                         kpis="".join(KPI.format(name=name) for name in KPIS)))
         store = Store(f"sqlite:///{state}")
-        store.queue(storm(backlog))
+        # queued at the simulated start: the daemons' clock begins there, not at the wall clock's now
+        store.queue(storm(backlog), SIM_START.to_pydatetime())
         store.close()
         with FakeSlack() as slack:
             env = {**os.environ, "SLACK_API_URL": slack.url, "SLACK_BOT_TOKEN": "xoxb-test", "PYTHONUNBUFFERED": "1",
