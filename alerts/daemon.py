@@ -878,10 +878,9 @@ class Daemon:
         if since is None or count < settings.daemon.source_failures or self.store is None:
             return
         text = back_text(name, kind)
-        channels = dict.fromkeys(route.channel for route in settings.alerting.routes)  # each once
         items = [OutboxItem(f"resolve|{_failing_key(name, since, channel)}", "resolve", channel, text,
                             {"line": text}, parent_key=_failing_key(name, since, channel))
-                 for channel in channels if self.store.get(_failing_key(name, since, channel))]
+                 for channel in self._channels() if self.store.get(_failing_key(name, since, channel))]
         self.store.queue(items, self._now())
 
     # health and metrics
