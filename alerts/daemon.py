@@ -7,8 +7,9 @@ A period is judged only when its data are complete: the source's raw rows for it
 period still incomplete after `no_data_after_hours` gets a "no data" message instead of a verdict.
 
 KPIs that fall due at the same moment (the same schedule) are judged by one job, period by
-period: each KPI's check runs in a worker process with a time limit (a hung fit is killed,
-Prophet's temp files go with the process, memory stays flat), and the checks of one period are
+period: each KPI's source is read here, its series are judged in chunks on the executor
+(`forecaster.executor`: worker processes with a time limit, or a Dask cluster; a hung fit is
+killed, Prophet's temp files go with the process, memory stays flat), and the checks of one period are
 stored and their alerts queued in one transaction, one message per channel as `kpiwatch check`
 sends them. A separate delivery job sends the outbox, on the daemon's clock; one lock per store
 keeps a second daemon on standby. SIGTERM/SIGINT stop within `daemon.shutdown_grace`: running
@@ -23,9 +24,7 @@ import fcntl
 import ipaddress
 import json
 import logging
-import multiprocessing
 import os
-import queue
 import signal
 import socket
 import threading
@@ -57,7 +56,8 @@ from alerts.message import back_text, failing_text, late_text, no_data_text
 from alerts.slack import Notifier, SlackError, make_notifier
 from alerts.store import CyclePlan, OutboxItem, OutboxRow, Store, StoreError
 from forecaster.completeness import is_complete
-from forecaster.detect import State
+from forecaster._stubs import Executor, make_executor
+from forecaster._stubs import StateFormatError as ExecutorCancelled  # TEMPORARY
 from forecaster.pipeline import CheckReport, check, completeness_of, last_closed_period
 from forecaster.schedule import (
     Clock,
@@ -68,7 +68,7 @@ from forecaster.schedule import (
 )
 from forecaster.settings import KPIConfig, Settings, load_config
 from forecaster.sources import Source, make_source
-from forecaster.types import KPIWatchError, SourceError
+from forecaster.types import KPIWatchError, PackedState, SourceError
 from forecaster.units import format_period
 
 log = logging.getLogger("kpiwatch.daemon")
@@ -160,110 +160,7 @@ class StoreLock:
             self._conn = None
 
 
-# -- the worker process --------------------------------------------------------------------------
-
-
-def _check_in_worker(settings: Settings, at: pd.Timestamp, name: str,
-                     states: Mapping[tuple[str, str], State]) -> CheckReport:
-    """One KPI's check in a worker process (one process per period: nothing leaks across),
-    stepping each series on from its stored detector state."""
-    return check(settings, at=at, kpis=[name], workers=1, states=states)
-
-
-class Worker:
-    """A worker process that runs one function call at a time, with a time limit.
-
-    A call that outlives its limit has its process killed (and a fresh one started on the
-    next call), so a hung fit never blocks the daemon. The process is also replaced after
-    `max_calls` calls, so memory stays flat over months. Workers are forked from a fork
-    server: forking the daemon itself, with its threads, is not safe.
-    """
-
-    def __init__(self, max_calls: int = 200) -> None:
-        self.max_calls = max_calls
-        self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["forecaster.pipeline"])  # imported once, in the server
-        self._process: Any = None
-        self._conn: Any = None
-        self._calls = 0
-        self._lock = threading.Lock()  # `cancel` comes from another thread (the signal handler's)
-        self._cancelled = False
-
-    def call(self, function: Callable[..., Any], args: tuple[Any, ...], seconds: float) -> Any:
-        """`function(*args)` in the worker; its exception is raised here; TimeoutError after
-        `seconds`; KPIWatchError when the process dies; JobCancelled after `cancel`."""
-        with self._lock:
-            if self._cancelled:
-                raise JobCancelled(_CANCELLED)
-            if self._process is None or not self._process.is_alive() or self._calls >= self.max_calls:
-                self._start()
-            self._calls += 1
-            conn, process = self._conn, self._process
-        try:
-            conn.send((function, args))
-            answered = conn.poll(seconds)
-            ok, value = conn.recv() if answered else (False, None)
-        except (EOFError, OSError):
-            code = process.exitcode
-            self.close()
-            if self._cancelled:
-                raise JobCancelled(_CANCELLED) from None
-            raise KPIWatchError(f"the worker process died (exit code {code}); see the log above") from None
-        if not answered:  # (raised out here: TimeoutError is an OSError and must not read as a death)
-            self.close()
-            raise TimeoutError(f"stopped after {seconds:.0f} s (daemon.job_timeout_seconds)")
-        if not ok:
-            raise value
-        return value
-
-    def cancel(self) -> None:
-        """Stop for good (the daemon is stopping): a running call ends at once with JobCancelled
-        (its process is killed: a fit does not listen), and no new call starts."""
-        with self._lock:
-            self._cancelled = True
-            process = self._process
-        if process is not None and process.is_alive():
-            process.kill()
-
-    def close(self) -> None:
-        """Stop the process (kill: a hung fit does not listen)."""
-        if self._process is not None:
-            if self._process.is_alive():
-                self._process.kill()
-            self._process.join()
-            self._conn.close()
-        self._process = self._conn = None
-
-    def _start(self) -> None:
-        self.close()
-        parent, child = self._context.Pipe()
-        self._process = self._context.Process(target=_worker_loop, args=(child,), daemon=True)
-        self._process.start()
-        child.close()
-        self._conn, self._calls = parent, 0
-
-
 _CANCELLED = "cancelled: the daemon is stopping; the period is judged after the restart"
-
-
-def _worker_loop(conn: Any) -> None:
-    """The worker's side: run each (function, args) received and send back (ok, value)."""
-    # Ctrl-C or a group SIGTERM is for the daemon, which kills us when it stops (daemon.shutdown_grace).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    while True:
-        try:
-            function, args = conn.recv()
-        except EOFError:
-            return  # the daemon is gone
-        try:
-            result: tuple[bool, Any] = (True, function(*args))
-        except Exception as exc:  # noqa: BLE001 - every failure goes back to the daemon's job
-            result = (False, exc if isinstance(exc, KPIWatchError) else KPIWatchError(f"{type(exc).__name__}: {exc}"))
-        try:
-            conn.send(result)
-        except (BrokenPipeError, OSError):
-            return
 
 
 # -- observability -------------------------------------------------------------------------------
@@ -343,7 +240,7 @@ class _Due:
     delay: pd.Timedelta = field(default_factory=lambda: pd.Timedelta(0))  # the KPI's or its source's, the longer
     latest: pd.Timestamp | None = None  # the latest closed period
     shares: Mapping[pd.Timestamp, float | None] = field(default_factory=dict)  # completeness per period
-    stored: dict[tuple[str, str], State] | None = None  # detector states: read once, then stepped on
+    stored: dict[tuple[str, str], PackedState] | None = None  # detector states: read once, then stepped on
     current: pd.Timestamp | None = None  # taken from `periods`, not stored yet
     judged: list[pd.Timestamp] = field(default_factory=list)
     no_data: list[str] = field(default_factory=list)
@@ -403,11 +300,12 @@ class Daemon:
         self._deadline: float | None = None  # time.monotonic() by which a stopping daemon exits
         self._jobs = threading.Condition()  # judging jobs under way (`_active`), waited for when stopping
         self._active = 0
-        # Worker processes shared by the KPI checks: as many as cores, taken and given back.
-        self._workers = [Worker() for _ in range(max(1, os.cpu_count() or 1))]
-        self.workers: queue.Queue[Worker] = queue.Queue()
-        for worker in self._workers:
-            self.workers.put(worker)
+        # Where the series are judged (worker processes, or Dask); in this process when rehearsing:
+        # replay has no hung fits to fear and no time to lose. One KPI's chunks at a time: each
+        # map keeps every worker busy.
+        self.executor: Executor = (make_executor(workers=1) if rehearsal
+                                   else make_executor(getattr(self.settings, "executor", None)))
+        self._mapping = threading.Lock()
 
     # lifecycle
 
@@ -442,8 +340,7 @@ class Daemon:
             return self.exit_code
         finally:
             self._stop_health()
-            for worker in self._workers:
-                worker.close()
+            self.executor.close()
             self.lock.release()
             self.store.close()
 
@@ -456,8 +353,7 @@ class Daemon:
         self._deadline = time.monotonic() + grace
         self.stopping.set()
         _event(logging.INFO, "stopping: cancelling the running checks", shutdown_grace=grace)
-        for worker in self._workers:
-            worker.cancel()
+        self.executor.cancel()
         if self.scheduler.running:
             # Not from inside the signal handler: the scheduler's locks may be held by this thread.
             threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": False}, daemon=True).start()
@@ -633,7 +529,7 @@ class Daemon:
 
         if len(dues) <= 1 or self.rehearsal:
             return [safely(due) for due in dues]
-        with ThreadPoolExecutor(max_workers=min(len(dues), len(self._workers)), thread_name_prefix="kpiwatch-kpi") as pool:
+        with ThreadPoolExecutor(max_workers=min(len(dues), max(self.executor.workers, 1)), thread_name_prefix="kpiwatch-kpi") as pool:
             return list(pool.map(safely, dues))
 
     def _plan(self, due: _Due, settings: Settings, now: pd.Timestamp) -> None:
@@ -745,18 +641,16 @@ class Daemon:
         _event(level, "job", **fields, seconds=round(seconds, 2))
 
     def _check(self, settings: Settings, ended: pd.Timestamp, name: str,
-               states: Mapping[tuple[str, str], State]) -> CheckReport:
-        """One KPI's check for the period ended at `ended`, in a worker process with a time limit
-        (in this process when rehearsing: replay has no hung fits to fear and no time to lose)."""
-        if self.rehearsal:
-            return _check_in_worker(settings, ended, name, states)
+               states: Mapping[tuple[str, str], PackedState]) -> CheckReport:
+        """One KPI's check for the period ended at `ended`: its source read here, its series
+        judged on the executor within `daemon.job_timeout_seconds`, stepping on from `states`."""
         if self.stopping.is_set():
             raise JobCancelled(_CANCELLED)
-        worker = self.workers.get()
         try:
-            return worker.call(_check_in_worker, (settings, ended, name, states), settings.daemon.job_timeout_seconds)
-        finally:
-            self.workers.put(worker)
+            return check(settings, at=ended, kpis=[name], states=states, executor=_Shared(self.executor, self._mapping),
+                         timeout=settings.daemon.job_timeout_seconds)
+        except ExecutorCancelled:
+            raise JobCancelled(_CANCELLED) from None
 
     def _no_data(self, name: str, kpi: KPIConfig, settings: Settings, period: pd.Timestamp, found: str,
                  since_end: pd.Timedelta, now: pd.Timestamp) -> int:
@@ -939,6 +833,26 @@ class Daemon:
 
 class _HTTPServerV6(ThreadingHTTPServer):
     address_family = socket.AF_INET6
+
+
+class _Shared:
+    """The daemon's executor as one KPI's check sees it: KPIs judged side by side (threads) take
+    turns at `map`, each map keeping every worker busy."""
+
+    def __init__(self, executor: Executor, turn: threading.Lock) -> None:
+        self.executor, self.turn = executor, turn
+        self.workers = executor.workers
+
+    def map(self, function: Callable[[Any], Any], items: Sequence[Any], *, timeout: float | None = None,
+            progress: Callable[[int, int], None] | None = None) -> list[Any]:
+        with self.turn:
+            return self.executor.map(function, items, timeout=timeout, progress=progress)
+
+    def cancel(self) -> None:
+        self.executor.cancel()
+
+    def close(self) -> None:
+        """The daemon closes its executor when it stops, not each check."""
 
 
 class _CountedOutbox:

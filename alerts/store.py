@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import time
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,7 +39,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
-from forecaster.types import KPIWatchError
+from forecaster.types import KPIWatchError, PackedState
 
 SCHEMA_VERSION = 2
 """`kpiwatch_meta`'s schema version at the newest revision (each revision that changes the schema
@@ -476,23 +474,16 @@ class Store:
                              .values(state="resolved", resolved_at=now))
             for (kpi, segment), period in plan.judged.items():
                 self.set_judged(kpi, segment, period, conn)
-            for (kpi, segment), state in plan.states.items():
-                _upsert_state(conn, kpi, segment, state, now)
+            _upsert_states(conn, plan.states, now)
             return sum(_queue(conn, item, now) for item in plan.items)
 
-    def detector_states(self, kpi: str) -> dict[str, Any]:
-        """The stored detector states of a KPI's series by segment key; a state that cannot be
-        read (written by another version) is left out: the series walks forward again."""
+    def detector_states(self, kpi: str) -> dict[str, PackedState]:
+        """The stored detector states of a KPI's series by segment key, packed as they were
+        stored (a worker unpacks them; one that cannot be read is rebuilt by walking forward)."""
         with self.transaction() as conn:
-            rows = conn.execute(sa.select(detector_states.c.segment, detector_states.c.state)
+            rows = conn.execute(sa.select(detector_states.c.segment, detector_states.c.state, detector_states.c.next_period)
                                 .where(detector_states.c.kpi == kpi)).all()
-        found = {}
-        for segment, blob in rows:
-            try:
-                found[segment] = pickle.loads(zlib.decompress(blob))
-            except (pickle.UnpicklingError, zlib.error, AttributeError, ImportError, EOFError, TypeError, ValueError):
-                continue
-        return found
+        return {segment: PackedState(bytes(blob), next_period) for segment, blob, next_period in rows}
 
     def evaluations_of(self, kpi: str, segment: str = "") -> list[EvaluationRecord]:
         """The stored evaluations of one KPI segment, oldest first."""
@@ -801,11 +792,11 @@ def _replace_evaluations(conn: Connection, records: Sequence[EvaluationRecord], 
     _upsert(conn, evaluations, rows, keys=("kpi", "segment", "period"))
 
 
-def _upsert_state(conn: Connection, kpi: str, segment: str, state: Any, now: datetime) -> None:
-    """Insert or replace one series' detector state."""
-    blob = zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 3)
-    _upsert(conn, detector_states, [dict(kpi=kpi, segment=segment, state=blob, updated_at=now,
-                                         next_period=state.next_period.to_pydatetime())], keys=("kpi", "segment"))
+def _upsert_states(conn: Connection, states: Mapping[tuple[str, str], PackedState], now: datetime) -> None:
+    """Insert or replace the series' detector states (packed by the workers) in one batched upsert."""
+    rows = [dict(kpi=kpi, segment=segment, state=state.blob, updated_at=now, next_period=state.next_period)
+            for (kpi, segment), state in states.items()]
+    _upsert(conn, detector_states, rows, keys=("kpi", "segment"))
 
 
 def _open_incident(conn: Connection, opened: IncidentOpen, now: datetime) -> None:

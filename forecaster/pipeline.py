@@ -7,11 +7,11 @@ worker process, batched, or shipped to a cluster; I/O stays in `check`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from forecaster.calendar import Calendar
@@ -21,7 +21,9 @@ from forecaster.completeness import (
     rows_per_period,
     usual_phase,
 )
+from forecaster._stubs import Executor, StateFormatError, make_executor, pack_state, unpack_state
 from forecaster.detect import Detector, State
+from forecaster.detect.engine import RECENT, STATE_VERSION
 from forecaster.detect.rules import Rules, held_back, to_anomaly
 from forecaster.explain import Evaluated, add_related_hints, build_alerts
 from forecaster.kpis import kpi_series
@@ -36,13 +38,13 @@ from forecaster.types import (
     Forecast,
     Judgement,
     KPISeries,
+    PackedState,
     segment_key,
     segment_label,
 )
 from forecaster.units import currency_of, format_period
 
 Progress = Callable[[int, int], None]  # (series finished, series in all)
-Job = tuple[KPISeries, KPIConfig, Detector, pd.Timestamp, "State | None"]
 
 __all__ = ["CheckReport", "SeriesResult", "check", "evaluate_series", "last_closed_period"]
 
@@ -51,20 +53,33 @@ __all__ = ["CheckReport", "SeriesResult", "check", "evaluate_series", "last_clos
 class SeriesResult:
     """One series judged up to a period; `skipped` says why that period was not judged.
 
-    judgements: the last `check_window` periods (the band a chart draws); forecast: the same as
-    a Forecast. state: the detector's state after the period (the daemon stores it).
+    judgements: the last `check_window` periods (the band a chart draws); `forecast` gives the
+    same as a Forecast. state: the detector's state after the period, packed (the daemon stores
+    it). fresh: how many of `judgements` (the latest ones) were judged by this check, the rest
+    were judged before from the same values (the store writes the fresh ones).
     held_back: why the period did not alert though it was outside its band the way the KPI
     alerts (a guardrail, with the numbers), or why a ratio could not be judged (a zero
     denominator); "" otherwise (`rules.held_back`).
+    needs_history: the series came as a recent window only and its state cannot step on from
+    it (none stored, other settings, older than the window, or revised values): judge it again
+    from its whole history.
     """
 
     series: KPISeries
-    forecast: Forecast | None
     judgements: tuple[Judgement, ...]
     anomaly: Anomaly | None
     skipped: str = ""
-    state: State | None = None
+    state: PackedState | None = None
     held_back: str = ""
+    level: float = 0.95
+    fresh: int = 0
+    needs_history: bool = False
+
+    @property
+    def forecast(self) -> Forecast | None:
+        """The judged periods' bands as a Forecast (for charts and hints); built when asked: a
+        cycle of 10,000 series charts a handful."""
+        return _as_forecast(self.judgements, self.level)
 
 
 @dataclass(frozen=True)
@@ -100,8 +115,8 @@ class CheckReport:
         return [r.held_back for r in held]
 
     @property
-    def states(self) -> dict[tuple[str, str], State]:
-        """The detector state of every series, by (kpi, segment key) as the store keeps them."""
+    def states(self) -> dict[tuple[str, str], PackedState]:
+        """The detector state of every series, packed, by (kpi, segment key) as the store keeps them."""
         return {(r.series.name, segment_key(r.series.segment)): r.state for r in self.results if r.state is not None}
 
 
@@ -123,30 +138,77 @@ def detector_of(settings: Settings, kpi: KPIConfig) -> Detector:
 
 
 def evaluate_series(series: KPISeries, kpi: KPIConfig, detector: Detector, until: pd.Timestamp,
-                    state: State | None = None) -> SeriesResult:
+                    state: State | PackedState | None = None, window: bool = False) -> SeriesResult:
     """Walk the detector forward up to `until` (from `state`, or from the series' first period)
     and report the last `kpi.check_window` periods; `until`'s judgement decides the anomaly.
+
     A state whose recent periods the source has since revised (or filled in late) is dropped and
-    the series walked again: it would judge from values that are no longer the data's."""
-    if state is not None and _revised(state, series):
-        state = None
-    state, _ = detector.advance(state, series, until)
-    window = tuple(j for j in state.recent if j.period <= until)[-kpi.check_window:]
-    last = window[-1] if window and window[-1].period == until else None
+    the series walked again: it would judge from values that are no longer the data's. So is a
+    state of other settings, or one already past `until`.
+    window: `series` holds only the recent periods (`history_window`), not its whole history;
+    a series whose state cannot step on from them comes back with `needs_history` set, unjudged.
+    """
+    current = _unpacked(state, detector, until)
+    if current is not None and _revised(current, series):
+        current = None
+    if window and (current is None or current.next_period < series.values.index[0]):
+        return SeriesResult(series, (), None, skipped="needs its whole history", level=kpi.level, needs_history=True)
+    current, new = detector.advance(current, series, until)
+    judged = tuple(j for j in current.recent if j.period <= until)[-kpi.check_window:]
+    fresh = min(len(new), len(judged))
+    packed = PackedState(pack_state(current), current.next_period.to_pydatetime())
+    last = judged[-1] if judged and judged[-1].period == until else None
     if last is None or pd.isna(last.score):
         reason = last.reason if last is not None else "no judgement for this period"
-        return SeriesResult(series, _as_forecast(window, kpi.level), window, None, skipped=reason, state=state)
+        return SeriesResult(series, judged, None, skipped=reason, state=packed, level=kpi.level, fresh=fresh)
     anomaly = to_anomaly(series, last, detector.rules, kpi.unit)
-    return SeriesResult(series, _as_forecast(window, kpi.level), window, anomaly, state=state)
+    return SeriesResult(series, judged, anomaly, state=packed, level=kpi.level, fresh=fresh)
+
+
+def evaluate_chunk(chunk: Sequence[tuple[KPISeries, PackedState | None]], kpi: KPIConfig, detector: Detector,
+                   until: pd.Timestamp, window: bool) -> list[SeriesResult]:
+    """`evaluate_series` over a chunk of one KPI's series: the unit of work shipped to a worker
+    (a process of this machine, or a Dask worker). The results come back without their series
+    (the caller has them): only judgements, the anomaly and the packed state cross the wire."""
+    # The series is left out of the result (None until the caller puts it back): it would cross
+    # the wire twice, and a series read in full is most of a chunk's bytes.
+    return [replace(evaluate_series(series, kpi, detector, until, state, window), series=None)  # type: ignore[arg-type]
+            for series, state in chunk]
+
+
+def _unpacked(state: State | PackedState | None, detector: Detector, until: pd.Timestamp) -> State | None:
+    """A usable state: unpacked, of this detector's settings, not past `until` (else None)."""
+    if isinstance(state, PackedState):
+        if state.next_period > until:
+            return None
+        try:
+            state = unpack_state(state.blob)
+        except StateFormatError:
+            return None  # another version's state: the series walks forward again
+    if state is None or state.next_period > until:
+        return None
+    if state.fingerprint != detector.fingerprint or state.version != STATE_VERSION:
+        return None
+    return state
 
 
 def _revised(state: State, series: KPISeries) -> bool:
-    """Whether a value the state judged recently differs from the series' value now."""
-    for judgement in state.recent:
-        now = series.values.get(judgement.period, float("nan"))
-        if pd.isna(now) != pd.isna(judgement.actual) or (not pd.isna(now) and now != judgement.actual):
-            return True
-    return False
+    """Whether a value the state judged recently differs from the series' value now (periods
+    before the series' first one are not compared: a recent window does not hold them).
+    On nanosecond stamps, not Timestamps: it runs for every series of every cycle."""
+    stamps = series.values.index.as_unit("ns").asi8  # a source may give microseconds
+    if not len(stamps) or not state.recent:
+        return False
+    recent = [j for j in state.recent if j.period.value >= stamps[0]]
+    if not recent:
+        return False
+    seen = np.fromiter((j.actual for j in recent), dtype="float64", count=len(recent))
+    wanted = np.fromiter((j.period.value for j in recent), dtype="int64", count=len(recent))
+    at = np.minimum(np.searchsorted(stamps, wanted), len(stamps) - 1)
+    values = series.values.to_numpy(dtype="float64")
+    now = np.where(stamps[at] == wanted, values[at], np.nan)
+    same = (seen == now) | (np.isnan(seen) & np.isnan(now))
+    return not bool(same.all())
 
 
 def _as_forecast(window: Sequence[Judgement], level: float) -> Forecast | None:
@@ -170,26 +232,33 @@ def check(
     progress: Progress | None = None,
     workers: int | None = None,
     require_complete: bool = False,
-    states: Mapping[tuple[str, str], State] | None = None,
+    states: Mapping[tuple[str, str], State | PackedState] | None = None,
+    executor: Executor | None = None,
+    timeout: float | None = None,
 ) -> CheckReport:
     """Judge the latest closed period of each KPI (all, or those named) and build the alerts.
 
     at: judge the period closed at this time (default: now by the source's clock, minus the
         KPI's `data_delay_hours` or the source's own delay, whichever is longer).
     progress: called with (series finished, series in all) as they finish.
-    workers: processes for the model fits (default: the CPU count; 1 = in this process).
+    workers: processes for the model fits when no `executor` is given (default: the CPU count;
+        1 = in this process).
     require_complete: a KPI whose latest period has fewer raw rows than its `completeness`
         share (an export still being written) is judged on the latest complete period of the
         `COMPLETE_LOOKBACK` before it instead, and not at all when none is; `incomplete` says so.
         Off by default: the daemon checks completeness itself before it asks for a period.
     states: detector states by (kpi, segment key) (the daemon's store): a series steps on from its
         state instead of walking forward from its first period (same verdicts either way; a
-        state from other settings, or ahead of the period, is rebuilt). Default: none.
+        state from other settings, or ahead of the period, is rebuilt). A KPI with stored states
+        is read for its recent periods only (`history_window`); a series that needs more (a
+        new segment, a revised value) is read again in full. Default: none.
+    executor: where the series are judged (the daemon's; `forecaster.executor`); default: a
+        local one of `workers` processes, closed at the end.
+    timeout: seconds the judging may take (TimeoutError after); default None: no limit.
     """
     names = list(kpis) if kpis else list(settings.kpis)
     states = states or {}
-    jobs: list[Job] = []
-    periods: dict[str, pd.Timestamp] = {}
+    reads: list[_KPIRead] = []
     incomplete: list[str] = []
     no_data: list[str] = []
     for name in names:
@@ -207,21 +276,21 @@ def check(
             if complete is None:
                 continue
             until = complete
-        frame = source.fetch(kpi.metrics, kpi.dimensions, kpi.freq, end=until)
-        if frame.empty:
-            no_data.append(f"{name}: the source has no rows up to {format_period(until, kpi.freq)}: not judged; "
-                           "check the source, or judge an earlier time with --at")
+        stored = {segment: state for (of, segment), state in states.items() if of == name}
+        read = _read(name, kpi, source, until, window=bool(stored))
+        if isinstance(read, str):  # a source that stopped is not a KPI inside its band: not judged, and said so
+            no_data.append(f"{name}: {read}")
             continue
-        found = kpi_series(name, kpi, frame)
-        gap = _no_value_note(found, kpi, until)
-        if gap:  # a source that stopped is not a KPI inside its band: not judged, and said so
-            no_data.append(f"{name}: {gap}")
-            continue
-        periods[name] = until
-        detector = detector_of(settings, kpi)
-        jobs.extend((series, kpi, detector, until, _usable(states.get((name, segment_key(series.segment))), until)) for series in found)
-    results = [_with_held_back(result, periods[result.series.name], settings, result.series.name)
-               for result in _run_all(jobs, progress, workers)]
+        reads.append(_KPIRead(name, kpi, source, until, detector_of(settings, kpi), read, stored))
+    periods = {read.name: read.until for read in reads}
+    own = executor is None
+    executor = executor or make_executor(workers=workers)
+    try:
+        judged = _judge_reads(reads, executor, progress, timeout)
+    finally:
+        if own:
+            executor.close()
+    results = [_with_held_back(result, periods[result.series.name], settings, result.series.name) for result in judged]
     evaluated = {r.series.label: _evaluated(r, periods[r.series.name], settings.kpi(r.series.name), settings.currency)
                  for r in results}
     alerts = []
@@ -234,10 +303,128 @@ def check(
     # goals.py builds on this module (it forecasts to each deadline), hence the import here.
     from forecaster.goals import add_target_hints
 
-    totals = {r.series.name: r.series for r in results if not r.series.segment}
+    totals = _totals_for_targets(reads, results, alerts)
     kpis = {name: settings.kpi(name) for name in names}
     alerts = add_target_hints(alerts, kpis, totals, periods, settings.country)
     return CheckReport(periods, tuple(alerts), tuple(results), tuple(incomplete), tuple(no_data))
+
+
+HISTORY_WINDOW = RECENT + 10
+"""Periods a KPI with stored states is read for (before the judged one): the states' recent
+judgements (`RECENT`, compared for revisions), the chart's history, and a few periods of
+catch-up after downtime; a series whose state is older than that is read again in full."""
+
+
+@dataclass(frozen=True)
+class _KPIRead:
+    """One KPI's part of a check: its series as read, and how to judge them."""
+
+    name: str
+    kpi: KPIConfig
+    source: Source
+    until: pd.Timestamp
+    detector: Detector
+    series: list[KPISeries]
+    stored: Mapping[str, State | PackedState]  # by segment key
+
+    @property
+    def window(self) -> bool:
+        """Read for the recent periods only (the KPI has stored states)."""
+        return bool(self.stored)
+
+
+def history_start(until: pd.Timestamp, freq: str) -> pd.Timestamp:
+    """The first period a windowed read asks for: `HISTORY_WINDOW` periods before `until`."""
+    return until - HISTORY_WINDOW * _step(freq)
+
+
+def _step(freq: str) -> pd.DateOffset:
+    return pd.tseries.frequencies.to_offset(freq)
+
+
+def _read(name: str, kpi: KPIConfig, source: Source, until: pd.Timestamp, window: bool) -> list[KPISeries] | str:
+    """The KPI's series up to `until` (the total first): the recent periods only when `window`,
+    else the whole history; instead, why it cannot be judged (no rows, no value for `until`).
+    A windowed read without a value for `until` is read again in full, so the note can name the
+    latest value there is."""
+    start = history_start(until, kpi.freq) if window else None
+    frame = source.fetch(kpi.metrics, kpi.dimensions, kpi.freq, start=start, end=until)
+    if frame.empty:
+        if window:
+            return _read(name, kpi, source, until, window=False)
+        return (f"the source has no rows up to {format_period(until, kpi.freq)}: not judged; "
+                "check the source, or judge an earlier time with --at")
+    found = kpi_series(name, kpi, frame)
+    gap = _no_value_note(found, kpi, until)
+    if gap and window:
+        return _read(name, kpi, source, until, window=False)
+    return gap or found
+
+
+def _judge_reads(reads: Sequence[_KPIRead], executor: Executor, progress: Progress | None,
+                 timeout: float | None = None) -> list[SeriesResult]:
+    """Every read series judged, in chunks on `executor`, in the reads' order. A windowed
+    KPI's series that need their whole history (`needs_history`) are read again in full and
+    judged once more."""
+    first = [[(series, read.stored.get(segment_key(series.segment))) for series in read.series] for read in reads]
+    results = _judge_tasks(reads, first, executor, progress, timeout)
+    again = []
+    for read, mine in zip(reads, results, strict=True):
+        wanted = {segment_key(r.series.segment) for r in mine if r.needs_history}
+        full = _read(read.name, read.kpi, read.source, read.until, window=False) if wanted else []
+        again.append([(series, read.stored.get(segment_key(series.segment))) for series in full
+                      if not isinstance(full, str) and segment_key(series.segment) in wanted])
+    if any(again):
+        whole = [replace(read, stored={}) for read in reads]  # judged from the whole history
+        redone = _judge_tasks(whole, again, executor, progress, timeout)
+        for mine, new in zip(results, redone, strict=True):
+            by_key = {segment_key(r.series.segment): r for r in new}
+            mine[:] = [by_key.get(segment_key(r.series.segment), r) if r.needs_history else r for r in mine]
+            mine[:] = [r for r in mine if not r.needs_history]  # gone from the full read: not judged
+    return [result for mine in results for result in mine]
+
+
+def _judge_tasks(reads: Sequence[_KPIRead], tasks: Sequence[Sequence[tuple[KPISeries, PackedState | State | None]]],
+                 executor: Executor, progress: Progress | None, timeout: float | None = None) -> list[list[SeriesResult]]:
+    """Judge each read's tasks in chunks (`evaluate_chunk`) on `executor`; results per read, in
+    task order, with their series attached again."""
+    total = sum(len(mine) for mine in tasks)
+    size = max(1, min(CHUNK_MAX, -(-total // (CHUNKS_PER_WORKER * max(executor.workers, 1)))))
+    chunks = [(mine[i:i + size], read.kpi, read.detector, read.until, read.window)
+              for read, mine in zip(reads, tasks, strict=True) for i in range(0, len(mine), size)]
+    counts = [len(chunk[0]) for chunk in chunks]
+
+    def advanced(done_chunks: int, _: int) -> None:
+        if progress:
+            progress(sum(counts[:done_chunks]), total)
+
+    out = executor.map(_evaluate_chunk_args, chunks, timeout=timeout, progress=advanced if progress else None)
+    flat = iter(result for chunk in out for result in chunk)
+    return [[replace(next(flat), series=series) for series, _ in mine] for mine in tasks]
+
+
+def _evaluate_chunk_args(args: tuple[Any, ...]) -> list[SeriesResult]:
+    """`evaluate_chunk(*args)`: a module-level function, so a worker can import it by name."""
+    return evaluate_chunk(*args)
+
+
+CHUNK_MAX = 500  # series per chunk at most: a chunk's results come back in one message
+CHUNKS_PER_WORKER = 4  # chunks per worker at least: a slow chunk does not leave the others idle
+
+
+def _totals_for_targets(reads: Sequence[_KPIRead], results: Sequence[SeriesResult],
+                        alerts: Sequence[Alert]) -> dict[str, KPISeries]:
+    """Each KPI's total series for its target's forecast (`add_target_hints`): the one judged,
+    or its whole history read again when only a recent window was read and the KPI has a
+    target and a bad-news alert (a forecast to a deadline from 100 days would be poor)."""
+    totals = {r.series.name: r.series for r in results if not r.series.segment}
+    alerted = {alert.anomaly.kpi for alert in alerts if alert.anomaly.is_bad}
+    for read in reads:
+        if read.window and read.kpi.target is not None and read.name in alerted:
+            full = _read(read.name, read.kpi.model_copy(update={"segments": []}), read.source, read.until, window=False)
+            if not isinstance(full, str):
+                totals[read.name] = full[0]
+    return totals
 
 
 def _no_value_note(found: Sequence[KPISeries], kpi: KPIConfig, period: pd.Timestamp) -> str:
@@ -292,13 +479,6 @@ def latest_complete_period(source: Source, kpi: KPIConfig, latest: pd.Timestamp)
                   "half-written export is not a drop); check the export, or lower the KPI's `completeness`")
 
 
-def _usable(state: State | None, until: pd.Timestamp) -> State | None:
-    """A stored state that can step on to `until` (None: walk forward from the first period)."""
-    if state is None or state.next_period > until:
-        return None
-    return state
-
-
 def _evaluated(result: SeriesResult, period: pd.Timestamp, kpi: KPIConfig, currency: str) -> Evaluated:
     """What the explainer needs of a result; `currency`: the config's, for a unit that names none."""
     judged = {j.period: j for j in result.judgements}
@@ -349,53 +529,6 @@ def _score_at(result: SeriesResult, period: pd.Timestamp | None) -> float:
     if last is None or last.period != period or pd.isna(last.score):
         return -1.0
     return float(last.score)
-
-
-def _run_all(jobs: list[Job], progress: Progress | None, workers: int | None) -> list[SeriesResult]:
-    """Evaluate every job, in worker processes when there are several CPUs and jobs."""
-    workers = workers if workers is not None else (os.cpu_count() or 1)
-    results: list[SeriesResult] = []
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            results.append(evaluate_series(*job))
-            if progress:
-                progress(len(results), len(jobs))
-        return results
-    # ProcessPoolExecutor, not multiprocessing.Pool: a worker killed mid-fit (out of memory)
-    # breaks the executor with an error, where a Pool replaces the worker and waits forever.
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)))
-    try:
-        futures = [pool.submit(evaluate_series, *job) for job in jobs]
-        for future in futures:
-            results.append(future.result())
-            if progress:
-                progress(len(results), len(jobs))
-    except BaseException:
-        _stop_now(pool)  # Ctrl-C or a failed series: the remaining fits are not wanted
-        raise
-    pool.shutdown()
-    return results
-
-
-def _stop_now(pool: ProcessPoolExecutor) -> None:
-    """Cancel the queued fits and end the running ones. (Leaving the pool's `with` block would
-    wait for every queued fit: minutes after a Ctrl-C, the workers running on.) `_processes`
-    is private (Python 3.14's `terminate_workers()` is the public form of the same); read with
-    a default, so a Python without it only loses the early end, not the cancel."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    results = getattr(pool, "_result_queue", None)  # shutdown() forgets it
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        process.join(5)
-    # A worker ended while writing its result leaves the pool's manager thread waiting for the
-    # rest of that message, and the interpreter joins that thread at exit: a Ctrl-C'd check
-    # would hang there. With the workers gone, closing our own end of the result pipe's writer
-    # turns that wait into an end-of-file, which the manager treats as a broken pool and stops.
-    writer = getattr(results, "_writer", None)
-    if writer is not None:
-        writer.close()
 
 
 def forecast_series(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -211,3 +212,12 @@ def segment_label(segment: Mapping[str, str], brackets: bool = False) -> str:
 def segment_key(segment: Mapping[str, str]) -> str:
     """The stored form of a segment: `channel=email,device=mobile` (sorted); "" for the total."""
     return ",".join(f"{k}={v}" for k, v in sorted(segment.items()))
+
+
+@dataclass(frozen=True)
+class PackedState:
+    """A series' detector state as the store keeps it: packed bytes (`pack_state`) and the
+    period it judges next, tz-aware UTC (the store's column, read without unpacking)."""
+
+    blob: bytes
+    next_period: datetime

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from forecaster.pipeline import CheckReport, SeriesResult
-from forecaster.types import Alert, Anomaly, Direction, Forecast, Hint, Judgement, KPISeries, Severity
+from forecaster.types import Alert, Anomaly, Direction, Hint, Judgement, KPISeries, Severity
 
 DAY = pd.Timestamp("2025-12-10", tz="UTC")
 
@@ -22,14 +22,12 @@ def series_result(kpi: str, segment: Mapping[str, str], anomalous_last: bool, da
     if anomalous_last:
         values.iloc[-1] = 60.0
     window = index[-7:]
-    forecast = Forecast(pd.Series(100.0, index=window), pd.Series(95.0, index=window), pd.Series(105.0, index=window),
-                        0.99, "ets")
     judgements = tuple(
         Judgement(t, float(values[t]), 100.0, 95.0, 105.0, 1.0 if (anomalous_last and t == last) else 0.3,
                   bool(anomalous_last and t == last))
         for t in window
     )
-    return SeriesResult(KPISeries(kpi, values, "D", dict(segment)), forecast, judgements, None)
+    return SeriesResult(KPISeries(kpi, values, "D", dict(segment)), judgements, None, level=0.99, fresh=len(judgements))
 
 
 def alert(kpi: str = "conversion_rate", segment: Mapping[str, str] | None = None, period: pd.Timestamp = DAY,

@@ -196,8 +196,7 @@ def daemon_in_process(config: Path, at: str | pd.Timestamp | Clock, slack: FakeS
     try:
         yield daemon
     finally:
-        for worker in daemon._workers:
-            worker.close()
+        daemon.executor.close()
         daemon.store.close()
 
 

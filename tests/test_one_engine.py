@@ -77,8 +77,7 @@ def daemon_run(settings: Settings, monkeypatch_module: pytest.MonkeyPatch, repla
                       if not m.get("thread_ts")]
             yield daemon.store, posted
         finally:
-            while not daemon.workers.empty():
-                daemon.workers.get().close()
+            daemon.executor.close()
             daemon.store.close()
 
 

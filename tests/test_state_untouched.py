@@ -31,7 +31,7 @@ def _store_digest(path: Path) -> str:
     try:
         states = store.detector_states("page_load_time")
         parts = [str(store.last_judged("page_load_time")), str(sorted(states)),
-                 str(sorted((k, s.position, str(s.next_period)) for k, s in states.items())),
+                 str(sorted((k, s.blob, str(s.next_period)) for k, s in states.items())),
                  str([(r.period, r.actual) for r in store.evaluations_of("page_load_time")])]
     finally:
         store.close()

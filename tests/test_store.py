@@ -21,7 +21,7 @@ from alerts.store import (
     StoreError,
     StoreVersionError,
 )
-from forecaster.types import segment_key
+from forecaster.types import PackedState, segment_key
 
 T0 = datetime(2025, 12, 10, tzinfo=timezone.utc)
 
@@ -82,11 +82,9 @@ def test_evaluations_are_upserted_and_keep_nan_as_missing(store):
     assert len(rows) == 2
 
 
-class State:
-    """What the store reads of a detector state: `next_period`; and it pickles."""
-
-    def __init__(self, day: int) -> None:
-        self.next_period = pd.Timestamp(T0) + pd.Timedelta(days=day)
+def State(day: int) -> PackedState:  # noqa: N802 - reads like the detector's State it stands for
+    """A packed detector state as the workers hand it to the store: bytes and the next period."""
+    return PackedState(b"state %d" % day, T0 + timedelta(days=day))
 
 
 def test_upserts_update_rows_in_place(store):
@@ -99,7 +97,7 @@ def test_upserts_update_rows_in_place(store):
         evaluations = conn.execute(sa.text("SELECT id, actual FROM evaluations ORDER BY id")).all()
         states = conn.execute(sa.text("SELECT kpi, next_period FROM detector_states")).all()
     assert evaluations == [(1, 3.0), (2, 2.0)]
-    assert len(states) == 1 and store.detector_states("conversion_rate")[""].next_period.day == T0.day + 2
+    assert len(states) == 1 and store.detector_states("conversion_rate")[""] == State(2)
     opened = IncidentOpen("cpa", "", "k1", "up", "warning", T0, "m", "rose")
     store.record_cycle([], CyclePlan(opened=[opened]))
     first = store.open_incidents()[("cpa", "")]
