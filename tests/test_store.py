@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta, timezone
 
-import pandas as pd
 import pytest
 import sqlalchemy as sa
 from storage import BACKENDS, store_url
