@@ -73,6 +73,7 @@ from forecaster.units import format_period
 
 log = logging.getLogger("kpiwatch.daemon")
 DELIVERY_SECONDS = 5  # how often the outbox is sent (retries wait for their own time)
+PROGRESS_SECONDS = 10.0  # a long check logs how far it is this often
 LOCK_POLL_SECONDS = 2.0
 
 
@@ -296,6 +297,7 @@ class Daemon:
         self.scheduler = BlockingScheduler(timezone="UTC")
         self.health: ThreadingHTTPServer | None = None
         self.running: set[str] = set()  # KPIs being judged right now (shown by /healthz)
+        self.progress: dict[str, str] = {}  # how far each running KPI's check is ("3000/10000 series")
         self.failed = False  # a KPI's source or check failed (`run --once` exits 3)
         self._deadline: float | None = None  # time.monotonic() by which a stopping daemon exits
         self._jobs = threading.Condition()  # judging jobs under way (`_active`), waited for when stopping
@@ -648,9 +650,27 @@ class Daemon:
             raise JobCancelled(_CANCELLED)
         try:
             return check(settings, at=ended, kpis=[name], states=states, executor=_Shared(self.executor, self._mapping),
-                         timeout=settings.daemon.job_timeout_seconds)
+                         timeout=settings.daemon.job_timeout_seconds, progress=self._progress_of(name, ended))
         except ExecutorCancelled:
             raise JobCancelled(_CANCELLED) from None
+        finally:
+            self.progress.pop(name, None)
+
+    def _progress_of(self, name: str, ended: pd.Timestamp) -> Callable[[int, int], None]:
+        """How far a KPI's check is, for /healthz, and a log line every PROGRESS_SECONDS while
+        a long one runs (a new KPI of 10,000 series warms up for minutes)."""
+        started = last = time.monotonic()
+
+        def progress(done: int, total: int) -> None:
+            nonlocal last
+            self.progress[name] = f"{done}/{total} series"
+            now = time.monotonic()
+            if now - last >= PROGRESS_SECONDS and done < total:
+                last = now
+                _event(logging.INFO, "judging", kpi=name, period=str(ended.date()), series_done=done, series=total,
+                       seconds=round(now - started, 1))
+
+        return progress
 
     def _no_data(self, name: str, kpi: KPIConfig, settings: Settings, period: pd.Timestamp, found: str,
                  since_end: pd.Timedelta, now: pd.Timestamp) -> int:
@@ -827,7 +847,7 @@ class Daemon:
         age = None if self.last_good is None else round(time.time() - self.last_good, 1)
         body = {"status": "ok" if alive else "stopping", "scheduler_running": self.scheduler.running,
                 "last_good_cycle_age_seconds": age, "uptime_seconds": round(time.time() - self.started, 1),
-                "kpis": len(self.settings.kpis), "running": sorted(self.running)}
+                "kpis": len(self.settings.kpis), "running": sorted(self.running), "progress": dict(self.progress)}
         return (200 if alive else 503), body
 
 
@@ -837,7 +857,8 @@ class _HTTPServerV6(ThreadingHTTPServer):
 
 class _Shared:
     """The daemon's executor as one KPI's check sees it: KPIs judged side by side (threads) take
-    turns at `map`, each map keeping every worker busy."""
+    turns at the executor, a few chunks each (`TURN_CHUNKS` per worker), so a new KPI warming
+    up 10,000 series for minutes does not hold up the others' cycles."""
 
     def __init__(self, executor: Executor, turn: threading.Lock) -> None:
         self.executor, self.turn = executor, turn
@@ -845,14 +866,27 @@ class _Shared:
 
     def map(self, function: Callable[[Any], Any], items: Sequence[Any], *, timeout: float | None = None,
             progress: Callable[[int, int], None] | None = None) -> list[Any]:
-        with self.turn:
-            return self.executor.map(function, items, timeout=timeout, progress=progress)
+        """`executor.map` in turns; `timeout` is for all of them."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        size = max(1, TURN_CHUNKS * max(self.workers, 1))
+        results: list[Any] = []
+        for start in range(0, len(items), size):
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            with self.turn:
+                done = len(results)
+                results.extend(self.executor.map(
+                    function, items[start:start + size], timeout=left,
+                    progress=None if progress is None else (lambda n, _, d=done: progress(d + n, len(items)))))
+        return results
 
     def cancel(self) -> None:
         self.executor.cancel()
 
     def close(self) -> None:
         """The daemon closes its executor when it stops, not each check."""
+
+
+TURN_CHUNKS = 4  # chunks per worker a KPI's check sends before another KPI may take a turn
 
 
 class _CountedOutbox:

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from alerts.delivery import DeliveryPolicy, DeliveryReport, Notifier, deliver
-from alerts.message import message_blocks, message_text, resolved_text
+from alerts.message import ALERTS_SHOWN, message_blocks, message_text, resolved_text
 from alerts.slack import SlackError
 from alerts.store import (
     CyclePlan,
@@ -216,9 +216,11 @@ def _messages(
                                 [g.note for g in group], footer)
         items.append(OutboxItem(key, "message", channel, message_text(alerts, title, settings.alerting.max_hints),
                                 {"blocks": blocks, "alert_keys": [g.alert_key for g in group]}))
-        for entry in group:
+        for shown, entry in enumerate(group):
             carried.setdefault(entry.alert_key, []).append(key)
-            if charts:
+            # A chart for each alert the message shows; in an alert storm the rest are counted in
+            # its last line, and drawing hundreds of charts would hold up the cycle.
+            if charts and shown < ALERTS_SHOWN:
                 items.append(_chart_item(entry, key, channel, report.result_for(entry.alert.anomaly)))
     return items, carried
 

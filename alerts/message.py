@@ -21,6 +21,7 @@ MAX_SECTION_CHARS = 3000
 MAX_HEADER_CHARS = 150
 MAX_TEXT_CHARS = 40000
 BLOCKS_PER_ALERT = 3  # headline section, numbers/hints section, divider
+ALERTS_SHOWN = (MAX_BLOCKS - 3) // BLOCKS_PER_ALERT  # per message; a block for "and N more" and one for the footer
 SEVERITY_EMOJI = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "good_news": ":large_green_circle:"}
 
 SEVERITY_MARK = {"critical": "[CRITICAL]", "warning": "[WARNING]", "good_news": "[GOOD NEWS]"}
@@ -110,7 +111,7 @@ def message_blocks(
     Alerts that do not fit in Slack's 50 blocks are counted in a last line instead.
     """
     blocks: list[dict[str, Any]] = [{"type": "header", "text": _plain_text_object(title, MAX_HEADER_CHARS)}]
-    room = (MAX_BLOCKS - 3) // BLOCKS_PER_ALERT  # keep a block for "and N more" and one for the footer
+    room = ALERTS_SHOWN
     for index, alert in enumerate(alerts[:room]):
         note = notes[index] if index < len(notes) else ""
         blocks.extend(alert_blocks(alert, dashboard_url, max_hints, note))

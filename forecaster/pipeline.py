@@ -7,6 +7,7 @@ worker process, batched, or shipped to a cluster; I/O stays in `check`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -94,10 +95,15 @@ class CheckReport:
 
     def result_for(self, anomaly: Anomaly) -> SeriesResult:
         """The evaluated series behind an anomaly (for its chart)."""
-        for result in self.results:
-            if result.series.name == anomaly.kpi and dict(result.series.segment) == dict(anomaly.segment):
-                return result
-        raise KeyError(f"no result for {anomaly.kpi} {dict(anomaly.segment)}")
+        found = self._by_series.get((anomaly.kpi, segment_key(anomaly.segment)))
+        if found is None:
+            raise KeyError(f"no result for {anomaly.kpi} {dict(anomaly.segment)}")
+        return found
+
+    @functools.cached_property
+    def _by_series(self) -> dict[tuple[str, str], SeriesResult]:
+        """The results by (kpi, segment key): an alert storm looks up hundreds among 10,000."""
+        return {(r.series.name, segment_key(r.series.segment)): r for r in self.results}
 
     @property
     def notes(self) -> list[str]:
@@ -389,9 +395,12 @@ def _judge_tasks(reads: Sequence[_KPIRead], tasks: Sequence[Sequence[tuple[KPISe
     """Judge each read's tasks in chunks (`evaluate_chunk`) on `executor`; results per read, in
     task order, with their series attached again."""
     total = sum(len(mine) for mine in tasks)
-    size = max(1, min(CHUNK_MAX, -(-total // (CHUNKS_PER_WORKER * max(executor.workers, 1)))))
-    chunks = [(mine[i:i + size], read.kpi, read.detector, read.until, read.window)
-              for read, mine in zip(reads, tasks, strict=True) for i in range(0, len(mine), size)]
+    even = -(-total // (CHUNKS_PER_WORKER * max(executor.workers, 1)))  # ceil: every worker gets a few
+    chunks = []
+    for read, mine in zip(reads, tasks, strict=True):
+        size = max(1, min(WARM_CHUNK_MAX if read.window else COLD_CHUNK_MAX, even))
+        chunks.extend((mine[i:i + size], read.kpi, read.detector, read.until, read.window)
+                      for i in range(0, len(mine), size))
     counts = [len(chunk[0]) for chunk in chunks]
 
     def advanced(done_chunks: int, _: int) -> None:
@@ -408,7 +417,11 @@ def _evaluate_chunk_args(args: tuple[Any, ...]) -> list[SeriesResult]:
     return evaluate_chunk(*args)
 
 
-CHUNK_MAX = 500  # series per chunk at most: a chunk's results come back in one message
+# Series per chunk at most. A warm chunk (states stepping one period, ~1 ms a series) is large:
+# each chunk costs a round trip; a cold one (a walk over the whole history, ~0.1 s a series)
+# small, so the work spreads evenly and the daemon can give other KPIs a turn between chunks.
+WARM_CHUNK_MAX = 500
+COLD_CHUNK_MAX = 20
 CHUNKS_PER_WORKER = 4  # chunks per worker at least: a slow chunk does not leave the others idle
 
 
