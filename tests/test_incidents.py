@@ -196,3 +196,21 @@ def test_an_older_period_never_resolves_a_newer_incident(settings, store):
                         (series_result("cpa", {}, False, last=DAY - pd.Timedelta(days=1)),))
     assert record_cycle(store, older, settings, NOW + timedelta(hours=1)) == 0
     assert len(store.open_incidents()) == 1
+
+
+def test_an_alert_storm_is_one_message_per_channel_within_slacks_limits(settings, store):
+    """300 segments alert in one cycle (an outage across every campaign): one message per
+    channel, within Slack's 50 blocks, naming how many more there are; a chart for each alert
+    shown, not 300; every incident opened, stored in one transaction."""
+    from alerts.message import ALERTS_SHOWN, MAX_BLOCKS
+
+    alerts = [alert("conversion_rate", {"device": f"d{number:03d}"}) for number in range(300)]
+    plan = plan_cycle(report(alerts), settings, {}, [], NOW, charts=True)
+    [message] = _messages(plan)
+    assert message.channel == "#kpi-alerts" and len(message.payload["alert_keys"]) == 300
+    assert len(message.payload["blocks"]) <= MAX_BLOCKS
+    assert f"and {300 - ALERTS_SHOWN} more alert(s)" in str(message.payload["blocks"][-1])
+    assert len([i for i in plan.items if i.kind == "chart"]) == ALERTS_SHOWN
+    assert len(plan.opened) == 300
+    assert store.record_cycle([], plan, NOW) == 1 + ALERTS_SHOWN
+    assert len(store.open_incidents()) == 300
