@@ -7,7 +7,7 @@ the calling process. Every executor has one interface:
     results = executor.map(function, items, timeout=900, progress=on_progress)
 
 `function` and `items` must pickle: `function` is a function defined at the top level of an
-importable module (`forecaster.pipeline.judge_one`, not a lambda or a nested function), or a
+importable module (a function of `forecaster.pipeline`, not a lambda or a nested function), or a
 `functools.partial` of one. On Dask the workers import it by its module path, so they need
 kpiwatch installed at the same version.
 
@@ -49,8 +49,9 @@ Progress = Callable[[int, int], None]
 
 DEFAULT_MAX_CALLS = 200
 DEFAULT_CONNECT_TIMEOUT = 10.0
-# How long the calling thread sleeps at most between looks at the cancel flag: a signal handler
-# may run in this very thread, and a lost wake-up must not delay a cancel for longer than this.
+# How long the calling thread waits at most between looks at the cancel flag. `cancel()` only sets
+# the flag (and kills processes): it may run in a signal handler, in the very thread that holds a
+# queue's or a pool's lock, so it must take none, and cannot wake the waiting thread itself.
 _POLL_SECONDS = 0.5
 # Worker threads end within moments of their process being killed; this only bounds a surprise.
 _JOIN_SECONDS = 10.0
@@ -59,9 +60,6 @@ _CANCELLED = "cancelled: the executor is stopping (cancel() was called); the unf
 # interface by default: a local cluster's stays on a free port of this machine only.
 _LOCAL_HTTP = {"dashboard_address": "127.0.0.1:0"}
 _DASK_EXTRA = "executor.type dask needs the dask extra: pip install 'kpiwatch[dask]'"
-
-log = logging.getLogger("kpiwatch.executor")
-
 
 class ExecutorCancelled(KPIWatchError):
     """`cancel()` was called (the daemon is stopping): the map in progress, and every later one,
@@ -100,8 +98,9 @@ class Executor(Protocol):
         ...
 
     def cancel(self) -> None:
-        """Stop for good, from any thread (the daemon's SIGTERM): the map in progress raises
-        ExecutorCancelled promptly, and so does every later one."""
+        """Stop for good, from any thread or a signal handler (the daemon's SIGTERM): the map in
+        progress raises ExecutorCancelled promptly (within half a second), and so does every later
+        one. Takes no lock."""
         ...
 
     def close(self) -> None:
@@ -312,6 +311,18 @@ class _Worker:
                 self._process.kill()
                 self._killed = True
 
+    def kill_now(self) -> None:
+        """Kill the process without taking the lock (for `cancel()`, which may run in a signal
+        handler that interrupted the lock's holder). A process started just after this is killed
+        by the map's own stop, which sees the cancel within _POLL_SECONDS."""
+        self._killed = True
+        process = self._process
+        if process is not None:
+            try:
+                process.kill()  # a no-op on a process already reaped
+            except (OSError, ValueError, AttributeError):
+                pass
+
     def close(self) -> None:
         """Stop the process (kill: a hung fit does not listen) and release the pipe."""
         with self._lock:
@@ -451,7 +462,6 @@ class ProcessExecutor:
         self._context: Any = None  # made on the first map: creating an executor starts nothing
         self._pool: list[_Worker] = []
         self._idle: queue.Queue[_Worker] = queue.Queue()
-        self._runs: set[_Run] = set()
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
         self._closed = False
@@ -474,8 +484,6 @@ class ProcessExecutor:
         run = _Run(len(items))
         threads = [threading.Thread(target=self._feed, args=(run, function, items), daemon=True,
                                     name=f"kpiwatch-executor-{k}") for k in range(min(self.workers, len(items)))]
-        with self._lock:
-            self._runs.add(run)
         try:
             for thread in threads:
                 thread.start()
@@ -485,20 +493,14 @@ class ProcessExecutor:
             raise
         finally:
             for thread in threads:
-                thread.join(timeout=_JOIN_SECONDS)
-            with self._lock:
-                self._runs.discard(run)
+                if thread.ident is not None:
+                    thread.join(timeout=_JOIN_SECONDS)
 
     def cancel(self) -> None:
-        """See `Executor.cancel`: every worker process is killed (a fit does not listen)."""
+        """See `Executor.cancel`: every worker process is killed at once (a fit does not listen)."""
         self._cancelled.set()
-        with self._lock:
-            runs = list(self._runs)
-        for run in runs:
-            run.stop.set()
-            run.outcomes.put(("cancelled", -1, None))  # wake the calling thread now
-        for worker in self._pool:
-            worker.kill()
+        for worker in tuple(self._pool):
+            worker.kill_now()
 
     def close(self) -> None:
         """Stop every worker process; idempotent."""
@@ -648,7 +650,6 @@ class DaskExecutor:
         self._cluster: Any = None
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
-        self._running: set[tuple[tuple[Any, ...], queue.Queue[Any]]] = set()
         self._closed = False
 
     @property
@@ -681,9 +682,6 @@ class DaskExecutor:
         self._wait_for_a_worker(client)
         finished: queue.Queue[Any] = queue.Queue()
         futures = client.map(functools.partial(_dask_call, function), [_Box(item) for item in items], pure=False)
-        entry = (tuple(futures), finished)
-        with self._lock:
-            self._running.add(entry)
         try:
             for future in futures:
                 future.add_done_callback(finished.put)  # runs in Dask's callback thread
@@ -692,20 +690,11 @@ class DaskExecutor:
         except BaseException:  # an item's error, the timeout, cancel, Ctrl-C: drop the rest
             client.cancel(futures)
             raise
-        finally:
-            with self._lock:
-                self._running.discard(entry)
 
     def cancel(self) -> None:
-        """See `Executor.cancel`: the outstanding tasks are cancelled (running ones finish on
-        their workers, their results dropped)."""
+        """See `Executor.cancel`: the waiting map cancels its outstanding tasks (running ones
+        finish on their workers, their results dropped)."""
         self._cancelled.set()
-        with self._lock:
-            running, client = list(self._running), self._client
-        for futures, finished in running:
-            finished.put(None)  # wake the calling thread now
-            if client is not None:
-                client.cancel(list(futures))
 
     def close(self) -> None:
         """Disconnect, and stop the local cluster if this executor started one; idempotent."""

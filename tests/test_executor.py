@@ -205,6 +205,21 @@ def test_cancel_from_another_thread_stops_the_map_promptly(kind: str, request: p
         executor.map(square, [1])
 
 
+@pytest.mark.parametrize("kind", ["process", "dask"])
+def test_cancel_from_a_signal_handler_in_the_mapping_thread(kind: str, request: pytest.FixtureRequest) -> None:
+    """The daemon's SIGTERM handler runs in the main thread, which may be the one waiting in map."""
+    executor = _fresh(kind, request)
+    previous = signal.signal(signal.SIGUSR1, lambda *_: executor.cancel())
+    try:
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        started = time.monotonic()
+        with pytest.raises(ExecutorCancelled):
+            executor.map(nap, [LONG, LONG])
+        assert time.monotonic() - started < PROMPT
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
 def test_ctrl_c_stops_the_map_and_kills_its_workers() -> None:
     with ProcessExecutor(workers=2) as executor:
         threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
