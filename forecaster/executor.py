@@ -112,16 +112,18 @@ def make_executor(config: ExecutorConfig | None = None, workers: int | None = No
     """The executor the config asks for (default: `ProcessExecutor` with one worker per core).
 
     workers: items at once; overrides `config.workers` (default None: the config's, else the
-    cores). With a Dask scheduler address it is ignored: the cluster's workers decide. Nothing
-    starts here: processes start, and a Dask scheduler is connected to, on the first `map` (or
-    on `DaskExecutor.connect()`). A dask type without the dask extra installed raises
-    BadInputError (exit 2)."""
-    if config is None:
-        return ProcessExecutor(workers)
-    count = workers if workers is not None else config.workers
-    if config.type == "dask":
+    cores). `workers=1` given here means "in this process" (`InProcessExecutor`: replay, `check
+    --workers 1`) unless the config asks for dask; `workers: 1` in the config keeps one worker
+    process, so the daemon keeps its time limit. With a Dask scheduler address `workers` is
+    ignored: the cluster's workers decide. Nothing starts here: processes start, and a Dask
+    scheduler is connected to, on the first `map` (or on `DaskExecutor.connect()`). A dask type
+    without the dask extra installed raises BadInputError (exit 2)."""
+    if config is not None and config.type == "dask":
+        count = workers if workers is not None else config.workers
         return DaskExecutor(config.address, count, connect_timeout=config.connect_timeout)
-    return ProcessExecutor(count)
+    if workers == 1:
+        return InProcessExecutor()
+    return ProcessExecutor(workers if workers is not None else config.workers if config is not None else None)
 
 
 def _cores() -> int:

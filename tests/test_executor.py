@@ -357,6 +357,10 @@ def test_make_executor_builds_what_the_config_asks_for_and_starts_nothing() -> N
     local = make_executor(ExecutorConfig(workers=3))
     assert isinstance(local, ProcessExecutor) and local.workers == 3
     assert make_executor(ExecutorConfig(workers=3), workers=5).workers == 5
+    assert isinstance(make_executor(workers=1), InProcessExecutor)  # "in this process": replay, --workers 1
+    assert isinstance(make_executor(ExecutorConfig(), workers=1), InProcessExecutor)
+    one = make_executor(ExecutorConfig(workers=1))  # the daemon's config: a process, for the time limit
+    assert isinstance(one, ProcessExecutor) and one.workers == 1
     if "distributed" in sys.modules or _importable("distributed"):
         dask = make_executor(ExecutorConfig(type="dask", address="tcp://127.0.0.1:1"))
         assert isinstance(dask, DaskExecutor) and dask.address == "tcp://127.0.0.1:1"  # not connected yet
