@@ -223,6 +223,55 @@ class DaemonConfig(_Strict):
                              "default), 0.0.0.0 (every interface, e.g. in a container) or ::") from None
 
 
+_EXECUTOR_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
+
+
+class ExecutorConfig(_Strict):
+    """Where the per-series work runs (`forecaster.executor`); sources, the store and Slack stay
+    in the daemon's process.
+
+    type: `local` (default): worker processes on this machine; `dask`: a Dask cluster (`pip
+        install 'kpiwatch[dask]'`).
+    address: the Dask scheduler, `tcp://host:8786` (dask only). Without it, dask starts a local
+        Dask cluster on this machine, for trying it out.
+    workers: items judged at once: the local worker processes, or the local Dask cluster's
+        (default: one per core; at most 1024). Not with an address: there the cluster's workers
+        decide.
+    connect_timeout: seconds to wait for the Dask scheduler (default 10; no effect with local).
+    """
+
+    type: Literal["local", "dask"] = "local"
+    address: str | None = None
+    workers: int | None = Field(default=None, ge=1, le=1024)
+    connect_timeout: float = Field(default=10.0, gt=0, le=3600)
+
+    @field_validator("address")
+    @classmethod
+    def _a_scheduler(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        scheme, sep, rest = value.partition("://")
+        host, colon, port = rest.rpartition(":")
+        if not sep or scheme not in _EXECUTOR_SCHEMES or not host or not colon or not port.isdigit():
+            raise ValueError(f"{value!r} is not a Dask scheduler address; write tcp://host:port, e.g. "
+                             "tcp://10.0.0.5:8786 (what `dask scheduler` prints)")
+        return value
+
+    @model_validator(mode="after")
+    def _address_only_for_dask(self) -> ExecutorConfig:
+        if self.type == "dask":
+            if self.address is not None and self.workers is not None:
+                raise ValueError(f"workers ({self.workers}) is for a local cluster; with address {self.address} "
+                                 "the cluster's workers decide (start more with `dask worker`): remove workers")
+            return self
+        # connect_timeout is not refused here: it has a default, and a dumped config holds it whatever the type
+        if self.address is not None:
+            raise ValueError(f"address is only for type dask (type is {self.type}); set `type: dask` or remove "
+                             "address")
+        return self
+
+
 class KPIConfig(_Strict):
     """One KPI: what to compute, which way is good, how to judge it.
 
@@ -359,6 +408,9 @@ class Settings(_Strict):
         `sqlite:///<state_dir>/state.db`; PostgreSQL for production (`${KPIWATCH_STATE_URL}`).
     alerting: Slack routes, repeat interval, dashboard link, snoozes.
     daemon: `kpiwatch run`'s health port, catch-up, time limits, logging.
+    executor: where the per-series work runs: `{type: local}` (default: worker processes on this
+        machine) or `{type: dask, address: tcp://host:8786}` (a Dask cluster; `pip install
+        'kpiwatch[dask]'`); also `workers`, `connect_timeout`.
     """
 
     timezone: str = "UTC"
@@ -370,6 +422,7 @@ class Settings(_Strict):
     state: str | None = None
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     sources: dict[str, SourceConfig]
     kpis: dict[str, KPIConfig] = Field(min_length=1)
 
