@@ -14,7 +14,7 @@ COPY pyproject.toml README.md ./
 COPY forecaster ./forecaster
 COPY alerts ./alerts
 COPY config ./config
-RUN pip install ".[postgres]" \
+RUN pip install ".[postgres,dask]" \
  && mkdir -p /etc/kpiwatch /var/lib/kpiwatch \
  && cp config/kpiwatch.yaml /etc/kpiwatch/kpiwatch.yaml \
  && useradd --create-home --uid 10001 kpiwatch \

@@ -56,8 +56,7 @@ from alerts.message import back_text, failing_text, late_text, no_data_text
 from alerts.slack import Notifier, SlackError, make_notifier
 from alerts.store import CyclePlan, OutboxItem, OutboxRow, Store, StoreError
 from forecaster.completeness import is_complete
-from forecaster._stubs import Executor, make_executor
-from forecaster._stubs import StateFormatError as ExecutorCancelled  # TEMPORARY
+from forecaster.executor import Executor, ExecutorCancelled, make_executor
 from forecaster.pipeline import CheckReport, check, completeness_of, last_closed_period
 from forecaster.schedule import (
     Clock,
@@ -305,8 +304,7 @@ class Daemon:
         # Where the series are judged (worker processes, or Dask); in this process when rehearsing:
         # replay has no hung fits to fear and no time to lose. One KPI's chunks at a time: each
         # map keeps every worker busy.
-        self.executor: Executor = (make_executor(workers=1) if rehearsal
-                                   else make_executor(getattr(self.settings, "executor", None)))
+        self.executor: Executor = make_executor(workers=1) if rehearsal else make_executor(self.settings.executor)
         self._mapping = threading.Lock()
 
     # lifecycle
@@ -653,6 +651,9 @@ class Daemon:
                          timeout=settings.daemon.job_timeout_seconds, progress=self._progress_of(name, ended))
         except ExecutorCancelled:
             raise JobCancelled(_CANCELLED) from None
+        except TimeoutError:
+            raise TimeoutError(f"stopped after {settings.daemon.job_timeout_seconds:g} s "
+                               "(daemon.job_timeout_seconds)") from None
         finally:
             self.progress.pop(name, None)
 

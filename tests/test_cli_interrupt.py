@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -10,11 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from forecaster import pipeline
-from forecaster.types import BadInputError, KPISeries
+from forecaster.types import BadInputError
 
 pytestmark = pytest.mark.slow
 
@@ -73,25 +70,34 @@ def test_ctrl_c_during_a_check_ends_it_and_its_workers_within_seconds(tmp_path):
         check.wait(30)
 
 
-def _fails_fast_or_fits_slowly(series, kpi, detector, until, state=None):
-    """Stands in for `evaluate_series` in the forked workers: one bad series, the rest slow."""
-    if series.name == "bad":
+def _fails_fast_or_sleeps(item: str) -> str:
+    """Stands in for a chunk of series in the workers: one bad, the rest slow."""
+    if item == "bad":
         raise BadInputError("bad: this series cannot be judged")
     time.sleep(120)
+    return item
 
 
-def test_a_failed_series_ends_the_other_workers_at_once(monkeypatch):
+def test_a_failed_series_ends_the_other_workers_at_once():
     # In-process callers (not only a CLI that exits) must not keep fitting after a failure.
-    monkeypatch.setattr(pipeline, "evaluate_series", _fails_fast_or_fits_slowly)
-    index = pd.date_range("2025-01-01", periods=10, freq="D", tz="UTC")
-    jobs = [(KPISeries(name, pd.Series(1.0, index=index), "D"), None, None, index[-1], None)
-            for name in ("bad", "slow1", "slow2", "slow3")]
-    before = set(multiprocessing.active_children())  # e.g. a daemon Worker another test keeps
+    from forecaster.executor import ProcessExecutor
+
     started = time.monotonic()
-    with pytest.raises(BadInputError):
-        pipeline._run_all(jobs, None, workers=2)
-    assert time.monotonic() - started < 60
-    deadline = time.time() + 10
-    while set(multiprocessing.active_children()) - before and time.time() < deadline:
-        time.sleep(0.2)
-    assert not set(multiprocessing.active_children()) - before
+    with ProcessExecutor(workers=2) as pool:
+        with pytest.raises(BadInputError, match="cannot be judged"):
+            pool.map(_fails_fast_or_sleeps, ["slow1", "bad", "slow2", "slow3"])
+        assert time.monotonic() - started < 60
+        deadline = time.time() + 10
+        while any(_running(pid) for pid in pool.pids) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(_running(pid) for pid in pool.pids)  # the slow ones were killed, not left sleeping
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` is alive (a killed worker not yet reaped by its parent is not)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

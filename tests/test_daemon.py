@@ -412,20 +412,26 @@ def test_the_daemon_judges_every_day_once_across_a_dst_change(tmp_path, jobs, ch
     assert [pd.Timestamp(d) for d in days] == list(pd.date_range(days[0], days[-1], freq="D"))
 
 
-def test_a_hung_call_is_killed_after_its_time_limit_and_the_worker_comes_back():
-    import time
+def test_a_check_past_its_time_limit_is_stopped_and_says_which_setting(tmp_path, jobs):
+    """The executor stops a check after `daemon.job_timeout_seconds` (its own tests show the
+    hung workers killed and the pool working afterwards); the job line names the setting."""
+    from forecaster.executor import InProcessExecutor
 
-    from alerts.daemon import Worker
+    class TimesOut(InProcessExecutor):
+        def map(self, function, items, *, timeout=None, progress=None):
+            assert timeout is not None and 0 < timeout <= 7
+            raise TimeoutError(f"stopped after {timeout:g} s (the map's timeout) with 0 of {len(items)} items done")
 
-    worker = Worker()
-    try:
-        started_at = time.monotonic()
-        with pytest.raises(TimeoutError, match=r"stopped after 1 s \(daemon.job_timeout_seconds\)"):
-            worker.call(time.sleep, (60,), 1.0)
-        assert time.monotonic() - started_at < 30
-        assert worker.call(pow, (2, 10), 30.0) == 1024  # a fresh process took over
-    finally:
-        worker.close()
+    data = tmp_path / "leads.csv"
+    write_leads(data)
+    config = tmp_path / "kpiwatch.yaml"
+    config.write_text(FILE_CONFIG.format(state=tmp_path / "state.db", path=data).replace(
+        "source_failures: 3}", "source_failures: 3, job_timeout_seconds: 7}"))
+    with daemon_in_process(config, day("2025-12-04")) as daemon:
+        daemon.executor = TimesOut()
+        daemon.judge_kpis(["leads"])
+    [job] = [line for line in jobs if line["kpi"] == "leads"]
+    assert job["status"] == "error" and job["error"] == "stopped after 7 s (daemon.job_timeout_seconds)", job
 
 
 def test_a_kpi_that_fails_every_cycle_gets_one_cannot_judge_alert(tmp_path, monkeypatch):

@@ -7,10 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 import time
 
-import pytest
 from daemon_kit import (
     Run,
     events,
@@ -24,7 +22,6 @@ from daemon_kit import (
 )
 from fakeslack import FakeSlack
 
-from alerts.daemon import JobCancelled, Worker
 
 GRACE = 5.0
 CONFIG = """
@@ -95,27 +92,3 @@ def test_sigterm_in_the_middle_of_a_long_job_exits_0_within_the_grace_and_a_rest
     assert sorted(sent) == sorted(keys)
     periods = query(state, "SELECT count(*), count(DISTINCT segment) FROM evaluations WHERE period LIKE '2025-12-08%'")
     assert periods[0][0] == periods[0][1]  # one evaluation per series for the day
-
-
-def test_cancel_ends_a_running_call_at_once_and_refuses_new_ones():
-    worker = Worker()
-    outcome: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            worker.call(time.sleep, (120,), 300.0)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            outcome.append(exc)
-
-    caller = threading.Thread(target=call)
-    try:
-        caller.start()
-        wait_until(lambda: worker._process is not None and worker._process.is_alive(), step=0.02)
-        worker.cancel()
-        caller.join(30)
-        assert not caller.is_alive()
-        assert len(outcome) == 1 and isinstance(outcome[0], JobCancelled), outcome
-        with pytest.raises(JobCancelled, match="judged after the restart"):
-            worker.call(pow, (2, 10), 30.0)
-    finally:
-        worker.close()

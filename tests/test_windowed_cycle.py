@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from alerts.incidents import evaluation_records
-from forecaster._stubs import make_executor  # TEMPORARY: forecaster.executor once merged
+from forecaster.executor import make_executor
 from forecaster.pipeline import HISTORY_WINDOW, CheckReport, check
 from forecaster.settings import load_config
 from forecaster.sources import files as file_sources
