@@ -25,6 +25,7 @@ import atexit
 import functools
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import multiprocessing.util  # registers its exit hook now, so ours (`_close_at_exit`) runs before it
 import os
 import pickle
@@ -421,8 +422,24 @@ def _start_context() -> Any:
         context = multiprocessing.get_context("forkserver")
         # imported once, in the server, instead of in every new worker
         context.set_forkserver_preload(["forecaster.executor", "forecaster.pipeline"])
+        _start_forkserver_deaf_to_ctrl_c()
         return context
     return multiprocessing.get_context("spawn")
+
+
+def _start_forkserver_deaf_to_ctrl_c() -> None:
+    """Start the fork server with SIGINT ignored (the disposition survives its exec). A terminal's
+    Ctrl-C reaches the whole process group, and a server still importing its preload would die
+    printing a traceback; once running it ignores SIGINT itself. Only the main thread may change
+    a handler: from another thread (the daemon's jobs) the server starts on first use as usual,
+    where the daemon handles SIGINT itself."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 _open_pools: weakref.WeakSet[ProcessExecutor] = weakref.WeakSet()
