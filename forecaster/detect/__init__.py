@@ -1,8 +1,18 @@
-"""Detection: the one engine (`engine`), the KPI's rules (`rules`) and the calibration (`calibration`)."""
+"""Detection: the one engine (`engine`), the KPI's rules (`rules`), the calibration (`calibration`)
+and the compact form of the engine's state (`codec`, behind `pack_state` / `unpack_state`)."""
 
 from __future__ import annotations
 
-from forecaster.detect.engine import Detector, State, history_needed, walk_forward
+from forecaster.detect.engine import (
+    Detector,
+    State,
+    StateFormatError,
+    history_needed,
+    pack_state,
+    unpack_state,
+    walk_forward,
+)
 from forecaster.detect.rules import Rules, guardrail
 
-__all__ = ["Detector", "Rules", "State", "guardrail", "history_needed", "walk_forward"]
+__all__ = ["Detector", "Rules", "State", "StateFormatError", "guardrail", "history_needed", "pack_state",
+           "unpack_state", "walk_forward"]
