@@ -22,9 +22,8 @@ from forecaster.completeness import (
     rows_per_period,
     usual_phase,
 )
-from forecaster._stubs import StateFormatError, pack_state, unpack_state  # TEMPORARY until the packing branch
 from forecaster.executor import Executor, make_executor
-from forecaster.detect import Detector, State
+from forecaster.detect import Detector, State, StateFormatError, pack_state, unpack_state
 from forecaster.detect.engine import RECENT, STATE_VERSION
 from forecaster.detect.rules import Rules, held_back, to_anomaly
 from forecaster.explain import Evaluated, add_related_hints, build_alerts
