@@ -4,6 +4,7 @@ promised number of series, and the generated config is valid."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def test_generated_series_read_back(tmp_path: Path, source: str) -> None:
     assert judged == data.series
     # every series has its judged days (gaps and late starts are in the history only)
     assert data.present[:, -(2 + 1 + 14):].all()
-    assert data.incidents and all(i["first_day"] >= "2025-12-25" for i in data.incidents)
+    assert data.incidents and all(i["last_day"] >= str(scale.FIRST_DAY + timedelta(days=scale.DAYS - 3)) for i in data.incidents)
     # a second prepare reuses what is there
     assert scale.prepare(tmp_path, 12, seed=3, cycles=2, source=source)[2]
 
