@@ -355,7 +355,7 @@ def slack(kind: str) -> Iterator[tuple[dict[str, str], Any]]:
         from fakeslack import FakeSlack
 
         with FakeSlack() as fake:
-            yield ({"SLACK_BOT_TOKEN": "xoxb-scale-bench", "SLACK_API_URL": fake.url},
+            yield ({"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": fake.url},
                    lambda: sum(1 for method, _ in fake.calls if method == "chat.postMessage"))
         return
     handler = type("Sink", (_Sink,), {"posts": 0})
