@@ -117,10 +117,11 @@ def pack_stamps(periods: Sequence[pd.Timestamp]) -> tuple[Any, ...]:
     """Periods of one unit and timezone as ("even", unit, tz, first ns, step ns, count) when
     evenly spaced (a state's recent periods are consecutive), else ("ns", unit, tz, int64 ns
     bytes); periods of mixed units or zones are kept as they are."""
-    if (not periods or set(map(type, periods)) != {pd.Timestamp} or len(set(map(_UNIT, periods))) != 1
-            or len(set(map(_TZ, periods))) != 1):
+    if not periods or set(map(type, periods)) != {pd.Timestamp} or len(set(map(_UNIT, periods))) != 1:
         return ("list", list(periods))
     unit, tz = periods[0].unit, periods[0].tz
+    if not all(map(operator.is_, map(_TZ, periods), repeat(tz))):  # (identity: hashing a zone is slow)
+        return ("list", list(periods))
     ns = np.fromiter(map(_VALUE, periods), INT, len(periods))
     steps = np.diff(ns)
     if not len(steps) or np.all(steps == steps[0]):

@@ -209,6 +209,11 @@ class BehaviourShift:
             self.total_sq -= old * old
         return shifted
 
+    def untouched(self) -> bool:
+        """As made with the default settings and never updated (daily data never update it)."""
+        return not self.means and not self.recent and self.__dict__.keys() == _UNTOUCHED.__dict__.keys() and all(
+            type(v) is deque or v == getattr(_UNTOUCHED, k) for k, v in self.__dict__.items())
+
     def __getstate__(self) -> dict[str, Any]:
         """Pickled with its deques as float64 bytes (`long` short means are 64 KB as python floats)."""
         return {**self.__dict__, "recent": codec.pack_floats(self.recent), "means": codec.pack_floats(self.means)}
@@ -218,6 +223,9 @@ class BehaviourShift:
         if not isinstance(state["recent"], deque):
             self.recent = deque(codec.unpack_floats(state["recent"]), maxlen=self.short)
             self.means = deque(codec.unpack_floats(state["means"]))
+
+
+_UNTOUCHED = BehaviourShift()
 
 
 @dataclass
@@ -266,16 +274,16 @@ class State:
         """The latest period stepped (None before the first)."""
         return self.next_period - _offset(self.plan.freq) if self.position else None
 
-    def __getstate__(self) -> dict[str, Any]:
-        """The fields, with the lists of floats and flags as packed arrays, the cleaned values as
-        their differences from the raw ones, the recent judgements as columns and the model
-        without the values it shares with the cleaned ones (`forecaster.detect.codec`): a
-        quarter of the bytes of the fields as they are, in a fraction of the time."""
+    def __getstate__(self) -> tuple[Any, ...]:
+        """STATE_VERSION and the fields in their order, with the lists of floats and flags as
+        packed arrays, the cleaned values as their differences from the raw ones, the recent
+        judgements as columns and the model without the values it shares with the cleaned ones
+        (`forecaster.detect.codec`): a quarter of the bytes of the fields as they are, in a
+        fraction of the time. An untouched BehaviourShift (daily data) is None."""
         raw = np.asarray(self.raw, codec.FLOAT)
         clean = np.asarray(self.clean, codec.FLOAT)
-        columns = dict(self.__dict__)
-        columns.update(
-            packed=STATE_VERSION,
+        fields = dict(self.__dict__)
+        fields.update(
             first_period=codec.pack_stamp(self.first_period),
             next_period=codec.pack_stamp(self.next_period),
             raw=raw.tobytes(),
@@ -285,40 +293,48 @@ class State:
             on_event=codec.pack_flags(self.on_event),
             errors=codec.pack_floats(self.errors),
             model=codec.pack_model(self.model, clean),
+            behaviour=None if self.behaviour.untouched() else self.behaviour,
             volumes=(codec.pack_floats(self.volumes), self.volumes.maxlen),
             recent=codec.pack_judgements(self.recent, raw),
         )
-        return columns
+        values = tuple(fields.pop(name) for name in STATE_FIELDS)
+        return (STATE_VERSION, *values, fields)  # (fields: attributes set beyond the dataclass's, if any)
 
-    def __setstate__(self, columns: dict[str, Any]) -> None:
-        if columns.get("packed") != STATE_VERSION:
+    def __setstate__(self, packed: tuple[Any, ...] | dict[str, Any]) -> None:
+        if type(packed) is not tuple or not packed or packed[0] != STATE_VERSION:
             # Pickled by another version: its fields as they are; `advance` sees the old
-            # `version` and rebuilds the state by walking forward.
-            self.__dict__.update(columns)
+            # `version` (or none) and rebuilds the state by walking forward.
+            self.__dict__.update(packed if isinstance(packed, dict) else {"version": None})
             return
-        self._unpack(columns)
+        self._unpack(packed)
 
-    def _unpack(self, columns: dict[str, Any]) -> None:
+    def _unpack(self, packed: tuple[Any, ...]) -> None:
         """Set the fields from their packed form (`__getstate__`)."""
-        columns = dict(columns)
-        del columns["packed"]
-        raw = np.frombuffer(columns["raw"], codec.FLOAT)
-        clean = codec.unpack_like(columns["clean"], raw)
-        volumes, maxlen = columns["volumes"]
-        columns.update(
-            first_period=codec.unpack_stamp(columns["first_period"]),
-            next_period=codec.unpack_stamp(columns["next_period"]),
+        if len(packed) != len(STATE_FIELDS) + 2:
+            raise ValueError(f"a packed state has {len(STATE_FIELDS) + 2} parts, got {len(packed)}")
+        fields = dict(zip(STATE_FIELDS, packed[1:-1], strict=True))
+        raw = np.frombuffer(fields["raw"], codec.FLOAT)
+        clean = codec.unpack_like(fields["clean"], raw)
+        volumes, maxlen = fields["volumes"]
+        fields.update(
+            first_period=codec.unpack_stamp(fields["first_period"]),
+            next_period=codec.unpack_stamp(fields["next_period"]),
             raw=raw.tolist(),
             clean=clean.tolist(),
-            outside=codec.unpack_flags(columns["outside"]),
-            signed=codec.unpack_floats(columns["signed"]),
-            on_event=codec.unpack_flags(columns["on_event"]),
-            errors=codec.unpack_floats(columns["errors"]),
-            model=codec.unpack_model(columns["model"], clean),
+            outside=codec.unpack_flags(fields["outside"]),
+            signed=codec.unpack_floats(fields["signed"]),
+            on_event=codec.unpack_flags(fields["on_event"]),
+            errors=codec.unpack_floats(fields["errors"]),
+            model=codec.unpack_model(fields["model"], clean),
+            behaviour=fields["behaviour"] or BehaviourShift(),
             volumes=deque(codec.unpack_floats(volumes), maxlen=maxlen),
-            recent=codec.unpack_judgements(columns["recent"], raw),
+            recent=codec.unpack_judgements(fields["recent"], raw),
         )
-        self.__dict__.update(columns)
+        fields.update(packed[-1])
+        self.__dict__.update(fields)
+
+
+STATE_FIELDS = tuple(f.name for f in fields(State))
 
 
 class StateFormatError(ValueError):
@@ -361,9 +377,9 @@ def unpack_state(blob: bytes) -> State:
     if zlib.crc32(body) != crc:
         raise StateFormatError("the packed state is truncated or damaged (its crc32 differs)")
     try:
-        columns = pickle.loads(zlib.decompress(body) if flags & PACK_ZLIB else body)
+        packed = pickle.loads(zlib.decompress(body) if flags & PACK_ZLIB else body)
         state = State.__new__(State)
-        state._unpack(columns)
+        state._unpack(packed)
     except (pickle.UnpicklingError, zlib.error, EOFError, AttributeError, ImportError, IndexError, KeyError,
             TypeError, ValueError) as exc:
         raise StateFormatError(f"the packed state cannot be read: {type(exc).__name__}: {exc}") from exc
@@ -826,11 +842,11 @@ def _remember(state: State, raw: float, clean: float, outside: bool, signed: flo
 
 
 def _trim(state: State) -> None:
-    """Keep the last `plan.memory` periods, give or take a sixteenth (trimmed in chunks: deleting
-    from a list's front is O(n); a sixteenth, not more: the daemon stores the lists every cycle).
+    """Keep the last `plan.memory` periods, give or take 3% (trimmed in chunks: deleting from a
+    list's front is O(n); 3%, not more: the daemon stores the lists every cycle).
     Nothing reads further back than `plan.memory`, so when it is trimmed changes no verdict."""
     memory = state.plan.memory
-    if len(state.raw) > memory + memory // 16:
+    if len(state.raw) > memory + memory // 32:
         for buffer in (state.raw, state.clean, state.on_event, state.outside, state.signed):
             del buffer[:max(len(buffer) - memory, 0)]
 
