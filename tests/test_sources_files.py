@@ -262,3 +262,55 @@ def test_an_infinite_value_is_bad_input_naming_its_row_not_a_gap(cells: list) ->
     with pytest.raises(BadInputError, match=r"^t: row 3: column 'clicks' has '.*', not a finite number; "):
         to_numbers(cells, [2, 3], "clicks", "t")
     assert list(to_numbers(["1", ""], [2, 3], "clicks", "t")[:1]) == [1.0]  # a missing cell stays missing
+
+
+# --------------------------------------------------------------------------- pandas' reader
+
+
+_CELL = st.text(alphabet=" \tab1.-:;,\u00a0", max_size=5)
+
+
+@st.composite
+def _plain_files(draw: st.DrawFn) -> tuple[str, list[str]]:
+    """Header and rows, mostly as wide as the header; cells that may hold separators, spaces,
+    nothing; blank lines; with or without a last newline."""
+    sep = draw(st.sampled_from([",", ";", "\t"]))
+    names = draw(st.lists(st.sampled_from(["t", "c", "m", "x", " ", ""]), min_size=1, max_size=4))
+    cell = _CELL if draw(st.booleans()) else st.text(alphabet=" ab1.-:", max_size=5)
+    rows = draw(st.lists(st.one_of(
+        st.lists(cell, min_size=len(names), max_size=len(names)),
+        st.lists(cell, max_size=len(names) + 1),
+        st.just([]), st.just([" "] * len(names))), max_size=6))
+    end = draw(st.sampled_from(["", "\n"]))
+    text = sep.join(names) + "\n" + "\n".join(sep.join(cells) for cells in rows) + end
+    return text, [n for n in ("t", "m") if n in names] or ["t"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=_plain_files())
+def test_pandas_split_is_the_careful_split_or_declines(case: tuple[str, list[str]]) -> None:
+    """A file pandas splits gives the header, line numbers and cells the line-by-line reader
+    gives; a file that reader refuses (or that has no rows) pandas declines."""
+    from forecaster.sources.csv import _split_rows
+    from forecaster.sources.files import _split_plain
+
+    text, wanted = case
+    fast = _split_plain(text, wanted)
+    if fast is None:
+        return
+    header, found = _split_rows(text, "f.csv")  # raises if pandas accepted what it refuses
+    assert fast[0] == header
+    assert fast[1].tolist() == [line for line, _ in found]
+    for col, cells in fast[2].items():
+        assert list(np.asarray(cells, dtype=object)) == [row[header.index(col)] for _, row in found]
+
+
+def test_a_plain_export_is_split_by_pandas_and_read_the_same(tmp_path: Path) -> None:
+    from forecaster.sources.files import _split_plain
+
+    text = LONG.replace("2025-03-02,email", "\n,,,,\n2025-03-02,email")  # blank rows keep the line numbers
+    assert _split_plain(text, ["timestamp", "sessions"]) is not None
+    got = _source(_csv(tmp_path, text)).fetch(["sessions", "orders"], ["channel"], "D")
+    assert got["sessions"].tolist() == [15.0, 7.0, 11.0, 3.0] and got["orders"].tolist() == [1.0, 2.0, 0.0, 1.0]
+    with pytest.raises(BadInputError, match="line 7: column 'sessions' has 'x'"):
+        _source(_csv(tmp_path, text.replace(",11,", ",x,"), "bad.csv")).fetch(["sessions"], [], "D")
