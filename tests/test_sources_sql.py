@@ -591,3 +591,16 @@ def test_query_bounds_do_not_depend_on_the_server_time_zone(tmp_path: Path) -> N
         start = pd.Timestamp("2025-10-22 10:00", tz="UTC")
         got = _source(new_york, "UTC", query=query, timestamp="ts").fetch(["sessions"], [], "h", start=start, end=start)
         assert got["sessions"].tolist() == [float(SESSIONS.loc[SESSIONS["ts"] == start, "sessions"].sum())]
+
+
+def test_integer_dimension_values_keep_their_names(tmp_path: Path) -> None:
+    """Segment names are what they were before the frame was built by columns: an integer
+    column reads 7, and (as pandas types a column with a NULL) 7.0 when a NULL is in it."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    with _engine(url).begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (day TEXT, campaign INTEGER, other INTEGER, v REAL)"))
+        conn.execute(sa.text("INSERT INTO t VALUES (:d, :c, :o, 1.0)"),
+                     [{"d": "2025-01-01", "c": 7, "o": o} for o in (7, None)])
+    source = _source(url, "UTC", table="t", timestamp="day")
+    assert source.fetch(["v"], ["campaign"], "D")["campaign"].tolist() == ["7"]
+    assert source.fetch(["v"], ["other"], "D")["other"].tolist() == ["(none)", "7.0"]

@@ -265,10 +265,12 @@ class SQLSource(WallClock):
                                      self.where) for i, m in enumerate(metrics)}
         if rows:
             sums[ROWS_COLUMN] = _floats(column(width)).astype("float64")
+        # Dimension values typed as in a frame of the rows (an integer column with a NULL is
+        # floats there, so 1 is written "1.0": segment names stay what they were).
+        dims = {d: _typed(column(1 + i)) for i, d in enumerate(dimensions)}
         # One row per period and dimension values already (GROUP BY): `summed` only sorts them,
         # unless labels cut in pandas (zone_hour) put several rows in one period.
-        return frames.summed(labels, {d: column(1 + i) for i, d in enumerate(dimensions)}, sums, lo, hi,
-                             where=self.where)
+        return frames.summed(labels, dims, sums, lo, hi, where=self.where)
 
     def _stored_kind(self, column_type: Any) -> str:
         """"date" (calendar dates), "aware" (instants) or "naive" (wall-clock in `timezone`)."""
@@ -393,25 +395,41 @@ class SQLSource(WallClock):
                                 "`metrics:`/`dimensions:`/`timestamp:`")
         if not rows:
             return frames.empty_frame(dimensions, metrics)
-        frame = pd.DataFrame.from_records(rows, columns=names)
+        column = _columns(rows)
+        # Numbers and dimension values typed as pandas would type a frame of the rows (all
+        # true/false is a bool column, refused as a metric).
+        frame = pd.DataFrame({name: pd.Series(column(i)).infer_objects() for i, name in enumerate(names)})
         numbers = np.arange(1, len(frame) + 1)
         metric_cols = {self._column("metric", m) for m in metrics} | set(self.config.metrics.values())
         key = [c for c in names if c not in metric_cols]
-        texts = [_as_text(v) for v in frame[ts_col]]
-        stamps, _ = frames.parse_time_texts(texts, numbers, ts_col, f"{self.where}: query result", "row")
-        labels = frames.labels_of(stamps, freq, self.timezone, self.stored_zone, f"{self.where}: query result")
+        where = f"{self.where}: query result"
+        stamps = self._query_stamps(column(names.index(ts_col)), numbers, ts_col, where)
+        labels = frames.labels_of(stamps, freq, self.timezone, self.stored_zone, where)
         self._no_duplicates(frame, labels, key, ts_col)
         return frames.summed(
             labels,
             {d: frame[self._column("dimension", d)].to_numpy(dtype=object) for d in dimensions},
-            {m: frames.to_numbers(frame[self._column("metric", m)], numbers, self._column("metric", m),
-                                  f"{self.where}: query result") for m in metrics},
-            lo, hi, where=f"{self.where}: query result",
+            {m: frames.to_numbers(frame[self._column("metric", m)], numbers, self._column("metric", m), where)
+             for m in metrics},
+            lo, hi, where=where,
         )
+
+    def _query_stamps(self, values: np.ndarray, numbers: np.ndarray, column: str, where: str) -> pd.DatetimeIndex:
+        """The query's timestamps (dates, datetimes or text), each distinct one parsed once."""
+        found = frames.distinct(values)
+        if found is None:
+            stamps, _ = frames.parse_time_texts([_as_text(v) for v in values], numbers, column, where, "row")
+            return stamps
+        codes, uniques = found
+        stamps, _ = frames.parse_time_texts([_as_text(v) for v in uniques], frames.FirstRows(codes, numbers), column,
+                                            where, "row")
+        return stamps.take(codes)
 
     def _no_duplicates(self, frame: pd.DataFrame, labels: pd.DatetimeIndex, key: list[str], ts_col: str) -> None:
         """One row per period and dimension values (every returned column that is not a metric);
         a second one would be double counted, so it is an error naming both rows."""
+        if not _repeated(frame, labels, [c for c in key if c != ts_col]):
+            return
         keys = frame[[c for c in key if c != ts_col]].astype(str).assign(_kp_label=labels)
         dup = keys.duplicated(keep=False).to_numpy()
         if dup.any():
@@ -425,6 +443,26 @@ class SQLSource(WallClock):
                 f"{', ' + dims if dims else ''}) in column {ts_col!r}; GROUP BY the period and the dimensions "
                 "so each appears once"
             )
+
+
+def _repeated(frame: pd.DataFrame, labels: pd.DatetimeIndex, columns: list[str]) -> bool:
+    """Whether two rows have the same label and the same texts in `columns` (numbered by
+    distinct value rather than written out as text row by row; text is compared as text, so
+    1 and '1' are the same)."""
+    key = pd.factorize(labels)[0].astype(np.int64)
+    for name in columns:
+        cells = frame[name].to_numpy(dtype=object)
+        try:
+            codes, uniques = pd.factorize(cells)
+            text = not (codes < 0).any() and all(isinstance(value, str) for value in uniques)
+        except TypeError:
+            text = False
+        if not text:
+            codes, uniques = pd.factorize(pd.Series(cells, dtype=object).astype(str).to_numpy(dtype=object))
+        if float(key.max() + 1) * len(uniques) >= 2.0**62:
+            return True  # too many to number: let the text comparison decide
+        key = key * len(uniques) + codes
+    return bool(pd.Index(key).has_duplicates)
 
 
 def _sqlite_index_range(ts: Any, first: date | None, last: date | None) -> list[Any]:
@@ -450,6 +488,13 @@ def _columns(found: Sequence[tuple[Any, ...]]) -> Callable[[int], np.ndarray]:
     """Column i of the driver's rows as an object array (cheaper than a DataFrame of tuples)."""
     count = len(found)
     return lambda i: np.fromiter(map(itemgetter(i), found), dtype=object, count=count)
+
+
+def _typed(values: np.ndarray) -> np.ndarray:
+    """Cells as a frame of the rows would hold them (objects; text, dates as they are)."""
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        return values  # nothing to convert, and a text column would go through Arrow and back
+    return pd.Series(values).infer_objects().to_numpy(dtype=object)
 
 
 def _floats(values: np.ndarray) -> np.ndarray:
