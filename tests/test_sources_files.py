@@ -262,3 +262,147 @@ def test_an_infinite_value_is_bad_input_naming_its_row_not_a_gap(cells: list) ->
     with pytest.raises(BadInputError, match=r"^t: row 3: column 'clicks' has '.*', not a finite number; "):
         to_numbers(cells, [2, 3], "clicks", "t")
     assert list(to_numbers(["1", ""], [2, 3], "clicks", "t")[:1]) == [1.0]  # a missing cell stays missing
+
+
+# --------------------------------------------------------------------------- pandas' reader
+
+
+_CELL = st.text(alphabet=" \tab1.-:;,\u00a0", max_size=5)
+
+
+@st.composite
+def _plain_files(draw: st.DrawFn) -> tuple[str, list[str]]:
+    """Header and rows, mostly as wide as the header; cells that may hold separators, spaces,
+    nothing; blank lines; with or without a last newline."""
+    sep = draw(st.sampled_from([",", ";", "\t"]))
+    names = draw(st.lists(st.sampled_from(["t", "c", "m", "x", " ", ""]), min_size=1, max_size=4))
+    cell = _CELL if draw(st.booleans()) else st.text(alphabet=" ab1.-:", max_size=5)
+    rows = draw(st.lists(st.one_of(
+        st.lists(cell, min_size=len(names), max_size=len(names)),
+        st.lists(cell, max_size=len(names) + 1),
+        st.just([]), st.just([" "] * len(names))), max_size=6))
+    end = draw(st.sampled_from(["", "\n"]))
+    text = sep.join(names) + "\n" + "\n".join(sep.join(cells) for cells in rows) + end
+    return text, [n for n in ("t", "m") if n in names] or ["t"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=_plain_files())
+def test_pandas_split_is_the_careful_split_or_declines(case: tuple[str, list[str]]) -> None:
+    """A file pandas splits gives the header, line numbers and cells the line-by-line reader
+    gives; a file that reader refuses (or that has no rows) pandas declines."""
+    from forecaster.sources.csv import _split_rows
+    from forecaster.sources.files import _split_plain
+
+    text, wanted = case
+    fast = _split_plain(text, wanted)
+    if fast is None:
+        return
+    header, found = _split_rows(text, "f.csv")  # raises if pandas accepted what it refuses
+    assert fast[0] == header
+    assert fast[1].tolist() == [line for line, _ in found]
+    for col, cells in fast[2].items():
+        assert list(np.asarray(cells, dtype=object)) == [row[header.index(col)] for _, row in found]
+
+
+def test_a_plain_export_is_split_by_pandas_and_read_the_same(tmp_path: Path) -> None:
+    from forecaster.sources.files import _split_plain
+
+    text = LONG.replace("2025-03-02,email", "\n,,,,\n2025-03-02,email")  # blank rows keep the line numbers
+    assert _split_plain(text, ["timestamp", "sessions"]) is not None
+    got = _source(_csv(tmp_path, text)).fetch(["sessions", "orders"], ["channel"], "D")
+    assert got["sessions"].tolist() == [15.0, 7.0, 11.0, 3.0] and got["orders"].tolist() == [1.0, 2.0, 0.0, 1.0]
+    with pytest.raises(BadInputError, match="line 7: column 'sessions' has 'x'"):
+        _source(_csv(tmp_path, text.replace(",11,", ",x,"), "bad.csv")).fetch(["sessions"], [], "D")
+
+
+# --------------------------------------------------------------------------- one read per file version
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str]]]:
+    from forecaster.sources import files
+
+    reads: list[tuple[str, list[str]]] = []
+    for name in ("_read_csv", "_read_parquet"):
+        real = getattr(files, name)
+
+        def counted(path, wanted, label, real=real):  # noqa: ANN001, ANN202
+            reads.append((Path(path).name, list(wanted)))
+            return real(path, wanted, label)
+
+        monkeypatch.setattr(files, name, counted)
+    return reads
+
+
+def test_a_file_is_read_once_per_version_by_a_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's job asks its source for the completeness rows, then whether the period has
+    a value, then (in the check) for everything: one read of the file; a changed file is read
+    again; a new column is read on its own."""
+    reads = _count_reads(monkeypatch)
+    path = _csv(tmp_path, LONG)
+    source = _source(path)
+    day = _day("2025-03-02")
+    assert source.fetch(["sessions"], [], "D", start=_day("2025-03-01"), end=day, rows=True)["_rows"].tolist() == [3, 2]
+    assert source.fetch(["sessions"], [], "D", start=day, end=day)["sessions"].tolist() == [14.0]
+    assert source.fetch(["sessions"], [], "D")["sessions"].tolist() == [22.0, 14.0]
+    assert reads == [("data.csv", ["timestamp", "sessions"])]
+    by_device = source.fetch(["sessions", "orders"], ["device"], "D")
+    np.testing.assert_array_equal(by_device["orders"], [np.nan, 3.0, 1.0, 0.0])  # desktop's only cell is empty
+    assert reads[1:] == [("data.csv", ["device", "orders"])]  # only what it did not hold
+    path.write_text(LONG + "2025-03-03,email,mobile,4,1\n", encoding="utf-8")  # the next export
+    assert source.fetch(["sessions"], [], "D")["sessions"].tolist() == [22.0, 14.0, 4.0]
+    assert reads[2:] == [("data.csv", ["timestamp", "sessions"])]
+    other = _source(path)  # another source object (another job, another process): its own read
+    other.fetch(["sessions"], [], "D")
+    assert len(reads) == 4
+
+
+def test_same_size_same_second_rewrite_is_seen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The version is the modification time in nanoseconds and the size: a file rewritten with
+    as many bytes is read again when its time moved at all."""
+    import os
+
+    path = _csv(tmp_path, "timestamp,sessions\n2025-03-01,1\n")
+    source = _source(path)
+    assert source.fetch(["sessions"], [], "D")["sessions"].tolist() == [1.0]
+    before = path.stat().st_mtime_ns
+    path.write_text("timestamp,sessions\n2025-03-01,2\n", encoding="utf-8")
+    os.utime(path, ns=(before + 1, before + 1))
+    assert source.fetch(["sessions"], [], "D")["sessions"].tolist() == [2.0]
+
+
+def test_a_window_gives_the_rows_of_the_whole_file_in_it(tmp_path: Path) -> None:
+    days = pd.date_range("2025-01-01", periods=40, freq="D")
+    text = "timestamp,campaign,sessions\n" + "".join(
+        f"{d:%Y-%m-%d},{c},{i * 3 + j}\n" for i, d in enumerate(days) for j, c in enumerate(("b", "a", "c")) if (i + j) % 7)
+    path = _csv(tmp_path, text)
+    whole = _source(path).fetch(["sessions"], ["campaign"], "D", rows=True)
+    lo, hi = _day("2025-01-20"), _day("2025-01-31")
+    window = _source(path).fetch(["sessions"], ["campaign"], "D", start=lo, end=hi, rows=True)
+    want = whole[(whole["timestamp"] >= lo) & (whole["timestamp"] <= hi)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(window, want)
+
+
+def test_parquet_is_read_once_per_version_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("pyarrow")
+    reads = _count_reads(monkeypatch)
+    frame = pd.DataFrame({"day": ["2025-03-01", "2025-03-01", "2025-03-02"], "campaign": ["a", "b", "a"],
+                          "sessions": [1.0, 2.0, 4.0]})
+    frame.to_parquet(tmp_path / "d.parquet")
+    source = _source(tmp_path / "d.parquet", kind="parquet", timestamp="day")
+    source.fetch(["sessions"], [], "D", rows=True)
+    source.fetch(["sessions"], [], "D", start=_day("2025-03-02"), end=_day("2025-03-02"))
+    got = source.fetch(["sessions"], ["campaign"], "D")
+    assert got["sessions"].tolist() == [1.0, 2.0, 4.0] and got["campaign"].tolist() == ["a", "b", "a"]
+    assert reads == [("d.parquet", ["day", "sessions"]), ("d.parquet", ["campaign"])]
+
+
+def test_a_bad_cell_is_the_same_error_on_every_fetch(tmp_path: Path) -> None:
+    source = _source(_csv(tmp_path, LONG.replace("5,\n", "five,\n")))
+    messages = set()
+    for _ in range(2):
+        with pytest.raises(BadInputError) as info:
+            source.fetch(["sessions"], [], "D")
+        messages.add(str(info.value))
+    assert len(messages) == 1 and "line 3: column 'sessions' has 'five'" in messages.pop()
+    assert source.fetch(["orders"], [], "D")["orders"].tolist() == [3.0, 1.0]  # the other column is fine

@@ -234,6 +234,71 @@ def test_empty_range_gives_the_contract_columns(url: str) -> None:
     assert list(got.columns) == ["timestamp", "channel", "sessions"] and got.empty
 
 
+def _statements(engine_url: str) -> tuple[list[tuple[str, object]], object]:
+    """Record the SELECTs with GROUP BY that reach the database (statement, parameters)."""
+    seen: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        if "GROUP BY" in statement:
+            seen.append((statement, parameters))
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+    return seen, record
+
+
+def test_sqlite_bounds_reach_an_index_on_the_time_column(tmp_path: Path) -> None:
+    """SQLite cannot use an index for `datetime(ts) >= ?`, so a range on the bare column goes
+    with it: a window of days reads the index, not the whole table (a cycle asks for one day
+    to check completeness, and a warm cycle for ~100 days of 2 years)."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    with _engine(url).begin() as conn:
+        conn.execute(sa.text("CREATE TABLE daily (day TEXT, campaign TEXT, sessions REAL)"))
+        conn.execute(sa.text("CREATE INDEX daily_day ON daily (day)"))
+        days = pd.date_range("2025-01-01", periods=60, freq="D")
+        conn.execute(sa.text("INSERT INTO daily VALUES (:day, :c, :s)"),
+                     [{"day": f"{d:%Y-%m-%d}", "c": c, "s": 1.0} for d in days for c in ("a", "b")])
+    seen, record = _statements(url)
+    try:
+        got = _source(url, "UTC", table="daily", timestamp="day").fetch(
+            ["sessions"], ["campaign"], "D", start=pd.Timestamp("2025-02-01"), end=pd.Timestamp("2025-02-03"))
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
+    assert got["timestamp"].dt.strftime("%Y-%m-%d").tolist() == ["2025-02-01"] * 2 + ["2025-02-02"] * 2 + [
+        "2025-02-03"] * 2
+    statement, parameters = seen[-1]
+    with _engine(url).connect() as conn:
+        plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
+    assert "USING INDEX daily_day" in plan, plan
+    assert "SCAN daily" not in plan, plan
+
+
+def test_sqlite_index_range_keeps_offsets_and_julian_days_at_the_edges(tmp_path: Path) -> None:
+    """The range on the bare column is only a first cut: text with a UTC offset that names the
+    day before, and Julian day numbers, are still found and put in their UTC day."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    rows = [
+        ("2025-02-01 00:00:00", 1.0),        # the first day's first second
+        ("2025-01-31T23:30:00-05:00", 2.0),  # 2025-02-01 04:30 UTC: written as the day before
+        ("2025-02-04T01:00:00+03:00", 4.0),  # 2025-02-03 22:00 UTC: written as the day after
+        (2460709.25, 8.0),                   # Julian day: 2025-02-02 18:00 UTC
+        ("2025-01-31 23:59:59", 16.0),       # just before the range
+        ("2025-02-04 00:00:00", 32.0),       # just after it
+        ("2025-02-03T23:30:00-01:00", 64.0),  # 2025-02-04 00:30 UTC: after it, though written inside
+    ]
+    with _engine(url).begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (ts DATETIME, v REAL)"))  # numeric affinity
+        conn.execute(sa.text("CREATE INDEX t_ts ON t (ts)"))
+        conn.execute(sa.text("INSERT INTO t VALUES (:ts, :v)"), [{"ts": ts, "v": v} for ts, v in rows])
+    source = _source(url, "UTC", table="t", timestamp="ts")
+    got = source.fetch(["v"], [], "D", start=pd.Timestamp("2025-02-01"), end=pd.Timestamp("2025-02-03"))
+    assert dict(zip(got["timestamp"].dt.strftime("%Y-%m-%d"), got["v"])) == {
+        "2025-02-01": 3.0, "2025-02-02": 8.0, "2025-02-03": 4.0}
+    hourly = source.fetch(["v"], [], "h", start=pd.Timestamp("2025-02-01 04:00"), end=pd.Timestamp("2025-02-03 22:00"))
+    assert hourly["v"].tolist() == [2.0, 8.0, 4.0]
+    assert source.fetch(["v"], [], "D", end=pd.Timestamp("2025-01-31"))["v"].tolist() == [16.0]
+    assert source.fetch(["v"], [], "D", start=pd.Timestamp("2025-02-04"))["v"].tolist() == [96.0]
+
+
 # --------------------------------------------------------------------------- query mode
 
 QUERY = """
@@ -526,3 +591,16 @@ def test_query_bounds_do_not_depend_on_the_server_time_zone(tmp_path: Path) -> N
         start = pd.Timestamp("2025-10-22 10:00", tz="UTC")
         got = _source(new_york, "UTC", query=query, timestamp="ts").fetch(["sessions"], [], "h", start=start, end=start)
         assert got["sessions"].tolist() == [float(SESSIONS.loc[SESSIONS["ts"] == start, "sessions"].sum())]
+
+
+def test_integer_dimension_values_keep_their_names(tmp_path: Path) -> None:
+    """Segment names are what they were before the frame was built by columns: an integer
+    column reads 7, and (as pandas types a column with a NULL) 7.0 when a NULL is in it."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    with _engine(url).begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (day TEXT, campaign INTEGER, other INTEGER, v REAL)"))
+        conn.execute(sa.text("INSERT INTO t VALUES (:d, :c, :o, 1.0)"),
+                     [{"d": "2025-01-01", "c": 7, "o": o} for o in (7, None)])
+    source = _source(url, "UTC", table="t", timestamp="day")
+    assert source.fetch(["v"], ["campaign"], "D")["campaign"].tolist() == ["7"]
+    assert source.fetch(["v"], ["other"], "D")["other"].tolist() == ["(none)", "7.0"]

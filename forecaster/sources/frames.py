@@ -163,6 +163,72 @@ def parse_time_texts(
     return pd.DatetimeIndex(stamps), aware
 
 
+class FirstRows(Sequence[int]):
+    """Row numbers of distinct values: item k is the row of the first cell holding value k
+    (`codes` numbers the cells by value, values in order of first appearance). Looked up only
+    when a message names a row."""
+
+    def __init__(self, codes: np.ndarray, rows: Sequence[int]) -> None:
+        self.codes = codes
+        self.rows = rows
+        self.size = int(codes.max()) + 1 if len(codes) else 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, k):  # type: ignore[no-untyped-def, override]
+        if not isinstance(k, int | np.integer):
+            raise TypeError("FirstRows takes one position")
+        return self.rows[int(np.flatnonzero(self.codes == k)[0])]
+
+
+# Object cells that can be numbered by value without changing what they say: equal ones are
+# equal as text too (1, 1.0 and True are one value to pandas but three texts).
+_SAFE_KINDS = frozenset({"string", "date", "datetime"})
+
+
+def distinct(values: pd.Series | pd.Categorical | np.ndarray | Sequence[object]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(codes, distinct values) of cells of text, dates or datetimes: distinct values as an
+    object array in order of first appearance, so the first cell holding a value comes before
+    every cell holding a later one. None when a cell is missing or of another kind (numbers,
+    a mix): such cells are read one by one."""
+    if isinstance(values, pd.Categorical) or isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
+        categorical = pd.Categorical(values)
+        codes = np.asarray(categorical.codes)
+        categories = np.asarray(categorical.categories, dtype=object)
+        if (codes < 0).any() or pd.api.types.infer_dtype(categories, skipna=False) not in _SAFE_KINDS:
+            return None
+        appear = pd.unique(codes)
+        renumber = np.zeros(len(categories), dtype=np.intp)
+        renumber[appear] = np.arange(len(appear))
+        return renumber[codes], categories[appear]
+    dtype = getattr(values, "dtype", None)
+    if dtype is not None and dtype != object and not pd.api.types.is_string_dtype(dtype):
+        return None  # numbers, datetimes: nothing to parse per cell
+    cells = np.asarray(values, dtype=object)
+    if cells.ndim != 1 or pd.api.types.infer_dtype(cells, skipna=False) not in _SAFE_KINDS:
+        return None
+    codes, uniques = pd.factorize(cells)
+    if (codes < 0).any():
+        return None
+    return codes, np.asarray(uniques, dtype=object)
+
+
+def parse_time_cells(
+    values: pd.Series | pd.Categorical | np.ndarray, rows: Sequence[int], column: str, where: str,
+    row_word: str = "line",
+) -> tuple[pd.DatetimeIndex, bool]:
+    """`parse_time_texts` of cells (text; None is empty), each distinct cell parsed once:
+    a period's timestamp repeats in every row of it."""
+    found = distinct(values)
+    if found is None:
+        cells = np.asarray(values, dtype=object)
+        return parse_time_texts(["" if cell is None else str(cell) for cell in cells], rows, column, where, row_word)
+    codes, uniques = found
+    stamps, aware = parse_time_texts([str(cell) for cell in uniques], FirstRows(codes, rows), column, where, row_word)
+    return stamps.take(codes), aware
+
+
 def labels_of(
     stamps: pd.DatetimeIndex, freq: str, timezone: str, naive_zone: str, where: str
 ) -> pd.DatetimeIndex:
@@ -183,7 +249,25 @@ def to_numbers(
 ) -> np.ndarray:
     """Cells as float64, NaN for missing; text that is not a number, or an infinite one, raises
     BadInputError naming the row and the column (a typo must not look like a missing period or a
-    zero, and `inf` would otherwise become a gap further on)."""
+    zero, and `inf` would otherwise become a gap further on).
+
+    Text cells (and categoricals of text) are parsed once per distinct text: a file's column
+    of counts holds a few thousand of them in millions of rows, and a single empty cell would
+    otherwise send every cell through the cell-by-cell reading.
+    """
+    found = distinct(values)
+    if found is not None:
+        codes, uniques = found
+        return _checked_numbers(uniques, FirstRows(codes, rows), column, where, row_word)[codes]
+    if isinstance(values, pd.Categorical) or isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
+        values = np.asarray(values, dtype=object)
+    return _checked_numbers(values, rows, column, where, row_word)
+
+
+def _checked_numbers(
+    values: pd.Series | Sequence[object], rows: Sequence[int], column: str, where: str, row_word: str
+) -> np.ndarray:
+    """`to_numbers` of the cells as they are."""
     numbers = _parse_numbers(values, rows, column, where, row_word)
     infinite = np.flatnonzero(np.isinf(numbers))
     if len(infinite):
@@ -249,7 +333,7 @@ def _plain_number(cell: object) -> object:
 
 def summed(
     labels: pd.DatetimeIndex,
-    dimensions: dict[str, pd.Series | np.ndarray],
+    dimensions: dict[str, pd.Series | pd.Categorical | np.ndarray],
     metrics: dict[str, np.ndarray],
     start: pd.Timestamp | None,
     end: pd.Timestamp | None,
@@ -258,27 +342,110 @@ def summed(
     """The contract's frame: `timestamp, *dimensions, *metrics`, metrics summed per period label
     and dimension values (NaN only where every summed cell was missing), start <= label <= end,
     sorted by timestamp then dimension values, with a fresh RangeIndex. `where` names the
-    source in an error (a dimension of binary values)."""
+    source in an error (a dimension of binary values).
+
+    Rows already one per label and dimension values (a database's GROUP BY) are only sorted;
+    others are summed with pandas' own group sum, so the numbers are the same either way.
+    Dimension values are written as text ("(none)" for a missing one) from their distinct
+    values, not cell by cell.
+    """
     stamps = pd.DatetimeIndex(labels)
     if stamps.tz is None:  # no rows at all: concatenating nothing loses the UTC zone
         stamps = stamps.tz_localize("UTC")
+    stamps = stamps.as_unit("us")
+    keep = np.ones(len(stamps), dtype=bool)
+    if start is not None:
+        keep &= np.asarray(stamps >= start)
+    if end is not None:
+        keep &= np.asarray(stamps <= end)
+    if not keep.all():
+        stamps = stamps[keep]
+        dimensions = {name: values[keep] if isinstance(values, pd.Categorical) else np.asarray(values, dtype=object)[keep]
+                      for name, values in dimensions.items()}
+        metrics = {name: np.asarray(values, dtype="float64")[keep] for name, values in metrics.items()}
+    if not len(stamps) or stamps.hasnans:  # (NaT: a database row without a timestamp, kept as its own period)
+        return _summed_by_pandas(stamps, dimensions, metrics, where)
+    time_codes, times = pd.factorize(stamps, sort=True)
+    keys, texts = [time_codes], []
+    for name, values in dimensions.items():
+        codes, uniques = _text_codes(values, name, where)
+        keys.append(codes)
+        texts.append(uniques)
+    sizes = [len(times), *(len(u) for u in texts)]
+    if float(np.prod(np.array(sizes, dtype="float64"))) >= 2.0**62:  # one int64 key cannot hold them
+        return _summed_by_pandas(stamps, dimensions, metrics, where)
+    key = np.zeros(len(stamps), dtype=np.int64)
+    for codes, size in zip(keys, sizes):
+        key = key * size + codes  # sorts like (timestamp, dimension texts...)
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    if len(ordered) < 2 or bool((ordered[1:] != ordered[:-1]).all()):
+        # One row per key: nothing to add. (+ 0.0 turns -0.0 into 0.0, as a sum would.)
+        groups = ordered
+        sums = {name: np.asarray(values, dtype="float64")[order] + 0.0 for name, values in metrics.items()}
+    else:
+        grouped = pd.DataFrame({name: np.asarray(values, dtype="float64") for name, values in metrics.items()})
+        grouped = grouped.groupby(key, sort=True).sum(min_count=1)
+        groups = grouped.index.to_numpy(dtype=np.int64)
+        sums = {name: grouped[name].to_numpy(dtype="float64") for name in metrics}
+    parts = []
+    for size in reversed(sizes):
+        groups, part = np.divmod(groups, size)
+        parts.append(part)
+    parts.reverse()
+    data: dict[str, object] = {"timestamp": times.take(parts[0])}
+    for (name, uniques), codes in zip(zip(dimensions, texts), parts[1:]):
+        data[name] = pd.array(uniques, dtype=str).take(codes)
+    data.update(sums)
+    return pd.DataFrame(data)
+
+
+def _text_codes(values: pd.Categorical | pd.Series | np.ndarray, name: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of `values` as text (a missing value as "(none)") and their sorted distinct texts."""
+    if isinstance(values, pd.Categorical):
+        codes, uniques = np.asarray(values.codes), np.asarray(values.categories, dtype=object)
+    else:
+        values = np.asarray(values, dtype=object)
+        try:
+            codes, uniques = pd.factorize(values)
+        except TypeError:  # an unhashable cell (a bytearray): found by the check below
+            codes, uniques = None, values
+    if codes is None or not all(isinstance(value, str) for value in uniques):
+        # Not all text: 1, 1.0 and True are one distinct value to pandas but three texts, so
+        # every cell is written as text first (and checked for binary values).
+        values = np.asarray(values, dtype=object)
+        _refuse_binary(values, name, where)
+        cells = pd.Series(values, dtype=object)
+        values = cells.where(cells.notna(), "(none)").astype(str).to_numpy(dtype=object)
+        codes, uniques = pd.factorize(values)
+    if (codes < 0).any():
+        uniques = np.append(np.asarray(uniques, dtype=object), "(none)")
+        codes = np.where(codes < 0, len(uniques) - 1, codes)
+    texts, remap = np.unique(np.asarray(uniques, dtype=object), return_inverse=True)
+    return remap.reshape(-1)[codes], texts
+
+
+def _refuse_binary(values: np.ndarray, name: str, where: str) -> None:
+    if any(isinstance(cell, bytes | bytearray | memoryview) for cell in values):
+        raise BadInputError(f"{where}: dimension '{name}' holds binary values, not text; store that column "
+                            "as text (a string column)")
+
+
+def _summed_by_pandas(
+    stamps: pd.DatetimeIndex, dimensions: dict[str, pd.Series | np.ndarray], metrics: dict[str, np.ndarray],
+    where: str,
+) -> pd.DataFrame:
+    """`summed` (already cut to its bounds) by one pandas groupby over text cells: for no rows,
+    a missing label, and more distinct keys than one int64 can number."""
     data: dict[str, object] = {"timestamp": stamps.as_unit("us")}
     for name, values in dimensions.items():
         cells = pd.Series(values, dtype=object)
-        if any(isinstance(cell, bytes | bytearray | memoryview) for cell in cells):
-            raise BadInputError(f"{where}: dimension '{name}' holds binary values, not text; store that column "
-                                "as text (a string column)")
+        _refuse_binary(cells.to_numpy(dtype=object), name, where)
         # A missing dimension value becomes "(none)" so its rows are not dropped by groupby.
         data[name] = cells.where(cells.notna(), "(none)").astype(str).to_numpy(dtype=object)
     for name, values in metrics.items():
         data[name] = np.asarray(values, dtype="float64")
     frame = pd.DataFrame(data)
-    keep = np.ones(len(frame), dtype=bool)
-    if start is not None:
-        keep &= (frame["timestamp"] >= start).to_numpy()
-    if end is not None:
-        keep &= (frame["timestamp"] <= end).to_numpy()
-    frame = frame.loc[keep]
     dims, names = list(dimensions), list(metrics)
     out = frame.groupby(["timestamp", *dims], sort=True, dropna=False)[names].sum(min_count=1)
     out = out.reset_index()

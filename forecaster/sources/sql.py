@@ -24,8 +24,9 @@ a missing table or column, a malformed query, text in a number column -> BadInpu
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -257,16 +258,19 @@ class SQLSource(WallClock):
         if not found:
             return frames.empty_frame(dimensions, [*metrics, ROWS_COLUMN] if rows else metrics)
         width = 1 + len(dimensions) + len(metrics)
-        table_rows = pd.DataFrame.from_records(found, columns=range(width + len(counts)))
-        labels = self._labels(table_rows[0], kind, freq)
+        column = _columns(found)
+        labels = self._labels(column(0), kind, freq)
         numbers = range(1, len(found) + 1)
-        sums = {m: frames.to_numbers(table_rows[1 + len(dimensions) + i], numbers, self._column("metric", m),
+        sums = {m: frames.to_numbers(_floats(column(1 + len(dimensions) + i)), numbers, self._column("metric", m),
                                      self.where) for i, m in enumerate(metrics)}
         if rows:
-            sums[ROWS_COLUMN] = table_rows[width].to_numpy(dtype="float64")
-        return frames.summed(
-            labels, {d: table_rows[1 + i].to_numpy(dtype=object) for i, d in enumerate(dimensions)}, sums, lo, hi,
-            where=self.where)
+            sums[ROWS_COLUMN] = _floats(column(width)).astype("float64")
+        # Dimension values typed as in a frame of the rows (an integer column with a NULL is
+        # floats there, so 1 is written "1.0": segment names stay what they were).
+        dims = {d: _typed(column(1 + i)) for i, d in enumerate(dimensions)}
+        # One row per period and dimension values already (GROUP BY): `summed` only sorts them,
+        # unless labels cut in pandas (zone_hour) put several rows in one period.
+        return frames.summed(labels, dims, sums, lo, hi, where=self.where)
 
     def _stored_kind(self, column_type: Any) -> str:
         """"date" (calendar dates), "aware" (instants) or "naive" (wall-clock in `timezone`)."""
@@ -314,14 +318,20 @@ class SQLSource(WallClock):
                     day = label.date()
                     value = sa.bindparam(None, day.isoformat() if backend == "sqlite" else day)
                     terms.append(column >= value if after else column <= value)
+            if backend == "sqlite":
+                terms += _sqlite_index_range(ts, lo.date() if lo is not None else None,
+                                             hi.date() if hi is not None else None)
             return terms
+        days: list[date | None] = []
         for bound, after in ((start, True), (end, False)):
             if bound is None:
+                days.append(None)
                 continue
             if stored == "aware" and backend != "sqlite":
                 value, column = bound.to_pydatetime(), ts
             else:
                 local = bound.tz_convert(self.stored_zone).tz_localize(None).to_pydatetime()
+                days.append(local.date())
                 if backend == "sqlite":
                     # SQLite compares text: normalise both sides to 'YYYY-MM-DD HH:MM:SS'.
                     value, column = local.strftime("%Y-%m-%d %H:%M:%S"), sa.func.datetime(ts)
@@ -329,10 +339,19 @@ class SQLSource(WallClock):
                     value, column = local, ts
             param = sa.bindparam(None, value)
             terms.append(column >= param if after else column < param)
+        if backend == "sqlite":
+            terms += _sqlite_index_range(ts, *days)
         return terms
 
-    def _labels(self, values: Sequence[Any], kind: str, freq: str) -> pd.DatetimeIndex:
-        """Period labels of the database's period values."""
+    def _labels(self, values: np.ndarray, kind: str, freq: str) -> pd.DatetimeIndex:
+        """Period labels of the database's period values (an object array), parsed once per
+        distinct value: a period has a row per dimension value."""
+        codes, uniques = pd.factorize(values)
+        if (codes < 0).any():  # a NULL period (a row without a timestamp): parsed like the others, as NaT
+            codes, uniques = pd.factorize(values, use_na_sentinel=False)
+        return self._parsed_labels(np.asarray(uniques, dtype=object), kind, freq).take(codes)
+
+    def _parsed_labels(self, values: np.ndarray, kind: str, freq: str) -> pd.DatetimeIndex:
         try:  # dates and datetimes from the driver convert directly
             stamps = pd.DatetimeIndex(pd.to_datetime(pd.Series(values, dtype=object)))
         except (TypeError, ValueError):  # text (SQLite) or a mix: through ISO text
@@ -376,25 +395,41 @@ class SQLSource(WallClock):
                                 "`metrics:`/`dimensions:`/`timestamp:`")
         if not rows:
             return frames.empty_frame(dimensions, metrics)
-        frame = pd.DataFrame.from_records(rows, columns=names)
+        column = _columns(rows)
+        # Numbers and dimension values typed as pandas would type a frame of the rows (all
+        # true/false is a bool column, refused as a metric).
+        frame = pd.DataFrame({name: pd.Series(column(i)).infer_objects() for i, name in enumerate(names)})
         numbers = np.arange(1, len(frame) + 1)
         metric_cols = {self._column("metric", m) for m in metrics} | set(self.config.metrics.values())
         key = [c for c in names if c not in metric_cols]
-        texts = [_as_text(v) for v in frame[ts_col]]
-        stamps, _ = frames.parse_time_texts(texts, numbers, ts_col, f"{self.where}: query result", "row")
-        labels = frames.labels_of(stamps, freq, self.timezone, self.stored_zone, f"{self.where}: query result")
+        where = f"{self.where}: query result"
+        stamps = self._query_stamps(column(names.index(ts_col)), numbers, ts_col, where)
+        labels = frames.labels_of(stamps, freq, self.timezone, self.stored_zone, where)
         self._no_duplicates(frame, labels, key, ts_col)
         return frames.summed(
             labels,
             {d: frame[self._column("dimension", d)].to_numpy(dtype=object) for d in dimensions},
-            {m: frames.to_numbers(frame[self._column("metric", m)], numbers, self._column("metric", m),
-                                  f"{self.where}: query result") for m in metrics},
-            lo, hi, where=f"{self.where}: query result",
+            {m: frames.to_numbers(frame[self._column("metric", m)], numbers, self._column("metric", m), where)
+             for m in metrics},
+            lo, hi, where=where,
         )
+
+    def _query_stamps(self, values: np.ndarray, numbers: np.ndarray, column: str, where: str) -> pd.DatetimeIndex:
+        """The query's timestamps (dates, datetimes or text), each distinct one parsed once."""
+        found = frames.distinct(values)
+        if found is None:
+            stamps, _ = frames.parse_time_texts([_as_text(v) for v in values], numbers, column, where, "row")
+            return stamps
+        codes, uniques = found
+        stamps, _ = frames.parse_time_texts([_as_text(v) for v in uniques], frames.FirstRows(codes, numbers), column,
+                                            where, "row")
+        return stamps.take(codes)
 
     def _no_duplicates(self, frame: pd.DataFrame, labels: pd.DatetimeIndex, key: list[str], ts_col: str) -> None:
         """One row per period and dimension values (every returned column that is not a metric);
         a second one would be double counted, so it is an error naming both rows."""
+        if not _repeated(frame, labels, [c for c in key if c != ts_col]):
+            return
         keys = frame[[c for c in key if c != ts_col]].astype(str).assign(_kp_label=labels)
         dup = keys.duplicated(keep=False).to_numpy()
         if dup.any():
@@ -408,6 +443,67 @@ class SQLSource(WallClock):
                 f"{', ' + dims if dims else ''}) in column {ts_col!r}; GROUP BY the period and the dimensions "
                 "so each appears once"
             )
+
+
+def _repeated(frame: pd.DataFrame, labels: pd.DatetimeIndex, columns: list[str]) -> bool:
+    """Whether two rows have the same label and the same texts in `columns` (numbered by
+    distinct value rather than written out as text row by row; text is compared as text, so
+    1 and '1' are the same)."""
+    key = pd.factorize(labels)[0].astype(np.int64)
+    for name in columns:
+        cells = frame[name].to_numpy(dtype=object)
+        try:
+            codes, uniques = pd.factorize(cells)
+            text = not (codes < 0).any() and all(isinstance(value, str) for value in uniques)
+        except TypeError:
+            text = False
+        if not text:
+            codes, uniques = pd.factorize(pd.Series(cells, dtype=object).astype(str).to_numpy(dtype=object))
+        if float(key.max() + 1) * len(uniques) >= 2.0**62:
+            return True  # too many to number: let the text comparison decide
+        key = key * len(uniques) + codes
+    return bool(pd.Index(key).has_duplicates)
+
+
+def _sqlite_index_range(ts: Any, first: date | None, last: date | None) -> list[Any]:
+    """A looser range on the bare column, which an index on it can serve (SQLite cannot use one
+    for `datetime(ts) >= ...`), added to the exact terms: the rows whose text starts with a date
+    from two days before `first` to two days after `last` (two days: a text with a UTC offset
+    may name the day before or after), and every number (Julian days: SQLite sorts numbers
+    before text, so `ts < '!'` is a second index range; '!', not '0', which a column of
+    numeric affinity would turn into the number 0). Timestamps stored as text must start
+    with their date, as ISO 8601 and SQLAlchemy write them (Julian days written as text
+    would be left out)."""
+    if first is None and last is None:
+        return []
+    low = sa.bindparam(None, (first - timedelta(days=2)).isoformat()) if first is not None else None
+    high = sa.bindparam(None, (last + timedelta(days=2)).isoformat()) if last is not None else None
+    if low is None:
+        return [ts < high]  # numbers are below any text already
+    within = ts >= low if high is None else sa.and_(ts >= low, ts < high)
+    return [sa.or_(within, ts < sa.bindparam(None, "!"))]
+
+
+def _columns(found: Sequence[tuple[Any, ...]]) -> Callable[[int], np.ndarray]:
+    """Column i of the driver's rows as an object array (cheaper than a DataFrame of tuples)."""
+    count = len(found)
+    return lambda i: np.fromiter(map(itemgetter(i), found), dtype=object, count=count)
+
+
+def _typed(values: np.ndarray) -> np.ndarray:
+    """Cells as a frame of the rows would hold them (objects; text, dates as they are)."""
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        return values  # nothing to convert, and a text column would go through Arrow and back
+    return pd.Series(values).infer_objects().to_numpy(dtype=object)
+
+
+def _floats(values: np.ndarray) -> np.ndarray:
+    """A column of the database's numbers as float64 (None -> NaN), or as it is when some cell
+    is not a number, for `frames.to_numbers` to name."""
+    try:
+        return values.astype("float64")
+    except (TypeError, ValueError):
+        return values
 
 
 def _as_text(value: Any) -> str:
