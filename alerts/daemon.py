@@ -568,7 +568,7 @@ class Daemon:
         elif _has_value(due.source, kpi, period):
             if due.stored is None:  # read once per job; a catch-up steps on from each report's states
                 due.stored = {(name, segment): state for segment, state in self.store.detector_states(name).items()}
-            report = self._check(settings, ended, name, due.stored)
+            report = self._check(settings, ended, name, due.stored, due.source)
             if name in report.period:
                 return report
         if patient:
@@ -641,14 +641,16 @@ class Daemon:
         _event(level, "job", **fields, seconds=round(seconds, 2))
 
     def _check(self, settings: Settings, ended: pd.Timestamp, name: str,
-               states: Mapping[tuple[str, str], PackedState]) -> CheckReport:
-        """One KPI's check for the period ended at `ended`: its source read here, its series
+               states: Mapping[tuple[str, str], PackedState], source: Source) -> CheckReport:
+        """One KPI's check for the period ended at `ended`: its source read here (the job's
+        source object: a file read for the completeness check is not read again), its series
         judged on the executor within `daemon.job_timeout_seconds`, stepping on from `states`."""
         if self.stopping.is_set():
             raise JobCancelled(_CANCELLED)
         try:
             return check(settings, at=ended, kpis=[name], states=states, executor=_Shared(self.executor, self._mapping),
-                         timeout=settings.daemon.job_timeout_seconds, progress=self._progress_of(name, ended))
+                         timeout=settings.daemon.job_timeout_seconds, progress=self._progress_of(name, ended),
+                         sources={name: source})
         except ExecutorCancelled:
             raise JobCancelled(_CANCELLED) from None
         except TimeoutError:

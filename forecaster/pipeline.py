@@ -241,6 +241,7 @@ def check(
     states: Mapping[tuple[str, str], State | PackedState] | None = None,
     executor: Executor | None = None,
     timeout: float | None = None,
+    sources: Mapping[str, Source] | None = None,
 ) -> CheckReport:
     """Judge the latest closed period of each KPI (all, or those named) and build the alerts.
 
@@ -261,6 +262,8 @@ def check(
     executor: where the series are judged (the daemon's; `forecaster.executor`); default: a
         local one of `workers` processes, closed at the end.
     timeout: seconds the judging may take (TimeoutError after); default None: no limit.
+    sources: a KPI's source object by KPI name, to use instead of a new one (the daemon's, whose
+        file cache already holds this cycle's read from its completeness check); default none.
     """
     names = list(kpis) if kpis else list(settings.kpis)
     states = states or {}
@@ -269,7 +272,7 @@ def check(
     no_data: list[str] = []
     for name in names:
         kpi = settings.kpi(name)
-        source = make_source(settings.sources[kpi.source], settings.timezone, kpi.source)
+        source = (sources or {}).get(name) or make_source(settings.sources[kpi.source], settings.timezone, kpi.source)
         if at is not None:  # "as if it were then": the period closed at `at` (the daemon's catch-up uses this)
             until = last_closed_period(at, kpi.freq, settings.timezone)
         else:  # now: only a period whose data is complete (the KPI's or the source's data delay)
