@@ -153,21 +153,23 @@ def write_leads(path: Path, start: str = "2024-01-01", end: str = "2025-12-31",
 
 
 class _JobLines(logging.Handler):
-    def __init__(self) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(logging.INFO)
+        self.message = message
         self.lines: list[dict] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage() == "job":
+        if record.getMessage() == self.message:
             self.lines.append(dict(getattr(record, "fields", {})))
 
 
 @contextmanager
-def job_lines() -> Iterator[list[dict]]:
-    """The fields of every job line the daemon logs in this process while inside, in order (a
-    handler on its own logger: `kpiwatch run` in-process stops propagation to the root)."""
+def job_lines(message: str = "job") -> Iterator[list[dict]]:
+    """The fields of every `message` line (default: the job lines) the daemon logs in this
+    process while inside, in order (a handler on its own logger: `kpiwatch run` in-process stops
+    propagation to the root)."""
     logger = logging.getLogger("kpiwatch.daemon")
-    handler, level = _JobLines(), logger.level
+    handler, level = _JobLines(message), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:

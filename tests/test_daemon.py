@@ -526,3 +526,37 @@ def test_a_filtered_kpi_whose_rows_stopped_gets_no_data_messages_not_silent_judg
     assert line["no_data"] == "2025-12-05" and line["periods"] == "none due"  # a fresh store starts at the latest day
     assert any(t.startswith(":grey_question: No data: search_leads for Fri 05 Dec 2025 has no value ") for t in texts), texts
     assert query(tmp_path / "state.db", "SELECT count(*) FROM evaluations")[0][0] == 0
+
+
+def test_a_long_check_says_how_far_it_is(tmp_path, monkeypatch):
+    """A new KPI of many series warms up for minutes: the daemon logs how many series are done
+    (every PROGRESS_SECONDS; here every chunk) and /healthz shows it while it runs."""
+    from alerts import daemon as daemon_module
+    from forecaster.executor import InProcessExecutor
+
+    monkeypatch.setattr(daemon_module, "PROGRESS_SECONDS", 0.0)
+    config = tmp_path / "kpiwatch.yaml"
+    config.write_text(f"""
+timezone: Europe/Amsterdam
+state: sqlite:///{tmp_path / 'state.db'}
+sources: {{default: {{type: demo}}}}
+daemon: {{health_port: 0}}
+kpis:
+  sessions: {{metric: sessions, segments: [channel, device]}}
+""")
+    seen: list[dict] = []
+    with job_lines("judging") as lines, daemon_in_process(config, "2025-12-09T06:00:00Z") as daemon:
+        class Watched(InProcessExecutor):
+            def map(self, function, items, *, timeout=None, progress=None):
+                def noted(done, total):
+                    progress(done, total)
+                    seen.append(daemon.health_status()[1]["progress"])
+                return super().map(function, items, timeout=timeout, progress=noted)
+
+        daemon.executor = Watched()
+        daemon.judge_kpis(["sessions"])
+        assert daemon.progress == {}  # gone once the check is over
+    total = lines[0]["series"]
+    assert total >= 8 and [line["series_done"] for line in lines] == sorted({line["series_done"] for line in lines})
+    assert all(0 < line["series_done"] < total and line["kpi"] == "sessions" for line in lines)
+    assert {"sessions": f"{total}/{total} series"} in seen
