@@ -259,8 +259,8 @@ def check(
         state from other settings, or ahead of the period, is rebuilt). A KPI with stored states
         is read for its recent periods only (`history_window`); a series that needs more (a
         new segment, a revised value) is read again in full. Default: none.
-    executor: where the series are judged (the daemon's; `forecaster.executor`); default: a
-        local one of `workers` processes, closed at the end.
+    executor: where the series are judged (the daemon's; `forecaster.executor`); default: the
+        config's `executor` (worker processes, `workers` of them, or Dask), closed at the end.
     timeout: seconds the judging may take (TimeoutError after); default None: no limit.
     sources: a KPI's source object by KPI name, to use instead of a new one (the daemon's, whose
         file cache already holds this cycle's read from its completeness check); default none.
@@ -293,7 +293,7 @@ def check(
         reads.append(_KPIRead(name, kpi, source, until, detector_of(settings, kpi), read, stored))
     periods = {read.name: read.until for read in reads}
     own = executor is None
-    executor = executor or make_executor(workers=workers)
+    executor = executor or make_executor(settings.executor, workers=workers)
     try:
         judged = _judge_reads(reads, executor, progress, timeout)
     finally:
