@@ -290,7 +290,8 @@ def check(
         if isinstance(read, str):  # a source that stopped is not a KPI inside its band: not judged, and said so
             no_data.append(f"{name}: {read}")
             continue
-        reads.append(_KPIRead(name, kpi, source, until, detector_of(settings, kpi), read, stored))
+        found, windowed = read
+        reads.append(_KPIRead(name, kpi, source, until, detector_of(settings, kpi), found, stored, windowed))
     periods = {read.name: read.until for read in reads}
     own = executor is None
     executor = executor or make_executor(settings.executor, workers=workers)
@@ -335,11 +336,7 @@ class _KPIRead:
     detector: Detector
     series: list[KPISeries]
     stored: Mapping[str, State | PackedState]  # by segment key
-
-    @property
-    def window(self) -> bool:
-        """Read for the recent periods only (the KPI has stored states)."""
-        return bool(self.stored)
+    window: bool  # read for the recent periods only (it has stored states and the window had a value)
 
 
 def history_start(until: pd.Timestamp, freq: str) -> pd.Timestamp:
@@ -351,11 +348,12 @@ def _step(freq: str) -> pd.DateOffset:
     return pd.tseries.frequencies.to_offset(freq)
 
 
-def _read(name: str, kpi: KPIConfig, source: Source, until: pd.Timestamp, window: bool) -> list[KPISeries] | str:
-    """The KPI's series up to `until` (the total first): the recent periods only when `window`,
-    else the whole history; instead, why it cannot be judged (no rows, no value for `until`).
-    A windowed read without a value for `until` is read again in full, so the note can name the
-    latest value there is."""
+def _read(name: str, kpi: KPIConfig, source: Source, until: pd.Timestamp,
+          window: bool) -> tuple[list[KPISeries], bool] | str:
+    """The KPI's series up to `until` (the total first) and whether they are a recent window
+    only (asked by `window`) or the whole history; instead, why it cannot be judged (no rows, no
+    value for `until`). A windowed read without a value for `until` is read again in full, so
+    the note can name the latest value there is."""
     start = history_start(until, kpi.freq) if window else None
     frame = source.fetch(kpi.metrics, kpi.dimensions, kpi.freq, start=start, end=until)
     if frame.empty:
@@ -367,7 +365,7 @@ def _read(name: str, kpi: KPIConfig, source: Source, until: pd.Timestamp, window
     gap = _no_value_note(found, kpi, until)
     if gap and window:
         return _read(name, kpi, source, until, window=False)
-    return gap or found
+    return gap or (found, window)
 
 
 def _judge_reads(reads: Sequence[_KPIRead], executor: Executor, progress: Progress | None,
@@ -380,11 +378,12 @@ def _judge_reads(reads: Sequence[_KPIRead], executor: Executor, progress: Progre
     again = []
     for read, mine in zip(reads, results, strict=True):
         wanted = {segment_key(r.series.segment) for r in mine if r.needs_history}
-        full = _read(read.name, read.kpi, read.source, read.until, window=False) if wanted else []
-        again.append([(series, read.stored.get(segment_key(series.segment))) for series in full
-                      if not isinstance(full, str) and segment_key(series.segment) in wanted])
+        full = _read(read.name, read.kpi, read.source, read.until, window=False) if wanted else "nothing wanted"
+        again.append([] if isinstance(full, str) else
+                     [(series, read.stored.get(segment_key(series.segment))) for series in full[0]
+                      if segment_key(series.segment) in wanted])
     if any(again):
-        whole = [replace(read, stored={}) for read in reads]  # judged from the whole history
+        whole = [replace(read, window=False) for read in reads]  # judged from the whole history
         redone = _judge_tasks(whole, again, executor, progress, timeout)
         for mine, new in zip(results, redone, strict=True):
             by_key = {segment_key(r.series.segment): r for r in new}
@@ -439,7 +438,7 @@ def _totals_for_targets(reads: Sequence[_KPIRead], results: Sequence[SeriesResul
         if read.window and read.kpi.target is not None and read.name in alerted:
             full = _read(read.name, read.kpi.model_copy(update={"segments": []}), read.source, read.until, window=False)
             if not isinstance(full, str):
-                totals[read.name] = full[0]
+                totals[read.name] = full[0][0]
     return totals
 
 
