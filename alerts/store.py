@@ -2,12 +2,17 @@
 
 Tables
 - `evaluations`: every judged period per KPI and segment (upserted: a re-check overwrites).
-- `incidents`: one row per anomaly episode of a KPI segment, open until the KPI is normal again;
-  it remembers the Slack message that announced it (for the repeat interval and the resolve).
+- `incident_groups`: one row per incident as people see it: the anomalies of one check that share
+  a cause (`alerts.grouping`), its root cause, the Slack card that announced it (for the repeat
+  interval, the resolve and the buttons' updates) and how it was closed.
+- `incidents`: one row per anomaly episode of a KPI segment (a member of a group, `group_id`),
+  open until the KPI is normal again.
 - `outbox`: messages to send, each with a unique key; written in the same transaction as the
   evaluations that caused them, sent later by the delivery step (`alerts.incidents`).
 - `notifications`: the log of what really reached Slack (written after a successful send).
-- `snoozes`, `feedback`, `ledger` (the last judged period per KPI segment, for the daemon).
+- `feedback`: what people said about an incident (`alert_key` = the group's key), one row per
+  verdict: expected | false_alarm | snooze | resolve.
+- `snoozes`, `ledger` (the last judged period per KPI segment, for the daemon).
 - `kpiwatch_meta`: the schema version (read by releases from before migrations, which refuse a
   newer store); `kpiwatch_alembic_version`: the Alembic revision.
 
@@ -41,14 +46,14 @@ from sqlalchemy.exc import (
 
 from forecaster.types import KPIWatchError, PackedState
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """`kpiwatch_meta`'s schema version at the newest revision (each revision that changes the schema
 raises it, so older releases, which know only this number, refuse the store)."""
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "kpiwatch_alembic_version"  # not `alembic_version`: the database may hold another app's
 BASELINE = "0001_baseline"  # the first release's schema: what a store made before migrations has
-HEAD = "0002_detector_states"
+HEAD = "0003_incident_groups"
 """The newest revision in `alerts/migrations/versions/` (a test keeps the two in step): a store
 already there opens without importing Alembic (a quarter of a second of every command's start)."""
 _PG_MIGRATION_LOCK = 0x6B70_6D69  # pg_advisory_xact_lock key for upgrades ("kpmi")
@@ -129,8 +134,28 @@ incidents = sa.Table(
     sa.Column("resolved_at", UTCDateTime),
     sa.Column("message_key", sa.String(700)),  # the outbox message that announced it
     sa.Column("summary", sa.Text, nullable=False, default=""),  # its one-line headline
+    sa.Column("group_id", sa.Integer),  # its incident_groups row
 )
+sa.Index("ix_incident_group", incidents.c.group_id)
 # At most one open incident per KPI segment, even with two writers (partial unique index).
+incident_groups = sa.Table(
+    "incident_groups", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),  # the number people use
+    sa.Column("key", sa.String(700), nullable=False, unique=True),  # the root cause's alert key
+    sa.Column("state", sa.String(16), nullable=False),  # open | resolved
+    sa.Column("root_kpi", sa.String(128), nullable=False),
+    sa.Column("root_segment", sa.String(512), nullable=False),
+    sa.Column("direction", sa.String(8), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("first_period", UTCDateTime, nullable=False),
+    sa.Column("opened_at", UTCDateTime, nullable=False),
+    sa.Column("notified_at", UTCDateTime, nullable=False),
+    sa.Column("resolved_at", UTCDateTime),
+    sa.Column("message_key", sa.String(2000)),  # the cards that announced it, one per channel
+    sa.Column("summary", sa.Text, nullable=False, default=""),
+    sa.Column("why", sa.Text, nullable=False, default=""),  # why the root is named the root cause
+    sa.Column("closed_by", sa.String(32), nullable=False, default=""),  # "" | back to normal | expected | ...
+)
 sa.Index("uq_open_incident", incidents.c.kpi, incidents.c.segment, unique=True,
          sqlite_where=incidents.c.state == "open", postgresql_where=incidents.c.state == "open")
 
@@ -180,10 +205,11 @@ feedback = sa.Table(
     "feedback", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("alert_key", sa.String(700), nullable=False),
-    sa.Column("verdict", sa.String(32), nullable=False),  # expected | false_alarm | useful
+    sa.Column("verdict", sa.String(32), nullable=False),  # expected | false_alarm | snooze | resolve
     sa.Column("user", sa.String(128), nullable=False, default=""),
     sa.Column("note", sa.Text, nullable=False, default=""),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("uq_feedback_verdict", "alert_key", "verdict", unique=True),  # two clicks record once
 )
 
 # The detector's state per series (`forecaster.detect.State`, pickled and compressed): judging a
@@ -252,14 +278,36 @@ class IncidentOpen:
     period: datetime
     message_key: str | None
     summary: str
+    group_key: str = ""  # the incident group it belongs to: opened in the same plan, or open already
+
+
+@dataclass(frozen=True)
+class GroupOpen:
+    """A new incident group: the anomalies of one check that share a cause (`alerts.grouping`).
+
+    key: the root cause's alert key (unique); message_key: its cards, one per channel
+    (newline-separated); why: why the root is named the root cause."""
+
+    key: str
+    root_kpi: str
+    root_segment: str
+    direction: str
+    severity: str
+    period: datetime
+    message_key: str | None
+    summary: str
+    why: str = ""
 
 
 @dataclass(frozen=True)
 class CyclePlan:
     """Everything one check changes, applied in one transaction by `Store.record_cycle`.
 
-    still_open: incident id -> its latest anomalous period; renotified: ids repeated now;
-    resolved: ids back to normal (each with a `resolve` item in `items`).
+    opened: new member incidents (one per series), each naming its group; groups_opened: the
+    new groups (inserted first). still_open: incident id -> its latest anomalous period;
+    renotified: member ids repeated now; resolved: member ids back to normal.
+    groups_renotified / groups_resolved: group ids repeated now / over (a group is over when its
+    last open member is; its `resolve` items are in `items`).
     judged: (kpi, segment) -> the period now judged (the daemon's ledger moves with the cycle).
     states: (kpi, segment) -> the detector state after the check (stored with its evaluations).
     """
@@ -271,10 +319,15 @@ class CyclePlan:
     items: Sequence[OutboxItem] = ()
     judged: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
     states: Mapping[tuple[str, str], Any] = field(default_factory=dict)
+    groups_opened: Sequence[GroupOpen] = ()
+    groups_renotified: Sequence[int] = ()
+    groups_resolved: Sequence[int] = ()
 
 
 @dataclass(frozen=True)
 class Incident:
+    """One anomaly episode of one series: a member of an incident group."""
+
     id: int
     kpi: str
     segment: str
@@ -288,6 +341,50 @@ class Incident:
     resolved_at: datetime | None
     message_key: str | None
     summary: str
+    group_id: int | None = None
+
+
+@dataclass(frozen=True)
+class IncidentGroup:
+    """An incident as people see it: a root cause and its members (every member episode, open
+    or over, root first). closed_by: "" while open, else "back to normal", or the verdict that
+    closed it ("expected", "resolve", "false_alarm")."""
+
+    id: int
+    key: str
+    state: str
+    root_kpi: str
+    root_segment: str
+    direction: str
+    severity: str
+    first_period: datetime
+    opened_at: datetime
+    notified_at: datetime
+    resolved_at: datetime | None
+    message_key: str | None
+    summary: str
+    why: str
+    closed_by: str
+    members: tuple[Incident, ...] = ()
+
+    @property
+    def message_keys(self) -> list[str]:
+        """Its cards' outbox keys, one per channel."""
+        return [key for key in (self.message_key or "").split("\n") if key]
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    """One verdict on an incident, with the member series it covers (for the detector's rule)."""
+
+    group_key: str
+    verdict: str
+    user: str
+    created_at: datetime
+    kpi: str
+    segment: str
+    first_period: datetime
+    last_period: datetime
 
 
 @dataclass(frozen=True)
@@ -461,8 +558,11 @@ class Store:
         now = now or utcnow()
         with self.transaction() as conn:
             _replace_evaluations(conn, records, now)
+            for group in plan.groups_opened:
+                _open_group(conn, group, now)
+            group_ids = _group_ids(conn, {opened.group_key for opened in plan.opened if opened.group_key})
             for opened in plan.opened:
-                _open_incident(conn, opened, now)
+                _open_incident(conn, opened, now, group_ids.get(opened.group_key))
             for incident_id, period in plan.still_open.items():
                 conn.execute(incidents.update()  # never backwards: a catch-up may judge older periods
                              .where(incidents.c.id == incident_id, incidents.c.last_period < period)
@@ -472,6 +572,13 @@ class Store:
             if plan.resolved:
                 conn.execute(incidents.update().where(incidents.c.id.in_(plan.resolved))
                              .values(state="resolved", resolved_at=now))
+            if plan.groups_renotified:
+                conn.execute(incident_groups.update().where(incident_groups.c.id.in_(plan.groups_renotified))
+                             .values(notified_at=now))
+            if plan.groups_resolved:
+                conn.execute(incident_groups.update().where(incident_groups.c.id.in_(plan.groups_resolved),
+                                                            incident_groups.c.state == "open")
+                             .values(state="resolved", resolved_at=now, closed_by="back to normal"))
             for (kpi, segment), period in plan.judged.items():
                 self.set_judged(kpi, segment, period, conn)
             _upsert_states(conn, plan.states, now)
@@ -622,17 +729,81 @@ class Store:
             rows = conn.execute(query).mappings().all()
         return [Snooze(r["kpi"], r["segment"], r["until"], r["reason"]) for r in rows]
 
-    def add_feedback(self, alert_key: str, verdict: str, user: str = "", note: str = "") -> None:
-        """Remember what a person said about an alert."""
+    def add_feedback(self, group_key: str, verdict: str, user: str = "", note: str = "",
+                     now: datetime | None = None) -> bool:
+        """Remember what a person said about an incident (`group_key`: its key). One row per
+        incident and verdict: a second click on the same button records nothing (False)."""
+        row = dict(alert_key=group_key, verdict=verdict, user=user, note=note, created_at=now or utcnow())
         with self.transaction() as conn:
-            conn.execute(feedback.insert().values(alert_key=alert_key, verdict=verdict, user=user, note=note,
-                                                  created_at=utcnow()))
+            return _upsert(conn, feedback, [row], keys=("alert_key", "verdict"), update=()) == 1
 
-    def feedback_for(self, alert_key: str) -> list[dict[str, Any]]:
-        """Feedback on one alert, oldest first."""
-        query = sa.select(feedback).where(feedback.c.alert_key == alert_key).order_by(feedback.c.id)
+    def feedback_for(self, group_key: str) -> list[dict[str, Any]]:
+        """Feedback on one incident, oldest first."""
+        query = sa.select(feedback).where(feedback.c.alert_key == group_key).order_by(feedback.c.id)
         with self.transaction() as conn:
             return [dict(r) for r in conn.execute(query).mappings().all()]
+
+    def feedback_records(self, verdicts: Sequence[str] = ("false_alarm", "expected")) -> list[FeedbackRecord]:
+        """Every verdict of `verdicts` with each member series of its incident, oldest first."""
+        query = (sa.select(feedback.c.alert_key, feedback.c.verdict, feedback.c.user, feedback.c.created_at,
+                           incidents.c.kpi, incidents.c.segment, incidents.c.first_period, incidents.c.last_period)
+                 .join(incident_groups, incident_groups.c.key == feedback.c.alert_key)
+                 .join(incidents, incidents.c.group_id == incident_groups.c.id)
+                 .where(feedback.c.verdict.in_(list(verdicts)))
+                 .order_by(feedback.c.id, incidents.c.id))
+        with self.transaction() as conn:
+            return [FeedbackRecord(*row) for row in conn.execute(query).all()]
+
+    # -- incident groups ------------------------------------------------------------------------
+
+    def open_groups(self) -> dict[int, IncidentGroup]:
+        """The open incident groups by id, each with all its members."""
+        return {group.id: group for group in self._groups(incident_groups.c.state == "open")}
+
+    def group(self, ref: str) -> IncidentGroup | None:
+        """An incident group by its number (`12`) or its key; None when there is none."""
+        where = incident_groups.c.id == int(ref) if ref.strip().isdigit() else incident_groups.c.key == ref
+        found = self._groups(where)
+        return found[0] if found else None
+
+    def groups(self, limit: int = 20) -> list[IncidentGroup]:
+        """The newest incident groups, newest first."""
+        return self._groups(sa.true(), limit)
+
+    def close_group(self, group_id: int, closed_by: str, now: datetime | None = None) -> bool:
+        """Close an open group and its open members by hand (`closed_by`: the verdict); False when
+        it was closed already."""
+        now = now or utcnow()
+        with self.transaction() as conn:
+            done = conn.execute(incident_groups.update()
+                                .where(incident_groups.c.id == group_id, incident_groups.c.state == "open")
+                                .values(state="resolved", resolved_at=now, closed_by=closed_by)).rowcount
+            conn.execute(incidents.update().where(incidents.c.group_id == group_id, incidents.c.state == "open")
+                         .values(state="resolved", resolved_at=now))
+        return bool(done)
+
+    def forget_states(self, series: Sequence[tuple[str, str]]) -> int:
+        """Drop the detector states of these (kpi, segment) series: the next cycle rebuilds them
+        by walking forward (after an *expected* verdict changed how their past is read)."""
+        with self.transaction() as conn:
+            return sum(conn.execute(detector_states.delete().where(detector_states.c.kpi == kpi,
+                                                                  detector_states.c.segment == segment)).rowcount
+                       for kpi, segment in set(series))
+
+    def _groups(self, where: Any, limit: int | None = None) -> list[IncidentGroup]:
+        query = sa.select(incident_groups).where(where).order_by(incident_groups.c.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        with self.transaction() as conn:
+            rows = conn.execute(query).mappings().all()
+            ids = [r["id"] for r in rows]
+            members = conn.execute(sa.select(incidents).where(incidents.c.group_id.in_(ids))
+                                   .order_by(incidents.c.id)).mappings().all() if ids else []
+        by_group: dict[int, list[Incident]] = {}
+        for member in members:
+            by_group.setdefault(member["group_id"], []).append(Incident(**_incident_fields(member)))
+        return [IncidentGroup(**{name: r[name] for name in IncidentGroup.__dataclass_fields__ if name != "members"},
+                              members=tuple(by_group.get(r["id"], ()))) for r in rows]
 
     def last_judged(self, kpi: str, segment: str = "") -> datetime | None:
         """The ledger: the last period judged for a KPI segment (None: never)."""
@@ -799,14 +970,32 @@ def _upsert_states(conn: Connection, states: Mapping[tuple[str, str], PackedStat
     _upsert(conn, detector_states, rows, keys=("kpi", "segment"))
 
 
-def _open_incident(conn: Connection, opened: IncidentOpen, now: datetime) -> None:
+def _open_group(conn: Connection, group: GroupOpen, now: datetime) -> None:
+    """Insert the group, or reopen it when its key exists (its root alerted again for the same
+    period after it was over, e.g. after a revision): the key stays unique."""
+    values = dict(key=group.key, state="open", root_kpi=group.root_kpi, root_segment=group.root_segment,
+                  direction=group.direction, severity=group.severity, first_period=group.period, opened_at=now,
+                  notified_at=now, resolved_at=None, message_key=group.message_key, summary=group.summary,
+                  why=group.why, closed_by="")
+    _upsert(conn, incident_groups, [values], keys=("key",))
+
+
+def _group_ids(conn: Connection, keys: set[str]) -> dict[str, int]:
+    if not keys:
+        return {}
+    rows = conn.execute(sa.select(incident_groups.c.key, incident_groups.c.id)
+                        .where(incident_groups.c.key.in_(sorted(keys)))).all()
+    return {key: group_id for key, group_id in rows}
+
+
+def _open_incident(conn: Connection, opened: IncidentOpen, now: datetime, group_id: int | None = None) -> None:
     """Insert the incident, or reopen it when its alert key exists already (it was resolved and
     the same period alerts again, e.g. after a revision): the key stays unique. A second open
     incident of the segment still fails (the partial unique index is not the conflict target)."""
     values = dict(alert_key=opened.alert_key, kpi=opened.kpi, segment=opened.segment, state="open",
                   direction=opened.direction, severity=opened.severity, first_period=opened.period,
                   last_period=opened.period, opened_at=now, notified_at=now, resolved_at=None,
-                  message_key=opened.message_key, summary=opened.summary)
+                  message_key=opened.message_key, summary=opened.summary, group_id=group_id)
     _upsert(conn, incidents, [values], keys=("alert_key",))
 
 

@@ -128,8 +128,15 @@ def test_a_store_from_the_first_release_opens_and_upgrades_with_its_rows(old_url
 
     store = Store(old_url)
     try:
-        # Every row the first release wrote is still there, value for value.
-        assert _dump(old_url) == {**before, "kpiwatch_meta": [("schema_version", str(SCHEMA_VERSION))]}
+        # Every row the first release wrote is still there, value for value; each incident is
+        # now a group of one (a last column, `group_id`, names it).
+        after = _dump(old_url)
+        grouped = after.pop("incidents")
+        assert [row[:-1] for row in grouped] == before.pop("incidents")
+        assert after == {**before, "kpiwatch_meta": [("schema_version", str(SCHEMA_VERSION))]}
+        groups = {g.key: g for g in store.groups()}
+        assert sorted(groups) == sorted(row[3] for row in grouped)
+        assert all(groups[row[3]].id == row[-1] and groups[row[3]].state == row[4] for row in grouped)
         assert _dump(old_url, (VERSION_TABLE,)) == {VERSION_TABLE: [(HEAD,)]}
         assert _dump(old_url, ("detector_states",)) == {"detector_states": []}
         # ... and today's code reads them as before: incidents, the unsettled message, NaN as missing.
@@ -155,7 +162,7 @@ def test_the_head_the_store_knows_is_the_newest_revision() -> None:
     """`alerts.store.HEAD` lets a store at the head open without Alembic: it must be the head."""
     from alembic.script import ScriptDirectory
 
-    assert ScriptDirectory(str(MIGRATIONS)).get_current_head() == HEAD == "0002_detector_states"
+    assert ScriptDirectory(str(MIGRATIONS)).get_current_head() == HEAD == "0003_incident_groups"
 
 
 def test_a_new_store_is_built_by_the_migrations_and_matches_the_code(url: str) -> None:
@@ -173,6 +180,11 @@ def test_a_store_of_a_development_build_with_detector_states_upgrades(url: str) 
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE {VERSION_TABLE}"))
         conn.execute(sa.text("UPDATE kpiwatch_meta SET value = '1'"))
+        # What later revisions add did not exist in those builds.
+        conn.execute(sa.text("DROP TABLE incident_groups"))
+        conn.execute(sa.text("DROP INDEX ix_incident_group"))
+        conn.execute(sa.text("DROP INDEX uq_feedback_verdict"))
+        conn.execute(sa.text("ALTER TABLE incidents DROP COLUMN group_id"))
         conn.execute(sa.text("INSERT INTO detector_states (kpi, segment, next_period, state, updated_at) "
                              "VALUES ('cpa', '', '2025-11-06 00:00:00', :blob, '2025-11-06 00:00:00')"),
                      {"blob": b"stepped"})

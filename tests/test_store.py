@@ -59,7 +59,7 @@ def test_schema_is_created_once_and_versioned(url):
         revisions = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
     again.close()
     assert rows == [(str(SCHEMA_VERSION),)]
-    assert revisions == [("0002_detector_states",)]
+    assert revisions == [("0003_incident_groups",)]
 
 
 def test_a_newer_schema_is_refused_with_one_line(url):
@@ -68,7 +68,7 @@ def test_a_newer_schema_is_refused_with_one_line(url):
         conn.execute(sa.text("UPDATE kpiwatch_meta SET value = '99' WHERE key = 'schema_version'"))
     store.close()
     with pytest.raises(StoreVersionError, match=r"written by a newer kpiwatch \(schema version 99; this one knows "
-                                                r"up to 0002_detector_states, schema version 2\); upgrade kpiwatch"):
+                                                r"up to 0003_incident_groups, schema version 3\); upgrade kpiwatch"):
         Store(url)
 
 
