@@ -1,9 +1,10 @@
 """The outbox worker: sends queued messages to Slack exactly once, in order, and never gives up
 silently.
 
-Kinds: `message` (a top-level post), `chart` and `resolve` (into the thread of their parent
-message; a resolve also marks the original), `update` (a revised value: the parent message is
-edited with chat.update, nothing new is posted; a webhook, which cannot edit, posts the line).
+Kinds: `message` (a top-level post), `chart`, `reply` and `resolve` (into the thread of their
+parent message; a resolve also marks the original), `update` (a revised value) and `feedback`
+("marked false alarm by @ana"): the parent message is edited with chat.update, nothing new is
+posted; a webhook, which cannot edit, posts the line.
 
 Stages per row (after Alertmanager's notify pipeline): wait for its parent (a chart or a resolve
 goes into the thread of the message it belongs to) → settle an unknown outcome by looking for
@@ -32,10 +33,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from alerts.message import resolved_blocks, revised_blocks
+from alerts.message import feedback_blocks, resolved_blocks, revised_blocks
 from alerts.slack import Notifier, Posted, SlackError
 
 log = logging.getLogger("kpiwatch.delivery")
+
+EDITS = ("update", "feedback")
+"""Kinds that only edit their parent message (chat.update): nothing is posted."""
 
 
 class Outbox(Protocol):
@@ -188,13 +192,14 @@ def _settled(outbox: Outbox, notifier: Notifier, row: Any, channel: str, oldest:
         log.warning("resending %s: an earlier attempt's outcome is unknown and a webhook cannot look "
                     "for it (at least once; use a bot token for exactly once)", row.key)
         return False
-    if row.kind == "update":
+    if row.kind in EDITS:
         return False  # chat.update posts nothing to look for, and doing it again is harmless
     thread = None
-    if row.kind == "resolve" and notifier.supports_threads:
+    if row.kind in ("resolve", "reply") and notifier.supports_threads:
         parent = outbox.get(row.parent_key)
         channel, thread = parent.slack_channel, parent.slack_ts
-        _update_original(outbox, notifier, parent, row)
+        if row.kind == "resolve":
+            _update_original(outbox, notifier, parent, row)
     found = notifier.find_by_key(channel, row.key, oldest=oldest, thread_ts=thread)
     if found is None:
         return False
@@ -220,7 +225,11 @@ def _send(outbox: Outbox, notifier: Notifier, row: Any, channel: str) -> tuple[P
             return notifier.post(channel, row.text, None, row.key), "no thread: posted on its own"
         _update_original(outbox, notifier, parent, row)
         return notifier.post(parent.slack_channel, row.text, None, row.key, thread_ts=parent.slack_ts), ""
-    if row.kind == "update":
+    if row.kind == "reply":
+        if not notifier.supports_threads:
+            return notifier.post(channel, row.text, None, row.key), "no thread: posted on its own"
+        return notifier.post(parent.slack_channel, row.text, None, row.key, thread_ts=parent.slack_ts), ""
+    if row.kind in EDITS:
         if not notifier.supports_threads:
             return notifier.post(channel, row.text, None, row.key), "no updates: posted on its own"
         _update_original(outbox, notifier, parent, row)
@@ -236,7 +245,8 @@ def _update_original(outbox: Outbox, notifier: Notifier, parent: Any, row: Any) 
         return [r.payload.get("line", r.text) for r in outbox.children(parent.key, kind)
                 if r.state == "sent" or r.id == row.id]
 
-    blocks = revised_blocks(resolved_blocks(parent.payload.get("blocks", []), lines("resolve")), lines("update"))
+    blocks = feedback_blocks(revised_blocks(resolved_blocks(parent.payload.get("blocks", []), lines("resolve")),
+                                            lines("update")), lines("feedback"))
     try:
         notifier.update(parent.slack_channel, parent.slack_ts, parent.text, blocks)
     except SlackError as exc:

@@ -27,12 +27,24 @@ from pathlib import Path
 import pandas as pd
 
 from alerts.delivery import DeliveryPolicy, DeliveryReport, Notifier, deliver
-from alerts.message import ALERTS_SHOWN, message_blocks, message_text, resolved_text
+from alerts.grouping import group_alerts, join_open_groups
+from alerts.message import (
+    ALERTS_SHOWN,
+    incident_blocks,
+    incident_resolved_text,
+    incident_text,
+    member_line,
+    message_blocks,
+    message_text,
+    resolved_text,
+)
 from alerts.slack import SlackError
 from alerts.store import (
     CyclePlan,
     EvaluationRecord,
+    GroupOpen,
     Incident,
+    IncidentGroup,
     IncidentOpen,
     OutboxItem,
     Snooze,
@@ -42,20 +54,11 @@ from alerts.store import (
 from forecaster.pipeline import CheckReport, SeriesResult
 from forecaster.settings import Settings
 from forecaster.sources.frames import local_midnight
-from forecaster.types import Alert, segment_key
+from forecaster.types import Alert, segment_key, segment_label
 from forecaster.units import format_period, format_value
 
 CHARTS_ELSEWHERE = ("Charts are not sent over a webhook: `kpiwatch check --dry-run --out DIR` draws them "
                     "(or `kpiwatch forecast KPI --plot chart.png`).")
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """One alert to announce in this cycle: new, or a repeat of an open incident."""
-
-    alert: Alert
-    alert_key: str
-    note: str = ""  # "still ongoing since ..." for a repeat
 
 
 def evaluation_records(report: CheckReport) -> list[EvaluationRecord]:
@@ -79,6 +82,25 @@ def config_snoozes(settings: Settings) -> list[Snooze]:
             for s in settings.alerting.snoozes]
 
 
+CARDS_PER_CHANNEL = 5
+"""Incident cards one channel gets from one check; more (an outage across every campaign) are
+bundled into one message that lists each incident's root cause, within Slack's 50 blocks."""
+
+
+@dataclass(frozen=True)
+class Card:
+    """One incident to announce in this cycle: a new group, or a repeat of an open one.
+
+    key: the group's key (its root cause's alert key); members: the alerts it carries, root
+    first; alert_keys: their keys (a repeat's carry the period); note: said under the root."""
+
+    key: str
+    members: tuple[Alert, ...]
+    alert_keys: tuple[str, ...]
+    why: str = ""
+    note: str = ""
+
+
 def plan_cycle(
     report: CheckReport,
     settings: Settings,
@@ -88,20 +110,29 @@ def plan_cycle(
     charts: bool = True,
     late_note: str = "",
     previous_actuals: Mapping[tuple[str, str, pd.Timestamp], float] | None = None,
+    open_groups: Mapping[int, IncidentGroup] | None = None,
+    buttons: bool = False,
+    notes: Mapping[tuple[str, str], str] | None = None,
 ) -> CyclePlan:
-    """What this check changes: incidents to open, keep, repeat or resolve, and the messages.
+    """What this check changes: incidents to open, join, repeat or resolve, and the messages.
 
-    charts: queue one chart per alert for the message's thread (bot mode; default True).
-    late_note: said under each new alert when the period is judged late (after downtime).
-    previous_actuals: (kpi, segment, period) -> the actual stored before this check, for the
-        alerted period of each open incident (`previous_actuals_of`); a value revised since
-        its alert edits the alert's message (default None: no revisions looked for).
+    The alerts of series without an open incident are grouped by cause (`alerts.grouping`); a
+    group linked to an open incident joins it (a thread reply), the others open new incidents
+    with one card each. An open incident whose members still alert is announced again after
+    `repeat_hours`; it resolves when its last open member is back to normal.
+
+    charts: queue one chart per member for the card's thread (bot mode; default True).
+    late_note: said under each new card when the period is judged late (after downtime).
+    previous_actuals: see `previous_actuals_of` (revised values edit the cards).
+    open_groups: the open incident groups by id (`Store.open_groups`; default none).
+    buttons: the cards carry the feedback buttons (Slack interactivity is configured).
+    notes: (kpi, segment) -> what feedback changed for the series ("sensitivity lowered ...").
     """
+    open_groups = open_groups or {}
     repeat_after = timedelta(hours=settings.alerting.repeat_hours)
-    outgoing: list[Outgoing] = []
-    opened_keys: dict[str, Alert] = {}
+    fresh: list[Alert] = []
     still_open: dict[int, datetime] = {}
-    renotified: list[int] = []
+    ongoing: dict[int, list[tuple[Alert, Incident]]] = {}
     for alert in report.alerts:
         anomaly = alert.anomaly
         where = segment_key(anomaly.segment)
@@ -109,24 +140,71 @@ def plan_cycle(
             continue
         incident = open_incidents.get((anomaly.kpi, where))
         if incident is None:
-            key = alert_key(alert)
-            outgoing.append(Outgoing(alert, key, late_note))
-            opened_keys[key] = alert
+            fresh.append(alert)
             continue
         still_open[incident.id] = anomaly.period.to_pydatetime()
-        if now - incident.notified_at >= repeat_after:
-            since = format_period(pd.Timestamp(incident.first_period), anomaly.freq)
-            outgoing.append(Outgoing(alert, f"{incident.alert_key}|repeat|{anomaly.period.isoformat()}",
-                                     f"Still ongoing since {since}."))
-            renotified.append(incident.id)
-    items, message_of = _messages(outgoing, report, settings, charts)
-    opened = [IncidentOpen(a.anomaly.kpi, segment_key(a.anomaly.segment), key, a.anomaly.direction.value,
-                           a.anomaly.severity.value, a.anomaly.period.to_pydatetime(), "\n".join(message_of.get(key, [])),
-                           a.text)
-              for key, a in opened_keys.items()]
-    resolved, resolve_items = _resolves(report, open_incidents, now, settings.timezone)
+        if incident.group_id is not None:
+            ongoing.setdefault(incident.group_id, []).append((alert, incident))
+    new_groups, joined = join_open_groups(group_alerts(fresh, settings), open_groups, settings)
+    cards = [Card(alert_key(g.root), g.members, tuple(alert_key(a) for a in g.members), g.why, late_note)
+             for g in new_groups]
+    renotified, groups_renotified = [], []
+    for group_id, entries in sorted(ongoing.items()):
+        group = open_groups.get(group_id)
+        if group is None or now - group.notified_at < repeat_after:
+            continue
+        members = _root_first([a for a, _ in entries], group)
+        since = format_period(pd.Timestamp(group.first_period), members[0].anomaly.freq)
+        period = members[0].anomaly.period.isoformat()
+        cards.append(Card(group.key, tuple(members),
+                          tuple(f"{alert_key(a)}|repeat|{period}" for a in members), group.why,
+                          f"Still ongoing since {since}."))
+        groups_renotified.append(group_id)
+        renotified.extend(incident.id for _, incident in entries)
+    items, cards_of = _messages(cards, report, settings, charts, buttons, notes or {})
+    opened = [_member_open(a, g.key, cards_of.get(alert_key(g.root), [])) for g in new_groups for a in g.members]
+    for group_id, alerts in joined.items():
+        group = open_groups[group_id]
+        opened.extend(_member_open(a, group.key, group.message_keys) for a in alerts)
+        items.extend(_joined_items(group, alerts))
+    groups_opened = [GroupOpen(alert_key(g.root), g.root.anomaly.kpi, segment_key(g.root.anomaly.segment),
+                               g.root.anomaly.direction.value, _worst(g.members), g.root.anomaly.period.to_pydatetime(),
+                               "\n".join(cards_of.get(alert_key(g.root), [])), g.root.text, g.why)
+                     for g in new_groups]
+    resolved, groups_resolved, resolve_items = _resolves(report, open_incidents, open_groups, now, settings.timezone)
     revised = revisions(report, settings, open_incidents, previous_actuals or {})
-    return CyclePlan(opened, still_open, renotified, [i.id for i in resolved], items + resolve_items + revised)
+    return CyclePlan(opened, still_open, renotified, [i.id for i in resolved], items + resolve_items + revised,
+                     groups_opened=groups_opened, groups_renotified=groups_renotified,
+                     groups_resolved=groups_resolved)
+
+
+def _member_open(alert: Alert, group_key: str, message_keys: Sequence[str]) -> IncidentOpen:
+    anomaly = alert.anomaly
+    return IncidentOpen(anomaly.kpi, segment_key(anomaly.segment), alert_key(alert), anomaly.direction.value,
+                        anomaly.severity.value, anomaly.period.to_pydatetime(), "\n".join(message_keys), alert.text,
+                        group_key)
+
+
+def _worst(alerts: Sequence[Alert]) -> str:
+    """The group's severity: critical if any member is, else warning, else good news."""
+    values = {a.anomaly.severity.value for a in alerts}
+    return next(v for v in ("critical", "warning", "good_news") if v in values)
+
+
+def _root_first(alerts: Sequence[Alert], group: IncidentGroup) -> list[Alert]:
+    """A repeat's members with the group's root cause first when it still alerts."""
+    root = (group.root_kpi, group.root_segment)
+    return sorted(alerts, key=lambda a: (a.anomaly.kpi, segment_key(a.anomaly.segment)) != root)
+
+
+def _joined_items(group: IncidentGroup, alerts: Sequence[Alert]) -> list[OutboxItem]:
+    """A reply in the thread of each of the incident's cards: the members that joined it."""
+    lines = "\n".join(member_line(a).replace("*", "") for a in alerts)
+    text = f"Joined this incident:\n{lines}"
+    keys = "|".join(sorted(alert_key(a) for a in alerts))
+    return [OutboxItem(f"join|{keys}|{message_key}", "reply", message_key.split("|")[1], text, {"line": text},
+                       parent_key=message_key)
+            for message_key in group.message_keys]
 
 
 REVISION_SHARE = 0.01
@@ -193,48 +271,92 @@ def alert_key(alert: Alert) -> str:
 
 
 def _messages(
-    outgoing: Sequence[Outgoing], report: CheckReport, settings: Settings, charts: bool
+    cards: Sequence[Card], report: CheckReport, settings: Settings, charts: bool, buttons: bool,
+    notes: Mapping[tuple[str, str], str],
 ) -> tuple[list[OutboxItem], dict[str, list[str]]]:
-    """One message per channel (its routes decide), plus a chart per alert for its thread.
+    """One card per incident and channel (a channel takes an incident when its routes take any
+    member), plus a chart per member for the card's thread. A channel with more than
+    `CARDS_PER_CHANNEL` incidents in one check gets them bundled into one message instead.
 
-    Returns the items and, per alert key, the message keys that carry it.
+    Returns the items and, per incident key, the message keys that carry it.
     """
-    by_channel: dict[str, list[Outgoing]] = {}
-    for item in outgoing:
-        anomaly = item.alert.anomaly
-        tags = settings.kpis[anomaly.kpi].tags if anomaly.kpi in settings.kpis else []
-        for channel in settings.alerting.channels_for(anomaly.kpi, tags, anomaly.severity.value):
-            by_channel.setdefault(channel, []).append(item)
+    by_channel: dict[str, list[Card]] = {}
+    for card in cards:
+        channels: list[str] = []
+        for alert in card.members:
+            anomaly = alert.anomaly
+            tags = settings.kpis[anomaly.kpi].tags if anomaly.kpi in settings.kpis else []
+            channels.extend(c for c in settings.alerting.channels_for(anomaly.kpi, tags, anomaly.severity.value)
+                            if c not in channels)
+        for channel in channels:
+            by_channel.setdefault(channel, []).append(card)
     items: list[OutboxItem] = []
     carried: dict[str, list[str]] = {}
+    footer = "" if charts else CHARTS_ELSEWHERE
     for channel, group in by_channel.items():
-        key = _message_key(channel, [g.alert_key for g in group])
-        alerts = [g.alert for g in group]
-        title = _title(alerts)
-        footer = "" if charts else CHARTS_ELSEWHERE
-        blocks = message_blocks(alerts, title, settings.alerting.dashboard_url, settings.alerting.max_hints,
-                                [g.note for g in group], footer)
-        items.append(OutboxItem(key, "message", channel, message_text(alerts, title, settings.alerting.max_hints),
-                                {"blocks": blocks, "alert_keys": [g.alert_key for g in group]}))
-        for shown, entry in enumerate(group):
-            carried.setdefault(entry.alert_key, []).append(key)
-            # A chart for each alert the message shows; in an alert storm the rest are counted in
-            # its last line, and drawing hundreds of charts would hold up the cycle.
-            if charts and shown < ALERTS_SHOWN:
-                items.append(_chart_item(entry, key, channel, report.result_for(entry.alert.anomaly)))
+        if len(group) > CARDS_PER_CHANNEL:
+            items.extend(_bundle(channel, group, report, settings, charts, footer, carried))
+            continue
+        for card in group:
+            key = _message_key(channel, card.alert_keys)
+            title = _card_title(card)
+            member_notes = [n for a in card.members
+                            if (n := notes.get((a.anomaly.kpi, segment_key(a.anomaly.segment)), ""))]
+            blocks = incident_blocks(card.members, title, settings.alerting.dashboard_url,
+                                     settings.alerting.max_hints, card.note, card.why, member_notes,
+                                     card.key if buttons else "", footer)
+            items.append(OutboxItem(key, "message", channel,
+                                    incident_text(card.members, title, card.why, settings.alerting.max_hints),
+                                    {"blocks": blocks, "alert_keys": list(card.alert_keys), "incident": card.key}))
+            carried.setdefault(card.key, []).append(key)
+            if charts:
+                items.extend(_chart_item(a, k, key, channel, report.result_for(a.anomaly))
+                             for a, k in list(zip(card.members, card.alert_keys))[:ALERTS_SHOWN])
     return items, carried
 
 
+def _bundle(channel: str, cards: Sequence[Card], report: CheckReport, settings: Settings, charts: bool,
+            footer: str, carried: dict[str, list[str]]) -> list[OutboxItem]:
+    """An alert storm: one message for the channel listing each incident's root cause (with how
+    many related alerts it has), charts for the roots it shows; no buttons (`kpiwatch feedback`)."""
+    roots = [card.members[0] for card in cards]
+    key = _message_key(channel, [k for card in cards for k in card.alert_keys])
+    notes = [" · ".join(filter(None, [card.note, f"+{len(card.members) - 1} related alert(s) in this incident"
+                                      if len(card.members) > 1 else ""])) for card in cards]
+    title = _title(roots)
+    blocks = message_blocks(roots, title, settings.alerting.dashboard_url, settings.alerting.max_hints, notes, footer)
+    items = [OutboxItem(key, "message", channel, message_text(roots, title, settings.alerting.max_hints),
+                        {"blocks": blocks, "alert_keys": [k for card in cards for k in card.alert_keys]})]
+    for shown, card in enumerate(cards):
+        carried.setdefault(card.key, []).append(key)
+        # A chart for each root the message shows; drawing hundreds would hold up the cycle.
+        if charts and shown < ALERTS_SHOWN:
+            items.append(_chart_item(card.members[0], card.alert_keys[0], key, channel,
+                                     report.result_for(card.members[0].anomaly)))
+    return items
+
+
+def _card_title(card: Card) -> str:
+    """"kpiwatch: page_load_time on device=mobile and 3 related · Wed 10 Dec 2025"."""
+    root = card.members[0].anomaly
+    where = f" on {segment_label(root.segment)}" if root.segment else ""
+    more = f" and {len(card.members) - 1} related" if len(card.members) > 1 else ""
+    kind = "good news" if not root.is_bad else "incident"
+    return f"kpiwatch {kind}: {root.kpi}{where}{more} · {format_period(root.period, root.freq)}"
+
+
 def _resolves(
-    report: CheckReport, open_incidents: Mapping[tuple[str, str], Incident], now: datetime, timezone: str
-) -> tuple[list[Incident], list[OutboxItem]]:
-    """Open incidents whose series was judged normal at its latest period and whose alert episode
-    has ended (`Judgement.episode`: a calm spell after the last anomaly): resolved, with a thread
-    reply (and an update of the original message) per message that announced them."""
+    report: CheckReport, open_incidents: Mapping[tuple[str, str], Incident], open_groups: Mapping[int, IncidentGroup],
+    now: datetime, timezone: str,
+) -> tuple[list[Incident], list[int], list[OutboxItem]]:
+    """Open member incidents whose series was judged normal at its latest period and whose alert
+    episode has ended (`Judgement.episode`: a calm spell after the last anomaly) are over; an
+    incident group is over when its last open member is: a thread reply (and an edit of the
+    card) per card that announced it. A member without a group resolves on its own, as before."""
     latest = {(r.series.name, segment_key(r.series.segment)): _last_judgement(r) for r in report.results}
     alerted = {(a.anomaly.kpi, segment_key(a.anomaly.segment)) for a in report.alerts}
     resolved: list[Incident] = []
-    items: list[OutboxItem] = []
+    day_of: dict[int, str] = {}
     for where, incident in open_incidents.items():
         judgement = latest.get(where)
         if where in alerted or judgement is None or judgement.is_anomaly or judgement.episode:
@@ -242,32 +364,51 @@ def _resolves(
         if judgement.period <= pd.Timestamp(incident.last_period):
             continue  # an older period (catch-up, `check --at` in the past) says nothing about now
         resolved.append(incident)
-        day = format_period(judgement.period, "D" if judgement.period == judgement.period.normalize() else "h")
-        text = resolved_text(incident.kpi, incident.segment, incident.summary, day)
+        day_of[incident.id] = format_period(judgement.period,
+                                            "D" if judgement.period == judgement.period.normalize() else "h")
+    over = {incident.id for incident in resolved}
+    groups_resolved: list[int] = []
+    items: list[OutboxItem] = []
+    for group_id, group in sorted(open_groups.items()):
+        still = [m for m in group.members if m.state == "open" and m.id not in over]
+        ended = [m for m in group.members if m.id in over]
+        if still or not ended:
+            continue
+        groups_resolved.append(group_id)
+        text = incident_resolved_text(group.root_kpi, group.root_segment, len(group.members), group.summary,
+                                      day_of[ended[-1].id])
+        items.extend(OutboxItem(f"resolve|{group.key}|{message_key}", "resolve", message_key.split("|")[1], text,
+                                {"line": text}, parent_key=message_key) for message_key in group.message_keys)
+    grouped = {m.id for g in open_groups.values() for m in g.members}
+    for incident in resolved:
+        if incident.id in grouped:
+            continue
+        text = resolved_text(incident.kpi, incident.segment, incident.summary, day_of[incident.id])
         for message_key in filter(None, (incident.message_key or "").split("\n")):
             channel = message_key.split("|")[1]
             items.append(OutboxItem(f"resolve|{incident.alert_key}|{message_key}", "resolve", channel, text,
                                     {"line": text}, parent_key=message_key))
-    return resolved, items
+    return resolved, groups_resolved, items
 
 
 def _last_judgement(result: SeriesResult):  # noqa: ANN202 - Judgement | None
     return result.judgements[-1] if result.judgements else None
 
 
-def _chart_item(entry: Outgoing, message_key: str, channel: str, result: SeriesResult) -> OutboxItem:
-    """The alert's chart as PNG bytes in the outbox (a file path would not survive a restart)."""
+def _chart_item(alert: Alert, key: str, message_key: str, channel: str, result: SeriesResult) -> OutboxItem:
+    """The alert's chart as PNG bytes in the outbox (a file path would not survive a restart);
+    key: the alert's key in this message."""
     from alerts.chart import render_chart
     from alerts.message import alert_slug
 
-    anomaly = entry.alert.anomaly
+    anomaly = alert.anomaly
     title = f"{anomaly.kpi} {', '.join(f'{k}={v}' for k, v in sorted(anomaly.segment.items())) or 'total'}"
     with tempfile.TemporaryDirectory(prefix="kpiwatch-chart-") as folder:
-        path = render_chart(Path(folder) / f"{alert_slug(entry.alert)}.png", result.series.values, result.forecast,
+        path = render_chart(Path(folder) / f"{alert_slug(alert)}.png", result.series.values, result.forecast,
                             result.judgements, title=f"{title} ({anomaly.model})", unit=anomaly.unit)
         data = path.read_bytes()
         name = path.name
-    return OutboxItem(f"{message_key}|chart|{entry.alert_key}", "chart", channel, title,
+    return OutboxItem(f"{message_key}|chart|{key}", "chart", channel, title,
                       {"title": title, "filename": name}, parent_key=message_key, file=data)
 
 
@@ -327,11 +468,15 @@ def record_and_send(
     if notifier is None:
         store.record_cycle(evaluation_records(report), CyclePlan(judged=judged or {}, states=states or {}), now)
         return CycleOutcome(0, None)
+    from alerts.feedback import buttons_enabled, feedback_notes, series_feedback
+
     snoozes = config_snoozes(settings) + store.snoozes(now)
     incidents = store.open_incidents()
+    notes = feedback_notes(series_feedback(store.feedback_records()), now)
     plan = plan_cycle(report, settings, incidents, snoozes, now,
                       charts=settings.alerting.charts and notifier.supports_files, late_note=late_note,
-                      previous_actuals=previous_actuals_of(store, incidents))
+                      previous_actuals=previous_actuals_of(store, incidents), open_groups=store.open_groups(),
+                      buttons=buttons_enabled(notifier.supports_threads), notes=notes)
     plan = dataclasses.replace(plan, judged=judged or {}, states=states or {})
     queued = store.record_cycle(evaluation_records(report), plan, now)
     if not deliver_now:

@@ -150,6 +150,106 @@ def alert_blocks(alert: Alert, dashboard_url: str = "", max_hints: int = 3, note
     return [_section(headline), _section("\n".join(lines)), {"type": "divider"}]
 
 
+MEMBERS_SHOWN = 20
+"""Member lines an incident card lists under its root cause; the rest are counted."""
+FEEDBACK_BLOCK = "kpiwatch-feedback"  # the buttons' block_id (`alerts.actions` reads the clicks)
+FEEDBACK_LINES_BLOCK = "kpiwatch-feedback-lines"  # "marked false alarm by @ana", under the members
+BUTTONS: tuple[tuple[str, str], ...] = (
+    ("expected", "Expected"), ("false_alarm", "False alarm"), ("snooze", "Snooze 7 days"), ("resolve", "Resolve"))
+"""(verdict, label) of each button; its action_id is `kpiwatch_<verdict>`, its value the incident's key."""
+
+
+def incident_blocks(
+    members: Sequence[Alert],
+    title: str,
+    dashboard_url: str = "",
+    max_hints: int = 3,
+    note: str = "",
+    why: str = "",
+    notes: Sequence[str] = (),
+    buttons: str = "",
+    footer: str = "",
+) -> list[dict[str, Any]]:
+    """One Slack card for one incident (Block Kit blocks): the root cause first (`members[0]`,
+    with its numbers and hints), one line per other member, why the root is named the root cause,
+    what feedback changed (`notes`: "sensitivity lowered ..."), and the feedback buttons when
+    `buttons` is the incident's key ("" = no buttons: no interactivity is configured).
+
+    note: a context line under the root ("still ongoing since ...", "late: ...").
+    """
+    root, others = members[0], members[1:]
+    blocks: list[dict[str, Any]] = [{"type": "header", "text": _plain_text_object(title, MAX_HEADER_CHARS)}]
+    blocks.extend(alert_blocks(root, dashboard_url, max_hints, note)[:2])
+    if others:
+        lines = [member_line(alert) for alert in others[:MEMBERS_SHOWN]]
+        if len(others) > MEMBERS_SHOWN:
+            lines.append(f"and {len(others) - MEMBERS_SHOWN} more: run `kpiwatch alerts` to see them all")
+        blocks.append(_section("*Also in this incident*\n" + "\n".join(lines)))
+    context = [f"Root cause: {_escape(why)}"] if why else []
+    context.extend(f":information_source: {_escape(line)}" for line in notes)
+    if context:
+        blocks.append(_context("\n".join(context)))
+    if buttons:
+        blocks.append(feedback_buttons(buttons))
+    if footer:
+        blocks.append(_context(footer))
+    return blocks
+
+
+def member_line(alert: Alert) -> str:
+    """One member of an incident in one line: "• *bounce_rate* ↑ device=mobile: 65.71% vs 51.16%
+    expected (+14.55 points), 3rd day"."""
+    anomaly = alert.anomaly
+    arrow = "↑" if anomaly.direction.value == "up" else "↓"
+    where = f" {_escape(segment_label(anomaly.segment))}" if anomaly.segment else " total"
+    days = f", {_ordinal(anomaly.run_length)} period in a row" if anomaly.run_length > 1 else ""
+    return (f"• *{_escape(anomaly.kpi)}* {arrow}{where}: {format_value(anomaly.actual, anomaly.unit)} vs "
+            f"{format_value(anomaly.expected, anomaly.unit)} expected "
+            f"({format_change(anomaly.actual, anomaly.expected, anomaly.unit)}){days}")
+
+
+def feedback_buttons(incident_key: str) -> dict[str, Any]:
+    """The actions block: Expected, False alarm, Snooze 7 days, Resolve (value: the incident's key)."""
+    elements = []
+    for verdict, label in BUTTONS:
+        button: dict[str, Any] = {"type": "button", "action_id": f"kpiwatch_{verdict}", "value": incident_key[:2000],
+                                  "text": _plain_text_object(label, 75)}
+        if verdict == "false_alarm":
+            button["confirm"] = {
+                "title": _plain_text_object("Mark as a false alarm?", 100),
+                "text": {"type": "mrkdwn", "text": "kpiwatch will be less sensitive on these series for a while "
+                                                   "(see the README's feedback rule)."},
+                "confirm": _plain_text_object("False alarm", 30), "deny": _plain_text_object("Cancel", 30)}
+        elements.append(button)
+    return {"type": "actions", "block_id": FEEDBACK_BLOCK, "elements": elements}
+
+
+def feedback_blocks(blocks: Sequence[dict[str, Any]], lines: Sequence[str]) -> list[dict[str, Any]]:
+    """The card's blocks with the feedback lines ("marked false alarm by @ana") just above its
+    buttons (for chat.update; rendered from the original blocks on every edit)."""
+    kept = [dict(b) for b in blocks if b.get("block_id") != FEEDBACK_LINES_BLOCK][: MAX_BLOCKS - 1]
+    if not lines:
+        return kept
+    block = _context("\n".join(f":speech_balloon: {_escape(line)}" for line in lines))
+    block["block_id"] = FEEDBACK_LINES_BLOCK
+    at = next((i for i, b in enumerate(kept) if b.get("block_id") == FEEDBACK_BLOCK), len(kept))
+    return kept[:at] + [block] + kept[at:]
+
+
+def incident_text(members: Sequence[Alert], title: str, why: str = "", max_hints: int = 3) -> str:
+    """The plain-text fallback of an incident card."""
+    parts = [title, plain_text(members[0], max_hints)]
+    parts.extend(member_line(alert).replace("*", "") for alert in members[1:])
+    if why:
+        parts.append(f"Root cause: {why}")
+    return _clip("\n".join(parts), MAX_TEXT_CHARS)
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def message_text(alerts: Sequence[Alert], title: str, max_hints: int = 3) -> str:
     """The plain-text fallback of a message (notifications, webhooks without blocks)."""
     parts = [title] + [plain_text(alert, max_hints) for alert in alerts]
@@ -160,6 +260,13 @@ def resolved_text(kpi: str, segment: str, summary: str, at: str) -> str:
     """The thread reply and update line when an incident is over."""
     where = f" on {segment}" if segment else ""
     return f":white_check_mark: Resolved: {kpi}{where} is back inside its band ({at}). Was: {summary}"
+
+
+def incident_resolved_text(root_kpi: str, root_segment: str, members: int, summary: str, at: str) -> str:
+    """The thread reply and card line when an incident's last open member is back to normal."""
+    where = f" on {root_segment}" if root_segment else ""
+    more = f" and its {members - 1} related KPI(s) are" if members > 1 else " is"
+    return f":white_check_mark: Resolved: {root_kpi}{where}{more} back inside the band ({at}). Was: {summary}"
 
 
 def resolved_blocks(blocks: Sequence[dict[str, Any]], lines: Sequence[str]) -> list[dict[str, Any]]:

@@ -1,0 +1,112 @@
+"""What people say about an incident, from a Slack button or `kpiwatch feedback`, and what it does.
+
+Verdicts (one row per incident and verdict in the store: a second click records nothing):
+- `expected`: a known campaign or event. The incident closes; its members' alerted periods are
+  normal for the detector from now on (kept in the training data as they are, not pulled back
+  to the band, their errors do not widen the band), so their stored states are dropped and the
+  next cycle rebuilds them by walking forward with that knowledge.
+- `false_alarm`: these series were too sensitive. The incident closes; each member's band
+  widens by the rule in `forecaster.detect.feedback` (bounded, decaying), from the next period on.
+- `snooze`: the members are silenced for `SNOOZE_DAYS` days; the incident stays open.
+- `resolve`: the incident closes now (handled); a member that alerts again opens a new one.
+
+Each verdict edits the incident's cards once ("marked false alarm by @ana"), through the outbox,
+so a Slack outage delays the edit but loses nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from alerts.store import FeedbackRecord, IncidentGroup, OutboxItem, Store
+from forecaster.detect.feedback import SeriesFeedback
+from forecaster.settings import Settings
+from forecaster.types import BadInputError
+
+VERDICTS = ("expected", "false_alarm", "snooze", "resolve")
+SNOOZE_DAYS = 7
+SIGNING_SECRET_ENV = "SLACK_SIGNING_SECRET"
+_SAID = {"expected": "marked expected", "false_alarm": "marked false alarm", "snooze": f"snoozed {SNOOZE_DAYS} days",
+         "resolve": "resolved"}
+
+
+@dataclass(frozen=True)
+class FeedbackOutcome:
+    """What one verdict did: recorded (False: the same verdict was given before), the line shown
+    on the cards, and the incident."""
+
+    recorded: bool
+    line: str
+    group: IncidentGroup
+
+
+def verdict_of(text: str) -> str:
+    """A verdict as typed (`false-alarm`, `False_Alarm`) in its stored form; BadInputError if unknown."""
+    verdict = text.strip().lower().replace("-", "_")
+    if verdict not in VERDICTS:
+        raise BadInputError(f"unknown verdict {text!r}: use one of expected, false-alarm, snooze, resolve")
+    return verdict
+
+
+def apply_feedback(store: Store, settings: Settings, ref: str, verdict: str, user: str, now: datetime,
+                   source: str = "cli") -> FeedbackOutcome:
+    """Record `verdict` (see the module docstring) on the incident `ref` (its number or key) by
+    `user`, act on it and queue the cards' edit; the same verdict twice records and queues nothing.
+    source: where it came from ("slack" or "cli"), kept as the row's note."""
+    group = store.group(ref)
+    if group is None:
+        raise BadInputError(f"no incident {ref!r}: `kpiwatch alerts` lists the incidents and their numbers")
+    who = f"@{user}" if user and not user.startswith("@") else (user or "someone")
+    line = f"{_SAID[verdict]} by {who} ({now:%Y-%m-%d %H:%M} UTC)"
+    if not store.add_feedback(group.key, verdict, user, source, now):
+        return FeedbackOutcome(False, line, group)
+    members = [(m.kpi, m.segment) for m in group.members]
+    if verdict == "snooze":
+        for kpi, segment in members:
+            store.add_snooze(kpi, segment, now + timedelta(days=SNOOZE_DAYS), f"snoozed from incident {group.id} by {who}",
+                             now)
+    else:
+        store.close_group(group.id, verdict, now)
+    if verdict == "expected":
+        store.forget_states(members)
+    store.queue([OutboxItem(f"feedback|{group.key}|{verdict}|{key}", "feedback", key.split("|")[1], line,
+                            {"line": line}, parent_key=key) for key in group.message_keys], now)
+    return FeedbackOutcome(True, line, group)
+
+
+def series_feedback(records: Sequence[FeedbackRecord], timezone: str = "UTC") -> dict[tuple[str, str], SeriesFeedback]:
+    """The detector's view of the recorded verdicts, per (kpi, segment): when each false alarm
+    was given, and which periods were marked expected (each member's alerted periods)."""
+    false_alarms: dict[tuple[str, str], list[pd.Timestamp]] = {}
+    expected: dict[tuple[str, str], list[tuple[pd.Timestamp, pd.Timestamp]]] = {}
+    for record in records:
+        where = (record.kpi, record.segment)
+        if record.verdict == "false_alarm":
+            false_alarms.setdefault(where, []).append(pd.Timestamp(record.created_at))
+        elif record.verdict == "expected":
+            expected.setdefault(where, []).append((pd.Timestamp(record.first_period), pd.Timestamp(record.last_period)))
+    return {where: SeriesFeedback(tuple(false_alarms.get(where, ())), tuple(expected.get(where, ())))
+            for where in sorted(set(false_alarms) | set(expected))}
+
+
+def feedback_notes(feedback: Mapping[tuple[str, str], SeriesFeedback], now: datetime) -> dict[tuple[str, str], str]:
+    """What feedback changed per series, for the next card and `kpiwatch alerts`
+    ("sensitivity lowered: band x1.25 after 1 false alarm ..."); series without a change are left out."""
+    at = pd.Timestamp(now)
+    notes = {}
+    for (kpi, segment), item in feedback.items():
+        text = item.describe(at)
+        if text:
+            notes[(kpi, segment)] = f"{kpi}{' ' + segment if segment else ''}: {text}"
+    return notes
+
+
+def buttons_enabled(supports_threads: bool) -> bool:
+    """Cards carry the feedback buttons when a bot posts them (a webhook's cards cannot be edited)
+    and the daemon can verify the clicks (`SLACK_SIGNING_SECRET` is set)."""
+    return supports_threads and bool(os.environ.get(SIGNING_SECRET_ENV, "").strip())
