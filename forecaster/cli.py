@@ -561,24 +561,73 @@ def snooze(kpi: str, segment: tuple[str, ...], until: str, reason: str, config_f
     out.print(f"snoozed {kpi}{' ' + where if where else ''} until {end:%Y-%m-%d %H:%M %Z}", markup=False)
 
 
+@cli.command()
+@click.argument("incident")
+@click.argument("verdict", type=click.Choice(["expected", "false-alarm", "snooze", "resolve"]))
+@click.option("--user", default=lambda: os.environ.get("USER", ""), help="Who says so (default: $USER).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
+def feedback(incident: str, verdict: str, user: str, config_file: Path | None) -> None:
+    """Answer an incident as its Slack buttons do: expected, false-alarm, snooze (7 days) or resolve.
+
+    INCIDENT is its number (`kpiwatch alerts` lists them) or its key. The rule each verdict
+    follows is in the README ("Feedback").
+    """
+    from alerts.feedback import apply_feedback, verdict_of
+    from alerts.incidents import deliver_outbox
+    from alerts.slack import make_notifier
+    from alerts.store import Store
+    from forecaster.schedule import Clock
+
+    settings = load_config(config_file)
+    clock = Clock.from_env()
+    now = clock.now().floor("us").to_pydatetime()
+    store = Store(settings.state_url)
+    try:
+        outcome = apply_feedback(store, settings, incident, verdict_of(verdict), user, now)
+        notifier = make_notifier() if outcome.recorded else None
+        problem = ""
+        if notifier is not None:  # edit the cards now; without Slack the edit waits in the outbox
+            _, problem = deliver_outbox(settings, store, notifier, clock=lambda: clock.now().floor("us").to_pydatetime())
+    finally:
+        store.close()
+    group = outcome.group
+    name = f"incident {group.id} ({group.root_kpi}{' ' + group.root_segment if group.root_segment else ''})"
+    if not outcome.recorded:
+        out.print(f"{name}: already {verdict.replace('-', ' ')}; nothing changed", markup=False)
+        return
+    out.print(f"{name}: {outcome.line}", markup=False)
+    if problem:
+        raise SlackFailed(problem)
+
+
 @cli.command(name="alerts")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
 @click.option("--limit", default=20, show_default=True, type=_WholeRange(1, 1000, example=20), help="Rows to show.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def alerts_command(config_file: Path | None, limit: int, fmt: str) -> None:
-    """Recent alert messages and the outbox: what was sent, what waits, what Slack refused."""
+    """Recent incidents (with their members, feedback and what it changed), the alert messages and
+    the outbox: what was sent, what waits, what Slack refused."""
+    from alerts.feedback import feedback_notes, series_feedback
     from alerts.store import Store
 
     settings = load_config(config_file)
     store = Store(settings.state_url)
     try:
         rows, counts, snoozed = store.rows(limit=limit), store.counts(), store.snoozes()
+        groups = store.groups(limit)
+        said = {g.key: store.feedback_for(g.key) for g in groups}
+        notes = feedback_notes(series_feedback(store.feedback_records()), pd.Timestamp.now(tz="UTC").to_pydatetime())
     finally:
         store.close()
     if fmt == "json":
-        click.echo(json.dumps({"outbox": counts, "snoozes": [dataclasses.asdict(z) for z in snoozed],
+        click.echo(json.dumps({"incidents": [_incident_dict(g, said[g.key]) for g in groups],
+                               "sensitivity": [{"kpi": k, "segment": s, "note": n} for (k, s), n in notes.items()],
+                               "outbox": counts, "snoozes": [dataclasses.asdict(z) for z in snoozed],
                                "messages": [_outbox_dict(r) for r in rows]}, indent=2, default=str))
         return
+    _print_incidents(groups, said, settings.timezone)
+    for note in notes.values():
+        out.print(f"feedback: {note}", markup=False)
     table = Table(title=f"Outbox ({escape(shown_url(settings.state_url))}): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     for column in ("queued (UTC)", "kind", "channel", "state", "tries", "what", "last error"):
         table.add_column(column, overflow="fold")
@@ -590,6 +639,34 @@ def alerts_command(config_file: Path | None, limit: int, fmt: str) -> None:
         until = pd.Timestamp(item.until).tz_convert(settings.timezone)
         out.print(f"snoozed: {item.kpi} {item.segment or '(all segments)'} until {until:%Y-%m-%d %H:%M %Z}"
                   f"{' - ' + item.reason if item.reason else ''}", markup=False)
+
+
+def _print_incidents(groups: list[Any], said: dict[str, list[dict[str, Any]]], timezone: str) -> None:
+    """The incidents as a table: number, state, root cause, members, feedback."""
+    if not groups:
+        out.print("No incidents yet.")
+        return
+    table = Table(title="Incidents (answer one with `kpiwatch feedback NUMBER expected|false-alarm|snooze|resolve`)")
+    for column in ("#", "opened", "state", "root cause", "members", "feedback"):
+        table.add_column(column, overflow="fold")
+    for group in groups:
+        opened = pd.Timestamp(group.opened_at).tz_convert(timezone)
+        state = group.state if not group.closed_by else f"{group.state} ({group.closed_by})"
+        root = f"{group.root_kpi} {group.root_segment}".strip()
+        members = ", ".join(f"{m.kpi} {m.segment}".strip() for m in group.members if (m.kpi, m.segment)
+                            != (group.root_kpi, group.root_segment))
+        verdicts = ", ".join(f"{f['verdict'].replace('_', ' ')} by {f['user'] or '?'}" for f in said.get(group.key, []))
+        table.add_row(str(group.id), f"{opened:%Y-%m-%d %H:%M}", state, root, members, verdicts)
+    out.print(table)
+
+
+def _incident_dict(group: Any, said: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"id": group.id, "key": group.key, "state": group.state, "closed_by": group.closed_by,
+            "root_cause": {"kpi": group.root_kpi, "segment": group.root_segment, "why": group.why},
+            "opened_at": group.opened_at, "resolved_at": group.resolved_at, "severity": group.severity,
+            "members": [{"kpi": m.kpi, "segment": m.segment, "state": m.state, "first_period": m.first_period,
+                         "last_period": m.last_period, "summary": m.summary} for m in group.members],
+            "feedback": [{"verdict": f["verdict"], "user": f["user"], "at": f["created_at"]} for f in said]}
 
 
 @cli.group()
