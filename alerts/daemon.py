@@ -51,6 +51,8 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from alerts.delivery import DeliveryPolicy, DeliveryReport, deliver
+from alerts.feedback import series_feedback
+from forecaster.detect.feedback import SeriesFeedback
 from alerts.incidents import record_and_send
 from alerts.message import back_text, failing_text, late_text, no_data_text
 from alerts.slack import Notifier, SlackError, make_notifier
@@ -296,6 +298,8 @@ class Daemon:
         self.scheduler = BlockingScheduler(timezone="UTC")
         self.health: ThreadingHTTPServer | None = None
         self.running: set[str] = set()  # KPIs being judged right now (shown by /healthz)
+        # A replay's feedback, applied instead of the store's (None: the store's recorded verdicts).
+        self.feedback_override: Mapping[tuple[str, str], SeriesFeedback] | None = None
         self.progress: dict[str, str] = {}  # how far each running KPI's check is ("3000/10000 series")
         self.failed = False  # a KPI's source or check failed (`run --once` exits 3)
         self._deadline: float | None = None  # time.monotonic() by which a stopping daemon exits
@@ -640,6 +644,14 @@ class Daemon:
         self.metrics.duration.labels(name).observe(seconds)
         _event(level, "job", **fields, seconds=round(seconds, 2))
 
+    def _feedback(self, name: str) -> dict[tuple[str, str], SeriesFeedback]:
+        """The recorded verdicts on this KPI's series, as the detector applies them (a replay
+        gives its own: `feedback_override`)."""
+        assert self.store is not None
+        every = self.feedback_override if self.feedback_override is not None else series_feedback(
+            self.store.feedback_records())
+        return {where: item for where, item in every.items() if where[0] == name}
+
     def _check(self, settings: Settings, ended: pd.Timestamp, name: str,
                states: Mapping[tuple[str, str], PackedState], source: Source) -> CheckReport:
         """One KPI's check for the period ended at `ended`: its source read here (the job's
@@ -650,7 +662,7 @@ class Daemon:
         try:
             return check(settings, at=ended, kpis=[name], states=states, executor=_Shared(self.executor, self._mapping),
                          timeout=settings.daemon.job_timeout_seconds, progress=self._progress_of(name, ended),
-                         sources={name: source})
+                         sources={name: source}, feedback=self._feedback(name))
         except ExecutorCancelled:
             raise JobCancelled(_CANCELLED) from None
         except TimeoutError:

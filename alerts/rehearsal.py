@@ -20,6 +20,7 @@ import pandas as pd
 
 from alerts.daemon import Daemon
 from alerts.store import EvaluationRecord, Store
+from forecaster.detect.feedback import SeriesFeedback
 from forecaster.pipeline import spelled, values_seen
 from forecaster.replay import COLUMNS
 from forecaster.schedule import Clock, moment_after
@@ -75,10 +76,12 @@ class Rehearsal:
 
 def replay_kpi(settings: Settings, name: str, segment: Mapping[str, str] | None = None,
                start: pd.Timestamp | None = None, end: pd.Timestamp | None = None,
-               progress: Progress | None = None) -> Rehearsal:
+               progress: Progress | None = None,
+               feedback: Mapping[tuple[str, str], SeriesFeedback] | None = None) -> Rehearsal:
     """Run the daemon over the KPI's periods from `start` (default: `DEFAULT_DAYS` before the
     end) to the last period closed at `end` (default: now by the source's clock, less its data
-    delay); `segment` picks the series whose rows `frame` holds (default: the total)."""
+    delay); `segment` picks the series whose rows `frame` holds (default: the total).
+    feedback: verdicts to apply by (kpi, segment) (`alerts.feedback.series_feedback`; default none)."""
     kpi = settings.kpi(name)
     wanted = dict(segment or {})
     unknown = sorted(set(wanted) - set(kpi.segments))
@@ -103,6 +106,7 @@ def replay_kpi(settings: Settings, name: str, segment: Mapping[str, str] | None 
         store = Store(f"sqlite:///{Path(folder) / 'replay.db'}")
         try:
             daemon = _rehearsal_daemon(settings, store)
+            daemon.feedback_override = dict(feedback or {})
             store.set_judged(name, "", (first - step).to_pydatetime())
             for done, period in enumerate(periods, start=1):
                 daemon.clock = Clock(moment_after(period, kpi.freq, settings.timezone) + delay, speed=0.0)

@@ -303,10 +303,13 @@ def _send(report: CheckReport, settings: Settings, policy: DeliveryPolicy | None
 @click.option("--segment", "segments", multiple=True, metavar="DIM=VALUE", help="With KPI: one segment (default: the total).")
 @click.option("--from", "start", help="With KPI: the first day (or hour) replayed (default: 90 days before the end).")
 @click.option("--to", "end", help="With KPI: the last time replayed (default: now by the source's clock).")
+@click.option("--feedback", "with_feedback", is_flag=True,
+              help="With KPI: apply the verdicts recorded in the state store (`kpiwatch feedback`, Slack buttons), "
+                   "each as if given when its incident was announced.")
 @click.pass_context
 def replay(ctx: click.Context, kpi_name: str | None, csv_file: Path | None, timestamp_col: str, value_col: str,
            output: Path, level: float, config_file: Path | None, kpi: str | None, segments: tuple[str, ...],
-           start: str | None, end: str | None) -> None:
+           start: str | None, end: str | None, with_feedback: bool) -> None:
     """Walk forward over history as the daemon would, each period judged only from earlier ones.
 
     `replay KPI`: a configured KPI from its source, run as the daemon on a simulated clock (it
@@ -321,11 +324,13 @@ def replay(ctx: click.Context, kpi_name: str | None, csv_file: Path | None, time
     if kpi_name is not None:
         if kpi is not None:
             raise BadInputError("--kpi is for --csv; name the KPI as the argument: kpiwatch replay KPI")
-        _replay_configured(kpi_name, config_file, segments, start, end, output, level if level_given else None)
+        _replay_configured(kpi_name, config_file, segments, start, end, output, level if level_given else None,
+                           with_feedback)
         return
     assert csv_file is not None
-    if segments or start or end:
-        raise BadInputError("--segment, --from and --to are for a configured KPI (kpiwatch replay KPI), not --csv")
+    if segments or start or end or with_feedback:
+        raise BadInputError("--segment, --from, --to and --feedback are for a configured KPI (kpiwatch replay KPI), "
+                            "not --csv")
     _replay_csv(csv_file, timestamp_col, value_col, output, level, level_given, config_file, kpi)
 
 
@@ -391,11 +396,12 @@ def _write_replay(frame: pd.DataFrame, output: Path) -> None:
 
 
 def _replay_configured(name: str, config_file: Path | None, segments: tuple[str, ...], start: str | None,
-                       end: str | None, output: Path, level: float | None) -> None:
+                       end: str | None, output: Path, level: float | None, with_feedback: bool = False) -> None:
     """`kpiwatch replay KPI`: the daemon on a simulated clock over the KPI's history."""
     from alerts.rehearsal import replay_kpi
 
     settings = load_config(config_file)
+    feedback = _recorded_feedback(settings) if with_feedback else None
     settings.kpi(name)  # an unknown name lists the configured ones
     if level is not None:
         kpis = dict(settings.kpis)
@@ -403,9 +409,22 @@ def _replay_configured(name: str, config_file: Path | None, segments: tuple[str,
         settings = settings.model_copy(update={"kpis": kpis})
     with _bar("replaying") as advance:
         result = replay_kpi(settings, name, _parse_segment(segments), _parse_at(start, settings, "--from"),
-                            _parse_at(end, settings, "--to"), progress=advance)
+                            _parse_at(end, settings, "--to"), progress=advance, feedback=feedback)
     _write_replay(result.frame, output)
-    out.print(f"{result.label}: {result.summary}. Written to {output}", markup=False)
+    applied = f" With the feedback on {len(feedback)} series." if feedback else ""
+    out.print(f"{result.label}: {result.summary}.{applied} Written to {output}", markup=False)
+
+
+def _recorded_feedback(settings: Settings) -> dict[tuple[str, str], Any]:
+    """The verdicts in the state store, each dated back to its incident's announcement."""
+    from alerts.feedback import series_feedback
+    from alerts.store import Store
+
+    store = Store(settings.state_url)
+    try:
+        return series_feedback(store.feedback_records(), as_announced=True)
+    finally:
+        store.close()
 
 
 def _replay_kpi(settings: Settings, name: str | None) -> str:
