@@ -79,20 +79,24 @@ def apply_feedback(store: Store, settings: Settings, ref: str, verdict: str, use
     return FeedbackOutcome(True, line, group)
 
 
-def series_feedback(records: Sequence[FeedbackRecord], as_announced: bool = False) -> dict[tuple[str, str], SeriesFeedback]:
+def series_feedback(records: Sequence[FeedbackRecord],
+                    as_announced: Mapping[str, str] | None = None) -> dict[tuple[str, str], SeriesFeedback]:
     """The detector's view of the recorded verdicts, per (kpi, segment): when each false alarm
     was given, and which periods were marked expected (each member's alerted periods).
 
-    as_announced: date each false alarm back to the start of the member's last alerted period
-    (a replay over history: "had we said so when it was announced"); default False, when it
-    was given. The detector applies a false alarm to periods that end after it."""
+    as_announced: kpi -> its frequency (pandas alias): date each false alarm back to the end of
+    the member's last alerted period (a replay over history: "had we said so when it was
+    announced"); default None: when it was given. The detector applies a false alarm to the
+    periods that end after it was given."""
     false_alarms: dict[tuple[str, str], list[pd.Timestamp]] = {}
     expected: dict[tuple[str, str], list[tuple[pd.Timestamp, pd.Timestamp]]] = {}
     for record in records:
         where = (record.kpi, record.segment)
         if record.verdict == "false_alarm":
-            given = record.last_period if as_announced else record.created_at
-            false_alarms.setdefault(where, []).append(pd.Timestamp(given))
+            given = pd.Timestamp(record.created_at)
+            if as_announced is not None and record.kpi in as_announced:
+                given = pd.Timestamp(record.last_period) + pd.tseries.frequencies.to_offset(as_announced[record.kpi])
+            false_alarms.setdefault(where, []).append(given)
         elif record.verdict == "expected":
             expected.setdefault(where, []).append((pd.Timestamp(record.first_period), pd.Timestamp(record.last_period)))
     return {where: SeriesFeedback(tuple(false_alarms.get(where, ())), tuple(expected.get(where, ())))

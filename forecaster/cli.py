@@ -422,7 +422,7 @@ def _recorded_feedback(settings: Settings) -> dict[tuple[str, str], Any]:
 
     store = Store(settings.state_url)
     try:
-        return series_feedback(store.feedback_records(), as_announced=True)
+        return series_feedback(store.feedback_records(), as_announced={n: k.freq for n, k in settings.kpis.items()})
     finally:
         store.close()
 
