@@ -339,3 +339,19 @@ def test_on_click_records_through_feedback_and_wakes_delivery(tmp_path, monkeypa
         [(store, settings, got, now)] = calls
         assert store is daemon.store and settings is daemon.settings and got == click
         assert now.isoformat() == "2025-12-10T08:00:00+00:00"
+
+
+@pytest.mark.parametrize("header, value, status", [("Transfer-Encoding", "chunked", 411),
+                                                   ("Content-Length", "-5", 400), ("Content-Length", "ten", 400)])
+def test_a_body_of_unknown_length_is_refused(tmp_path, monkeypatch, header, value, status):
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
+    with serving(tmp_path) as (daemon, port):
+        daemon.on_click = on_click = Recorder()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.putrequest("POST", "/slack/actions")
+        connection.putheader(header, value)
+        connection.endheaders()
+        assert connection.getresponse().status == status
+        connection.close()
+        assert healthz(port) == 200
+    assert on_click.clicks == []
