@@ -16,6 +16,8 @@ keeps a second daemon on standby. SIGTERM/SIGINT stop within `daemon.shutdown_gr
 checks are cancelled (their period is not marked judged, so it is judged once after the restart),
 the outbox is flushed for what is left of the grace, exit 0. SIGHUP reloads the config (an
 invalid one is refused and the old one kept). Every Slack text is built in `alerts.message`.
+The health server also takes the incident cards' button clicks (`POST /slack/actions`,
+`alerts.actions`) when SLACK_SIGNING_SECRET is set.
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from prometheus_client import (
     CollectorRegistry,
@@ -50,6 +53,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from alerts.actions import Click, SlackActions
 from alerts.delivery import DeliveryPolicy, DeliveryReport, deliver
 from alerts.feedback import series_feedback
 from forecaster.detect.feedback import SeriesFeedback
@@ -76,6 +80,10 @@ log = logging.getLogger("kpiwatch.daemon")
 DELIVERY_SECONDS = 5  # how often the outbox is sent (retries wait for their own time)
 PROGRESS_SECONDS = 10.0  # a long check logs how far it is this often
 LOCK_POLL_SECONDS = 2.0
+ACTIONS_PATH = "/slack/actions"  # Slack's interactivity Request URL (behind a TLS proxy)
+DRAIN_LIMIT = 1024 * 1024  # bytes of an oversized body read before its 413 (see do_POST)
+ACTIONS_OFF = (b"Slack buttons are off: set SLACK_SIGNING_SECRET (the Slack app's Signing Secret) and restart "
+               b"kpiwatch run\n")
 
 
 class LockBusy(KPIWatchError):
@@ -297,6 +305,8 @@ class Daemon:
         self.channels_checked = False
         self.scheduler = BlockingScheduler(timezone="UTC")
         self.health: ThreadingHTTPServer | None = None
+        self.actions: SlackActions | None = None  # POST /slack/actions (SLACK_SIGNING_SECRET set)
+        self.on_click: Callable[[Click], str] = self._on_click  # a button click: recorded, its card queued
         self.running: set[str] = set()  # KPIs being judged right now (shown by /healthz)
         # A replay's feedback, applied instead of the store's (None: the store's recorded verdicts).
         self.feedback_override: Mapping[tuple[str, str], SeriesFeedback] | None = None
@@ -329,7 +339,8 @@ class Daemon:
                 return 0
             self._start_health()
             _event(logging.INFO, "started", kpis=len(self.settings.kpis), store=self.store.safe_url,
-                   slack="on" if self.notifier else "off", simulated_clock=self.clock.simulated)
+                   slack="on" if self.notifier else "off", slack_buttons="on" if self.actions else "off",
+                   simulated_clock=self.clock.simulated)
             if once:
                 self.judge_kpis(list(self.settings.kpis))  # due at the same moment: one message per channel
             else:
@@ -812,17 +823,109 @@ class Daemon:
                  for channel in self._channels() if self.store.get(_failing_key(name, since, channel))]
         self.store.queue(items, self._now())
 
+    # Slack buttons
+
+    def _on_click(self, click: Click) -> str:
+        """A button click on an incident card (from the health server's thread): record it and
+        queue the card's update in one transaction (`alerts.feedback.apply_click`), then ask the
+        delivery job to run soon; returns the line shown, e.g. "marked false alarm by @ana".
+        Raises KPIWatchError for a click kpiwatch cannot take (an unknown incident)."""
+        from alerts.feedback import apply_click  # the lead's module (issue 19); here until it is merged
+
+        if self.store is None:
+            raise KPIWatchError("the daemon is not running yet; click again in a moment")
+        line = apply_click(self.store, self.settings, click, now=self._now())
+        self.wake_delivery()
+        return line
+
+    def wake_delivery(self) -> None:
+        """Run the delivery job now instead of at its next tick (thread-safe: APScheduler's
+        modify_job takes its own lock and wakes the scheduler). The job runs in the scheduler's
+        thread pool, never in the caller's thread (Slack is not called from the HTTP thread).
+        Without a running scheduler (`run --once`, tests) the rows wait for the next delivery."""
+        if not self.scheduler.running or self.stopping.is_set():
+            return
+        try:
+            self.scheduler.modify_job("deliver", next_run_time=datetime.now(timezone.utc))
+        except JobLookupError:  # a SIGHUP reload is re-adding the jobs: the new one runs soon anyway
+            pass
+
+    def _slack_actions(self, env: Mapping[str, str]) -> SlackActions | None:
+        """The /slack/actions handler when SLACK_SIGNING_SECRET is set; otherwise None, and one
+        line at start says the buttons are off and how to turn them on."""
+        secret = env.get("SLACK_SIGNING_SECRET", "").strip()
+        if not secret:
+            _event(logging.INFO, "Slack buttons off: POST /slack/actions answers 404; to turn them on, set "
+                   "SLACK_SIGNING_SECRET to the Slack app's Signing Secret and its Interactivity Request URL to "
+                   "https://<this host>/slack/actions (README: Slack buttons)")
+            return None
+        # on_click looked up per click, so a test (or a later wiring) may replace it
+        return SlackActions(secret, lambda click: self.on_click(click))
+
     # health and metrics
 
-    def _start_health(self) -> None:
+    def _start_health(self, env: Mapping[str, str] = os.environ) -> None:
         """Serve /healthz and /metrics on `daemon.bind`:`daemon.health_port` (no authentication:
-        127.0.0.1 unless the operator opens it)."""
+        127.0.0.1 unless the operator opens it), and POST /slack/actions (Slack's signed button
+        clicks, `alerts.actions`) when SLACK_SIGNING_SECRET is set."""
         port, bind = self.settings.daemon.health_port, self.settings.daemon.bind
         if not port:
+            if env.get("SLACK_SIGNING_SECRET", "").strip():
+                _event(logging.WARNING, "SLACK_SIGNING_SECRET is set but daemon.health_port is 0: Slack buttons "
+                       "cannot reach the daemon; set daemon.health_port (and a TLS proxy to it)")
             return
+        self.actions = self._slack_actions(env)
         daemon = self
 
         class Handler(BaseHTTPRequestHandler):
+            # A client that stops sending mid-request frees its thread after this many seconds.
+            timeout = 10
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                if self.path.split("?", 1)[0] != ACTIONS_PATH:
+                    self._answer(404, b"not found: POST only to /slack/actions\n", "text/plain")
+                    return
+                actions = daemon.actions
+                if actions is None:
+                    self._answer(404, ACTIONS_OFF, "text/plain")
+                    return
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    self._answer(411, b"Content-Length required\n", "text/plain")
+                    return
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if length < 0:
+                    self._answer(400, b"bad Content-Length\n", "text/plain")
+                    return
+                if length > actions.max_body:
+                    # Read (and drop) a body up to DRAIN_LIMIT first: a client still sending when the
+                    # socket closes gets a reset, not the 413. Beyond that, refused unread.
+                    self.close_connection = True
+                    if length <= DRAIN_LIMIT and not self._drain(length):
+                        return
+                    self._answer(*actions.too_large(length), "text/plain")
+                    return
+                try:
+                    body = self.rfile.read(length)
+                except (TimeoutError, ConnectionError):  # the client went quiet or away: no answer to give
+                    self.close_connection = True
+                    return
+                status, body = actions.handle(body, self.headers)
+                self._answer(status, body, "application/json" if body.startswith(b"{") else "text/plain")
+
+            def _drain(self, length: int) -> bool:
+                try:
+                    while length > 0:
+                        chunk = self.rfile.read(min(length, 65536))
+                        if not chunk:
+                            return False
+                        length -= len(chunk)
+                except (TimeoutError, ConnectionError):
+                    return False
+                return True
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 if self.path.startswith("/healthz"):
                     status, body = daemon.health_status()
