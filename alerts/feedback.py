@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
+from alerts.actions import Click
 from alerts.store import FeedbackRecord, IncidentGroup, OutboxItem, Store
 from forecaster.detect.feedback import SeriesFeedback
 from forecaster.settings import Settings
@@ -63,20 +64,13 @@ def apply_feedback(store: Store, settings: Settings, ref: str, verdict: str, use
         raise BadInputError(f"no incident {ref!r}: `kpiwatch alerts` lists the incidents and their numbers")
     who = f"@{user}" if user and not user.startswith("@") else (user or "someone")
     line = f"{_SAID[verdict]} by {who} ({now:%Y-%m-%d %H:%M} UTC)"
-    if not store.add_feedback(group.key, verdict, user, source, now):
-        return FeedbackOutcome(False, line, group)
-    members = [(m.kpi, m.segment) for m in group.members]
-    if verdict == "snooze":
-        for kpi, segment in members:
-            store.add_snooze(kpi, segment, now + timedelta(days=SNOOZE_DAYS), f"snoozed from incident {group.id} by {who}",
-                             now)
-    else:
-        store.close_group(group.id, verdict, now)
-    if verdict == "expected":
-        store.forget_states(members)
-    store.queue([OutboxItem(f"feedback|{group.key}|{verdict}|{key}", "feedback", key.split("|")[1], line,
-                            {"line": line}, parent_key=key) for key in group.message_keys], now)
-    return FeedbackOutcome(True, line, group)
+    edits = [OutboxItem(f"feedback|{group.key}|{verdict}|{key}", "feedback", key.split("|")[1], line, {"line": line},
+                        parent_key=key) for key in group.message_keys]
+    recorded = store.record_verdict(
+        group, verdict, user, f"{source}: {line}", now, close=verdict in ("expected", "false_alarm", "resolve"),
+        snooze_until=now + timedelta(days=SNOOZE_DAYS) if verdict == "snooze" else None,
+        forget=[(m.kpi, m.segment) for m in group.members] if verdict == "expected" else (), items=edits)
+    return FeedbackOutcome(recorded, line, group)
 
 
 def series_feedback(records: Sequence[FeedbackRecord],
@@ -119,3 +113,11 @@ def buttons_enabled(supports_threads: bool) -> bool:
     """Cards carry the feedback buttons when a bot posts them (a webhook's cards cannot be edited)
     and the daemon can verify the clicks (`SLACK_SIGNING_SECRET` is set)."""
     return supports_threads and bool(os.environ.get(SIGNING_SECRET_ENV, "").strip())
+
+
+def apply_click(store: Store, settings: Settings, click: Click, now: datetime) -> str:
+    """A verified button click (`alerts.actions`): the verdict on the card's incident, by the
+    Slack user who clicked; returns the line shown ("marked false alarm by @ana ...")."""
+    outcome = apply_feedback(store, settings, click.incident, click.verdict, click.user_name or click.user_id, now,
+                             source="slack")
+    return outcome.line if outcome.recorded else f"already {_SAID[click.verdict]}; nothing changed"

@@ -737,6 +737,34 @@ class Store:
         with self.transaction() as conn:
             return _upsert(conn, feedback, [row], keys=("alert_key", "verdict"), update=()) == 1
 
+    def record_verdict(self, group: IncidentGroup, verdict: str, user: str, note: str, now: datetime,
+                       close: bool = False, snooze_until: datetime | None = None,
+                       forget: Sequence[tuple[str, str]] = (), items: Sequence[OutboxItem] = ()) -> bool:
+        """A verdict on an incident and what it does, in one transaction: the feedback row (one
+        per incident and verdict: False, and nothing else done, when it exists), then close the
+        incident (`close`), snooze its members until `snooze_until`, drop the detector states of
+        `forget` and queue `items` (the cards' edits)."""
+        row = dict(alert_key=group.key, verdict=verdict, user=user, note=note, created_at=now)
+        with self.transaction() as conn:
+            if _upsert(conn, feedback, [row], keys=("alert_key", "verdict"), update=()) != 1:
+                return False
+            if close:
+                conn.execute(incident_groups.update()
+                             .where(incident_groups.c.id == group.id, incident_groups.c.state == "open")
+                             .values(state="resolved", resolved_at=now, closed_by=verdict))
+                conn.execute(incidents.update().where(incidents.c.group_id == group.id, incidents.c.state == "open")
+                             .values(state="resolved", resolved_at=now))
+            if snooze_until is not None:
+                for member in group.members:
+                    conn.execute(snoozes.insert().values(kpi=member.kpi, segment=member.segment, until=snooze_until,
+                                                         reason=f"incident {group.id}: {note}", created_at=now))
+            for kpi, segment in set(forget):
+                conn.execute(detector_states.delete().where(detector_states.c.kpi == kpi,
+                                                            detector_states.c.segment == segment))
+            for item in items:
+                _queue(conn, item, now)
+            return True
+
     def feedback_for(self, group_key: str) -> list[dict[str, Any]]:
         """Feedback on one incident, oldest first."""
         query = sa.select(feedback).where(feedback.c.alert_key == group_key).order_by(feedback.c.id)
@@ -769,26 +797,6 @@ class Store:
     def groups(self, limit: int = 20) -> list[IncidentGroup]:
         """The newest incident groups, newest first."""
         return self._groups(sa.true(), limit)
-
-    def close_group(self, group_id: int, closed_by: str, now: datetime | None = None) -> bool:
-        """Close an open group and its open members by hand (`closed_by`: the verdict); False when
-        it was closed already."""
-        now = now or utcnow()
-        with self.transaction() as conn:
-            done = conn.execute(incident_groups.update()
-                                .where(incident_groups.c.id == group_id, incident_groups.c.state == "open")
-                                .values(state="resolved", resolved_at=now, closed_by=closed_by)).rowcount
-            conn.execute(incidents.update().where(incidents.c.group_id == group_id, incidents.c.state == "open")
-                         .values(state="resolved", resolved_at=now))
-        return bool(done)
-
-    def forget_states(self, series: Sequence[tuple[str, str]]) -> int:
-        """Drop the detector states of these (kpi, segment) series: the next cycle rebuilds them
-        by walking forward (after an *expected* verdict changed how their past is read)."""
-        with self.transaction() as conn:
-            return sum(conn.execute(detector_states.delete().where(detector_states.c.kpi == kpi,
-                                                                  detector_states.c.segment == segment)).rowcount
-                       for kpi, segment in set(series))
 
     def _groups(self, where: Any, limit: int | None = None) -> list[IncidentGroup]:
         query = sa.select(incident_groups).where(where).order_by(incident_groups.c.id.desc())
