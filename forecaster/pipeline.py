@@ -7,6 +7,7 @@ worker process, batched, or shipped to a cluster; I/O stays in `check`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -23,8 +24,8 @@ from forecaster.completeness import (
     usual_phase,
 )
 from forecaster.executor import Executor, make_executor
-from forecaster.detect import Detector, State, StateFormatError, pack_state, unpack_state
-from forecaster.detect.engine import RECENT, STATE_VERSION
+from forecaster.detect import Detector, SeriesFeedback, State, StateFormatError, pack_state, unpack_state
+from forecaster.detect.engine import RECENT, STATE_VERSION, feedback_changed
 from forecaster.detect.rules import Rules, held_back, to_anomaly
 from forecaster.explain import Evaluated, add_related_hints, build_alerts
 from forecaster.kpis import kpi_series
@@ -144,7 +145,8 @@ def detector_of(settings: Settings, kpi: KPIConfig) -> Detector:
 
 
 def evaluate_series(series: KPISeries, kpi: KPIConfig, detector: Detector, until: pd.Timestamp,
-                    state: State | PackedState | None = None, window: bool = False) -> SeriesResult:
+                    state: State | PackedState | None = None, window: bool = False,
+                    feedback: SeriesFeedback | None = None) -> SeriesResult:
     """Walk the detector forward up to `until` (from `state`, or from the series' first period)
     and report the last `kpi.check_window` periods; `until`'s judgement decides the anomaly.
 
@@ -153,13 +155,15 @@ def evaluate_series(series: KPISeries, kpi: KPIConfig, detector: Detector, until
     state of other settings, or one already past `until`.
     window: `series` holds only the recent periods (`history_window`), not its whole history;
     a series whose state cannot step on from them comes back with `needs_history` set, unjudged.
+    feedback: what was said about this series' alerts (`forecaster.detect.feedback`) [None]; a
+    state that judged a recent period otherwise than it now marks it is dropped too.
     """
     current = _unpacked(state, detector, until)
-    if current is not None and _revised(current, series):
+    if current is not None and (_revised(current, series) or feedback_changed(current, feedback)):
         current = None
     if window and (current is None or current.next_period < series.values.index[0]):
         return SeriesResult(series, (), None, skipped="needs its whole history", level=kpi.level, needs_history=True)
-    current, new = detector.advance(current, series, until)
+    current, new = detector.advance(current, series, until, feedback)
     judged = tuple(j for j in current.recent if j.period <= until)[-kpi.check_window:]
     fresh = min(len(new), len(judged))
     packed = PackedState(pack_state(current), current.next_period.to_pydatetime())
@@ -172,13 +176,17 @@ def evaluate_series(series: KPISeries, kpi: KPIConfig, detector: Detector, until
 
 
 def evaluate_chunk(chunk: Sequence[tuple[KPISeries, PackedState | None]], kpi: KPIConfig, detector: Detector,
-                   until: pd.Timestamp, window: bool) -> list[SeriesResult]:
+                   until: pd.Timestamp, window: bool,
+                   feedback: Mapping[str, SeriesFeedback] | None = None) -> list[SeriesResult]:
     """`evaluate_series` over a chunk of one KPI's series: the unit of work shipped to a worker
     (a process of this machine, or a Dask worker). The results come back without their series
-    (the caller has them): only judgements, the anomaly and the packed state cross the wire."""
+    (the caller has them): only judgements, the anomaly and the packed state cross the wire.
+    feedback: by segment key, for the chunk's series that have any (none for the rest)."""
     # The series is left out of the result (None until the caller puts it back): it would cross
     # the wire twice, and a series read in full is most of a chunk's bytes.
-    return [replace(evaluate_series(series, kpi, detector, until, state, window), series=None)  # type: ignore[arg-type]
+    feedback = feedback or {}
+    return [replace(evaluate_series(series, kpi, detector, until, state, window,  # type: ignore[arg-type]
+                                    feedback.get(segment_key(series.segment)) if feedback else None), series=None)
             for series, state in chunk]
 
 
@@ -242,6 +250,7 @@ def check(
     executor: Executor | None = None,
     timeout: float | None = None,
     sources: Mapping[str, Source] | None = None,
+    feedback: Mapping[tuple[str, str], SeriesFeedback] | None = None,
 ) -> CheckReport:
     """Judge the latest closed period of each KPI (all, or those named) and build the alerts.
 
@@ -264,6 +273,9 @@ def check(
     timeout: seconds the judging may take (TimeoutError after); default None: no limit.
     sources: a KPI's source object by KPI name, to use instead of a new one (the daemon's, whose
         file cache already holds this cycle's read from its completeness check); default none.
+    feedback: what marketers said about a series' alerts (false alarms, periods marked expected;
+        `forecaster.detect.feedback`) by (kpi, segment key); it travels with the series to
+        whichever worker judges it. Default: none.
     """
     names = list(kpis) if kpis else list(settings.kpis)
     states = states or {}
@@ -286,12 +298,13 @@ def check(
                 continue
             until = complete
         stored = {segment: state for (of, segment), state in states.items() if of == name}
+        said = {segment: given for (of, segment), given in (feedback or {}).items() if of == name}
         read = _read(name, kpi, source, until, window=bool(stored))
         if isinstance(read, str):  # a source that stopped is not a KPI inside its band: not judged, and said so
             no_data.append(f"{name}: {read}")
             continue
         found, windowed = read
-        reads.append(_KPIRead(name, kpi, source, until, detector_of(settings, kpi), found, stored, windowed))
+        reads.append(_KPIRead(name, kpi, source, until, detector_of(settings, kpi), found, stored, windowed, said))
     periods = {read.name: read.until for read in reads}
     own = executor is None
     executor = executor or make_executor(settings.executor, workers=workers)
@@ -337,6 +350,7 @@ class _KPIRead:
     series: list[KPISeries]
     stored: Mapping[str, State | PackedState]  # by segment key
     window: bool  # read for the recent periods only (it has stored states and the window had a value)
+    feedback: Mapping[str, SeriesFeedback] = dataclasses.field(default_factory=dict)  # by segment key
 
 
 def history_start(until: pd.Timestamp, freq: str) -> pd.Timestamp:
@@ -401,8 +415,12 @@ def _judge_tasks(reads: Sequence[_KPIRead], tasks: Sequence[Sequence[tuple[KPISe
     chunks = []
     for read, mine in zip(reads, tasks, strict=True):
         size = max(1, min(WARM_CHUNK_MAX if read.window else COLD_CHUNK_MAX, even))
-        chunks.extend((mine[i:i + size], read.kpi, read.detector, read.until, read.window)
-                      for i in range(0, len(mine), size))
+        for i in range(0, len(mine), size):
+            part = mine[i:i + size]
+            # Only the feedback of this chunk's series travels with it (most series have none).
+            said = ({key: read.feedback[key] for key in (segment_key(s.segment) for s, _ in part) if key in read.feedback}
+                    if read.feedback else {})
+            chunks.append((part, read.kpi, read.detector, read.until, read.window, said))
     counts = [len(chunk[0]) for chunk in chunks]
 
     def advanced(done_chunks: int, _: int) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from forecaster.detect import Detector, Rules, history_needed
+from forecaster.detect import Detector, Rules, SeriesFeedback, history_needed
 from forecaster.detect.engine import seasonal_history
 from forecaster.sources.base import to_kpi_series
 from forecaster.timegrid import (
@@ -46,11 +46,14 @@ def default_detectors(rules: Rules = Rules()) -> DetectorFor:
     return lambda freq: Detector(rules, freq, model=DEFAULT_MODEL)
 
 
-def replay(series: KPISeries, detector: Detector, progress: Progress | None = None) -> pd.DataFrame:
+def replay(series: KPISeries, detector: Detector, progress: Progress | None = None,
+           feedback: SeriesFeedback | None = None) -> pd.DataFrame:
     """Judge every period of `series` causally; returns the COLUMNS (one row per period).
 
-    Rows before enough history exists (and unjudged ones: gaps, a first event day) have an
-    empty score and anomaly 0. BadInputError when no period could be judged.
+    Rows before enough history exists (and unjudged ones: gaps, a first event day, a period
+    marked expected) have an empty score and anomaly 0. BadInputError when no period could be
+    judged. feedback: false alarms and expected periods of the series, applied as the daemon
+    would (`forecaster.detect.feedback`) [None].
     """
     got = int(series.values.notna().sum())
     if got < history_needed(series.freq):  # nothing could be judged: one error, not an empty result
@@ -60,7 +63,7 @@ def replay(series: KPISeries, detector: Detector, progress: Progress | None = No
     index = series.values.index
     chunk = max(len(index) // 100, 1)
     for start in range(0, len(index), chunk):
-        state, done = detector.advance(state, series, index[min(start + chunk, len(index)) - 1])
+        state, done = detector.advance(state, series, index[min(start + chunk, len(index)) - 1], feedback)
         judgements.extend(done)
         if progress:
             progress(len(judgements), len(index))
@@ -111,15 +114,17 @@ def summary(frame: pd.DataFrame, freq: str) -> str:
 
 
 def replay_rows(
-    raw: pd.Series, name: str, detector_for: DetectorFor, progress: Progress | None = None
+    raw: pd.Series, name: str, detector_for: DetectorFor, progress: Progress | None = None,
+    feedback: SeriesFeedback | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """`replay_file` without the per-period frame: (one row per input row, notes)."""
-    rows, _, notes = replay_file(raw, name, detector_for, progress)
+    rows, _, notes = replay_file(raw, name, detector_for, progress, feedback)
     return rows, notes
 
 
 def replay_file(
-    raw: pd.Series, name: str, detector_for: DetectorFor, progress: Progress | None = None
+    raw: pd.Series, name: str, detector_for: DetectorFor, progress: Progress | None = None,
+    feedback: SeriesFeedback | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Replay a file's rows as they are: (one output row per input row, one row per period of
     the grid they were judged on — what `summary` counts —, notes on what was resolved).
@@ -132,6 +137,7 @@ def replay_file(
     minutes, an hour, a day, a week from the first row), or calendar months when most rows sit
     on month starts or month ends.
     BadInputError (one line) when no period could be judged: too few values, or one timestamp.
+    feedback: the series' false alarms and expected periods (on the grid's period starts) [None].
     """
     stamps = pd.DatetimeIndex(raw.index)
     values = raw.to_numpy(dtype="float64")
@@ -160,7 +166,7 @@ def replay_file(
     if int(on_grid.notna().sum()) < history_needed(freq):
         raise _too_short(name, int(on_grid.notna().sum()), freq)
     series = to_kpi_series(name, on_grid, freq=freq, origin=name)
-    judged = replay(series, detector_for(freq), progress)
+    judged = replay(series, detector_for(freq), progress, feedback)
     rows = judged.iloc[period].reset_index(drop=True)
     first_of_period = ~pd.Series(period).duplicated().to_numpy()
     rows["anomaly"] = rows["anomaly"].to_numpy() * first_of_period

@@ -12,7 +12,8 @@ from forecaster.detect.engine import (
     unpack_state,
     walk_forward,
 )
+from forecaster.detect.feedback import SeriesFeedback
 from forecaster.detect.rules import Rules, guardrail
 
-__all__ = ["Detector", "Rules", "State", "StateFormatError", "guardrail", "history_needed", "pack_state",
+__all__ = ["Detector", "Rules", "SeriesFeedback", "State", "StateFormatError", "guardrail", "history_needed", "pack_state",
            "unpack_state", "walk_forward"]

@@ -34,6 +34,10 @@ How a period is judged (defaults in brackets):
   denser spikes or a noisier stretch even when no single value leaves the band.
 - daily habits (sub-daily data): a period outside the band is not news when one within an hour
   of this time yesterday was outside too, by at least half its error, the same way.
+- feedback (`forecaster.detect.feedback`, per series, not part of the settings): false alarms
+  given before a period ends widen its band (x1.25 per fresh one, halving with a 30-day
+  half-life, at most x1.95); a period marked expected is normal: not judged, its raw value
+  trains the model and its error does not size the band.
 - rules (`Rules`): guardrails, direction, "for N periods" decide `alert`; an episode of alerts
   is announced when it starts and again every `repeat_hours` while it lasts (`notice`), as the
   incident planner does; it ends after half that interval without an anomaly (a day for daily
@@ -60,6 +64,7 @@ import pandas as pd
 from forecaster.calendar import Calendar
 from forecaster.detect import codec
 from forecaster.detect.calibration import NORMAL_Q99, ErrorTail
+from forecaster.detect.feedback import EXPECTED_REASON, SeriesFeedback
 from forecaster.detect.rules import Rules, guardrail, sampling_sigma
 from forecaster.models.base import make_model, z_value
 from forecaster.models.fallback import FALLBACK_MODEL, FIT_ERRORS
@@ -446,10 +451,14 @@ class Detector:
         state, _ = self.advance(None, history, history.values.index[-1])
         return state
 
-    def step(self, state: State, period: pd.Timestamp, value: float, volume: float = math.nan) -> tuple[State, Judgement]:
+    def step(self, state: State, period: pd.Timestamp, value: float, volume: float = math.nan,
+             feedback: SeriesFeedback | None = None) -> tuple[State, Judgement]:
         """Judge `period` (the state's next period) from what came before, then take it in.
 
         volume: the period's denominator for a ratio KPI (NaN for counts).
+        feedback: what was said about this series' alerts (`forecaster.detect.feedback`): false
+            alarms given before the period ends widen its band; a period marked expected is not
+            judged and reaches the model as it is. None = none.
         """
         if period != state.next_period:
             raise ValueError(f"step: expected the period {state.next_period}, got {period}")
@@ -457,18 +466,21 @@ class Detector:
         if state.model is None:
             judgement = self._history_only(state, period, value, "history: too few values for a first fit yet")
         else:
-            judgement = self._judge(state, period, value, volume)
+            judgement = self._judge(state, period, value, volume, feedback)
         state.recent.append(judgement)
         state.position += 1
         state.next_period = period + _offset(self.plan.freq)
         _trim(state)
         return state, judgement
 
-    def advance(self, state: State | None, series: KPISeries, until: pd.Timestamp) -> tuple[State, list[Judgement]]:
+    def advance(self, state: State | None, series: KPISeries, until: pd.Timestamp,
+                feedback: SeriesFeedback | None = None) -> tuple[State, list[Judgement]]:
         """Step every period after the state's last one up to `until` (a new state from the
-        series' first period when `state` is None or was made with other settings); returns
+        series' first period when `state` is None or was made with other settings, or judged a
+        recent period otherwise than `feedback` now marks it: `feedback_changed`); returns
         the state and the new judgements. A period missing from the series is a gap."""
-        if state is None or state.fingerprint != self.fingerprint or state.version != STATE_VERSION:
+        if (state is None or state.fingerprint != self.fingerprint or state.version != STATE_VERSION
+                or feedback_changed(state, feedback)):
             state = self.new_state(series)
         if state.next_period > until:
             return state, []
@@ -477,7 +489,7 @@ class Detector:
                    else _span(series.denominator, state.next_period, until, _offset(self.plan.freq))[1])
         judgements = []
         for period, value, volume in zip(periods, values, volumes, strict=True):
-            state, judgement = self.step(state, period, value, volume)
+            state, judgement = self.step(state, period, value, volume, feedback)
             judgements.append(judgement)
         return state, judgements
 
@@ -582,7 +594,8 @@ class Detector:
         _remember(state, value, math.nan if on_event else value, False, 0.0, on_event)
         return Judgement(period, value, math.nan, math.nan, math.nan, math.nan, False, reason)
 
-    def _judge(self, state: State, period: pd.Timestamp, value: float, volume: float) -> Judgement:
+    def _judge(self, state: State, period: pd.Timestamp, value: float, volume: float,
+               feedback: SeriesFeedback | None = None) -> Judgement:
         plan, rules = self.plan, self.rules
         forecast = state.model.next_value()
         event, effect = self._event_of(state, period)
@@ -594,6 +607,8 @@ class Detector:
             return Judgement(period, value, forecast, math.nan, math.nan, math.nan, False, "no data",
                              model=state.model_label)
         state.observed += 1
+        if feedback is not None and feedback.expected and feedback.is_expected(period):
+            return self._expected(state, period, value, volume, forecast, event, effect)
         if event is not None and effect is None:
             # The first time this event day is seen: its effect is learned, not judged.
             self._learn_event(state, period, value)
@@ -625,6 +640,9 @@ class Detector:
         half = self.z * max(sigma, 1e-12)
         if event is not None:
             half += rules.event_margin * abs(expected)
+        if feedback is not None and feedback.false_alarms:
+            # False alarms given before this period ends: a less sensitive band (at most x1.95).
+            half *= feedback.band_scale(period + _offset(plan.freq))
         # A hair of tolerance: a true zero must not read as below a band clipped at zero.
         outside = abs(error) > half * (1 + 1e-9)
         score = math.erf(abs(error) / (half / self.z) / math.sqrt(2.0))
@@ -667,6 +685,28 @@ class Detector:
         return Judgement(period, value, expected, expected - half, expected + half, score, is_anomaly, reason,
                          alert=alert, direction=direction.value, run_length=state.alert_run if alert else 0,
                          model=state.model_label, notice=notice, episode=state.episode)
+
+    def _expected(self, state: State, period: pd.Timestamp, value: float, volume: float, forecast: float,
+                  event: tuple[tuple[str, ...], int] | None, effect: tuple[str, float] | None) -> Judgement:
+        """A period marked expected (a known campaign): normal, so not judged and not alerted; it
+        ends an alert run (a calm period for the episode), its value reaches the model as it is
+        (an event day's learned effect taken out; a first event day still only teaches its
+        effect), and its error does not size the band: an explained movement is not noise."""
+        expected = _apply(effect, forecast) if effect is not None else forecast
+        if event is not None and effect is None:
+            model_value = forecast  # the first occurrence of an event: its effect is learned, as always
+        else:
+            model_value = forecast + (value - expected)  # the raw value (an event's effect taken out)
+        state.run = 0
+        self._alert(state, False, False)
+        self._notice(state, False, False)
+        state.model.push(model_value)
+        self._learn_event(state, period, value)
+        _remember(state, value, model_value, False, 0.0, event is not None)
+        if state.proportion and volume > 0:
+            state.volumes.append(volume)
+        return Judgement(period, value, expected, math.nan, math.nan, math.nan, False, EXPECTED_REASON,
+                         model=state.model_label, episode=state.episode)
 
     def _alert(self, state: State, alertable: bool, up: bool) -> bool:
         """"For N periods": alertable periods in a row the same way (a gap, an unjudged or a quiet
@@ -784,13 +824,30 @@ class Detector:
 
 
 def walk_forward(detector: Detector, series: KPISeries, start: pd.Timestamp | None = None,
-                 end: pd.Timestamp | None = None) -> list[Judgement]:
+                 end: pd.Timestamp | None = None, feedback: SeriesFeedback | None = None) -> list[Judgement]:
     """Judge `series` causally from its first period, each period only from the ones before;
-    returns the judgements of the periods from `start` to `end` (default: all)."""
+    returns the judgements of the periods from `start` to `end` (default: all). feedback: as
+    `Detector.step` takes it [None]."""
     if not len(series.values):
         return []
-    _, judgements = detector.advance(None, series, end if end is not None else series.values.index[-1])
+    _, judgements = detector.advance(None, series, end if end is not None else series.values.index[-1], feedback)
     return [j for j in judgements if start is None or j.period >= start]
+
+
+def feedback_changed(state: State, feedback: SeriesFeedback | None) -> bool:
+    """Whether `state` judged one of its recent periods (`RECENT`) otherwise than `feedback`
+    marks it now: a period marked expected after it was judged (or a mark taken back). Such a
+    state is rebuilt by walking forward, so a stored state and a fresh walk keep giving the same
+    verdicts. Gaps and periods before the first fit are the same either way and not compared.
+    (False alarms never apply to periods that ended before they were given: no rebuild.)"""
+    marked = feedback is not None and bool(feedback.expected)
+    for judgement in state.recent:
+        if not judgement.model or math.isnan(judgement.actual):
+            continue
+        was = judgement.reason == EXPECTED_REASON
+        if was != (marked and feedback.is_expected(judgement.period)):  # type: ignore[union-attr]
+            return True
+    return False
 
 
 def refit_phase(series: KPISeries, refit_every: int) -> int:
