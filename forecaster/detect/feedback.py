@@ -14,8 +14,8 @@ Two answers to an incident reach the detector (`Detector.step(..., feedback=...)
   z of 2.576 becomes 3.22, 4.02 and 5.03.
 - *Expected*: a known campaign or event; the periods of the marked range are normal for the
   model: not judged and not alerted ("marked expected"), they do not continue an alert run or
-  episode, their values reach the model and its training data as they are (no Huber cleaning),
-  and their errors do not size the band (an explained movement is not noise). This applies to
+  episode, the model carries on from its forecast over them as over a calendar event day, and
+  their errors do not size the band (an explained movement is neither noise nor a new level). This applies to
   the periods the range covers whenever it was given; a stored state that judged one of them
   otherwise is rebuilt (`forecaster.detect.engine.feedback_changed`).
 
