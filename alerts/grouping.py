@@ -233,21 +233,28 @@ def _reach(alert: Alert, causes: Mapping[int, list[Alert]]) -> list[Alert]:
 
 
 def _why(root: Alert, rest: Sequence[Alert], downstream: Sequence[Alert]) -> str:
+    kpi = root.anomaly.kpi
+    if not rest:
+        return f"{_moved(root, rest)}; no other alert of this check is linked to it"
+    names = [k for k in dict.fromkeys(a.anomaly.kpi for a in downstream) if k != kpi]
+    if names:
+        return f"{_moved(root, rest)} and is upstream of {', '.join(names)} in the catalogue"
+    others = [k for k in dict.fromkeys(a.anomaly.kpi for a in rest) if k != kpi]
+    if others:
+        return f"{_moved(root, rest)}; no linked KPI lists a cause ({', '.join(others)} share a metric with it)"
+    return f"{_moved(root, rest)}; the other alerts are the same KPI in segments that contain it or that it contains"
+
+
+def _moved(root: Alert, rest: Sequence[Alert]) -> str:
+    """"cpc moved first on channel=paid_search (from Sun 07 Dec 2025)", or "... moved from ..."
+    when another member started earlier (or there is none)."""
     anomaly = root.anomaly
     where = f" on {segment_label(anomaly.segment)}" if anomaly.segment else " on the total"
-    if not rest:
-        return f"{anomaly.kpi}{where} is the only alert of this incident"
     start = episode_start(anomaly)
-    first = all(start <= episode_start(a.anomaly) for a in rest)
     when = format_period(start, anomaly.freq)
-    moved = f"{anomaly.kpi} moved first{where} (from {when})" if first else f"{anomaly.kpi}{where} moved from {when}"
-    names = [k for k in dict.fromkeys(a.anomaly.kpi for a in downstream) if k != anomaly.kpi]
-    if names:
-        return f"{moved} and is upstream of {', '.join(names)} in the catalogue"
-    others = [k for k in dict.fromkeys(a.anomaly.kpi for a in rest) if k != anomaly.kpi]
-    if others:
-        return f"{moved}; no linked KPI lists a cause ({', '.join(others)} share a metric or segment with it)"
-    return f"{moved}; the other alerts are the same KPI in segments that contain it or that it contains"
+    if rest and all(start <= episode_start(a.anomaly) for a in rest):
+        return f"{anomaly.kpi} moved first{where} (from {when})"
+    return f"{anomaly.kpi}{where} moved from {when}"
 
 
 # -- one movement seen through two cuts ------------------------------------------------------
@@ -283,7 +290,8 @@ def _merged(cluster: Sequence[AlertGroup]) -> AlertGroup:
         because = f"{where} explains more of the change ({' vs '.join(f'{s:.0%}' for s in shares)})"
     else:
         because = f"{where} has the higher score"
-    why = f"{lead.why}; {cuts} {'is' if len(others) == 1 else 'are'} the same movement in another cut, {because}"
+    base = lead.why if len(lead.members) > 1 else _moved(lead.root, members[1:])
+    why = f"{base}; {cuts} {'is' if len(others) == 1 else 'are'} the same movement in another cut, {because}"
     return AlertGroup(lead.root, members, why)
 
 
