@@ -183,11 +183,14 @@ def incident_to_dict(group: AlertGroup, number: int) -> dict[str, Any]:
 
 def incident_text(group: AlertGroup, number: int, max_hints: int = 2) -> str:
     """A few lines of plain text: the headline (root cause and the number of alerts), why, one
-    line per member (its severity and headline), then the root's top `max_hints` hints."""
+    line per member (its severity and headline), then the root's top `max_hints` hints. An
+    incident of one alert is its headline and that alert's line only (there is no why to tell)."""
     count = len(group.members)
-    lines = [f"Incident {number}: {root_headline(group)} (root cause) — {count} alert{'s' if count != 1 else ''}",
-             f"  why: {group.why}"]
-    lines.extend(f"  {plain_text(a, max_hints=0)}" for a in group.members)
+    headline = f"Incident {number}: {root_headline(group)} (root cause) — {count} alert{'s' if count != 1 else ''}"
+    members = [f"  {plain_text(a, max_hints=0)}" for a in group.members]
+    if count == 1:
+        return "\n".join([headline, *members])
+    lines = [headline, f"  why: {group.why}", *members]
     lines.extend(f"  - {hint.text}" for hint in group.root.hints[:max_hints])
     return "\n".join(lines)
 

@@ -187,6 +187,9 @@ def test_a_merged_group_says_why_its_cut_leads(settings: Settings) -> None:
                          "same movement in another cut, channel=paid_search explains more of the change (98% vs 51%)")
     (alone,) = group_alerts([alert(f"cpc@{PAID}")], settings)
     assert alone.why == "cpc on channel=paid_search moved from Wed 10 Dec 2025; no other alert of this check is linked to it"
+    assert incident_text(alone, 3).splitlines() == [
+        "Incident 3: cpc on channel=paid_search rose 100.0% since Wed 10 Dec 2025 (root cause) — 1 alert",
+        "  [CRITICAL] cpc channel=paid_search moved"]
 
 
 def test_no_alerts_no_groups(settings: Settings) -> None:
