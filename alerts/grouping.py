@@ -31,6 +31,7 @@ the same alerts in any order give the same groups.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,7 @@ from forecaster.units import format_change, format_period
 DEFAULT_WITHIN = 2
 """Periods between two episodes' starts for them to count as one incident (default 2)."""
 
+_DAY = pd.Timedelta(days=1)
 _SEVERITY_RANK = {Severity.CRITICAL: 2, Severity.WARNING: 1, Severity.GOOD_NEWS: 0}
 
 
@@ -92,9 +94,11 @@ def episode_start(anomaly: Anomaly) -> pd.Timestamp:
 def periods_apart(a: Anomaly, b: Anomaly) -> int:
     """Whole periods between the two episodes' starts, in the coarser of the two frequencies
     (a day of 23 or 25 hours still counts as one)."""
-    per_day = min(periods_per_day(a.freq), periods_per_day(b.freq))
-    days = abs(episode_start(a) - episode_start(b)) / pd.Timedelta(days=1)
-    return int(round(days * per_day))
+    return _apart(episode_start(a), episode_start(b), min(periods_per_day(a.freq), periods_per_day(b.freq)))
+
+
+def _apart(a: pd.Timestamp, b: pd.Timestamp, per_day: float) -> int:
+    return int(round(abs(a - b) / _DAY * per_day))
 
 
 def segments_compatible(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
@@ -149,10 +153,18 @@ def group_alerts(alerts: Sequence[Alert], settings: Settings, within: int = DEFA
     if within < 0:
         raise ValueError(f"`within` must be 0 or more periods. Got: {within}")
     ordered = sorted(alerts, key=_identity)  # the same alerts in any order give the same groups
+    # Read once per alert and per KPI pair: an alert storm compares every pair (n² / 2).
+    starts = [episode_start(a.anomaly) for a in ordered]
+    per_day = [periods_per_day(a.anomaly.freq) for a in ordered]
+    kpi_names = sorted({a.anomaly.kpi for a in ordered})
+    kpi_links = {(x, y): kpis_linked(x, y, settings) for x in kpi_names for y in kpi_names}
     parent = list(range(len(ordered)))
-    for i in range(len(ordered)):
+    for i, a in enumerate(ordered):
         for j in range(i + 1, len(ordered)):
-            if linked(ordered[i], ordered[j], settings, within):
+            b = ordered[j]
+            if (_find(parent, i) != _find(parent, j) and kpi_links[a.anomaly.kpi, b.anomaly.kpi]
+                    and segments_compatible(a.anomaly.segment, b.anomaly.segment)
+                    and _apart(starts[i], starts[j], min(per_day[i], per_day[j])) <= within):
                 _union(parent, i, j)
     components: dict[int, list[Alert]] = {}
     for index, alert in enumerate(ordered):
@@ -209,37 +221,46 @@ def root_headline(group: AlertGroup) -> str:
 
 
 def _rooted(members: Sequence[Alert], settings: Settings) -> AlertGroup:
-    """A group of linked alerts with its root and cause order."""
-    causes = {id(a): [b for b in members if b is not a and b.anomaly.kpi in _related(a.anomaly.kpi, settings)]
-              for a in members}
-    upstream = {id(a): _reach(a, causes) for a in members}  # every cause of a, transitively
-    downstream = {id(a): [b for b in members if a in upstream[id(b)]] for a in members}
-    candidates = [a for a in members if not causes[id(a)]] or list(members)
-    root = min(candidates, key=lambda a: (-len(downstream[id(a)]), episode_start(a.anomaly),
-                                          -(segment_share(a) or 0.0), -a.anomaly.score, _identity(a)))
+    """A group of linked alerts with its root and cause order (read per KPI: an alert storm
+    holds many alerts of few KPIs)."""
+    present = {a.anomaly.kpi for a in members}
+    upstream = _upstream(present, settings)
+    count = Counter(a.anomaly.kpi for a in members)
+    reach = {kpi: sum(count[other] for other in present if kpi in upstream[other]) for kpi in present}
+    start = {id(a): episode_start(a.anomaly) for a in members}
+    candidates = [a for a in members if not upstream[a.anomaly.kpi]] or list(members)
+    root = min(candidates, key=lambda a: (-reach[a.anomaly.kpi], start[id(a)], -(segment_share(a) or 0.0),
+                                          -a.anomaly.score, _identity(a)))
+    cause = root.anomaly.kpi
     rest = sorted((a for a in members if a is not root),
-                  key=lambda a: (root not in upstream[id(a)], len(upstream[id(a)]), episode_start(a.anomaly),
+                  key=lambda a: (cause not in upstream[a.anomaly.kpi], len(upstream[a.anomaly.kpi]), start[id(a)],
                                  -a.anomaly.score, _identity(a)))
-    return AlertGroup(root, (root, *rest), _why(root, rest, downstream[id(root)]))
+    downstream = [a.anomaly.kpi for a in rest if cause in upstream[a.anomaly.kpi]]
+    return AlertGroup(root, (root, *rest), _why(root, rest, downstream))
 
 
-def _reach(alert: Alert, causes: Mapping[int, list[Alert]]) -> list[Alert]:
-    """Every member reached from `alert` along effect -> cause edges (loops are walked once)."""
-    found: dict[int, Alert] = {}
-    todo = list(causes[id(alert)])
-    while todo:
-        nxt = todo.pop()
-        if id(nxt) not in found and nxt is not alert:
-            found[id(nxt)] = nxt
-            todo.extend(causes[id(nxt)])
-    return list(found.values())
+def _upstream(kpis: set[str], settings: Settings) -> dict[str, frozenset[str]]:
+    """Each KPI's causes among `kpis`, transitively along `related` (effect -> cause); a KPI is
+    never its own cause, even in a loop."""
+    found = {}
+    for kpi in kpis:
+        seen: set[str] = set()
+        todo = [k for k in _related(kpi, settings) if k in kpis]
+        while todo:
+            nxt = todo.pop()
+            if nxt not in seen and nxt != kpi:
+                seen.add(nxt)
+                todo.extend(k for k in _related(nxt, settings) if k in kpis)
+        found[kpi] = frozenset(seen)
+    return found
 
 
-def _why(root: Alert, rest: Sequence[Alert], downstream: Sequence[Alert]) -> str:
+def _why(root: Alert, rest: Sequence[Alert], downstream: Sequence[str]) -> str:
+    """The group's `why`; downstream: the KPIs of the members the root is a cause of."""
     kpi = root.anomaly.kpi
     if not rest:
         return f"{_moved(root, rest)}; no other alert of this check is linked to it"
-    names = [k for k in dict.fromkeys(a.anomaly.kpi for a in downstream) if k != kpi]
+    names = list(dict.fromkeys(downstream))
     if names:
         return f"{_moved(root, rest)} and is upstream of {', '.join(names)} in the catalogue"
     others = [k for k in dict.fromkeys(a.anomaly.kpi for a in rest) if k != kpi]
