@@ -12,7 +12,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -36,16 +36,20 @@ from forecaster.pipeline import CheckReport, check, forecast_series, kpi_total_s
 from forecaster.settings import Settings, config_path, load_config, parse_config
 from forecaster.sources.urls import shown_url
 from forecaster.types import (
+    Alert,
     BadInputError,
     Forecast,
     KPISeries,
     KPIWatchError,
+    segment_key,
     segment_label,
 )
 from forecaster.units import format_period, format_value
 
 if TYPE_CHECKING:  # the CLI face: only it may name alerts (imported where used, after a verdict)
     from alerts.delivery import DeliveryPolicy
+    from alerts.grouping import AlertGroup
+    from forecaster.demo import Incident
 
 # Piped into a file or CI log, rich would assume 80 columns and fold every table.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -158,12 +162,36 @@ def demo(out_dir: Path, fmt: str) -> None:
     report = _run_check(settings, at=DEMO_NOW, kpis=None, quiet=fmt == "json")
     charts = _write_charts(report, out_dir)
     if fmt == "json":
-        _print_json(report, charts)
+        _print_json(report, charts, settings, annotate=_demo_injected)
         return
     day = format_period(next(iter(report.period.values())), "D")
     out.print(f"[bold]kpiwatch demo[/]: {len(settings.kpis)} KPIs, {len(report.results)} series, judged {day} "
               f"(the demo shop's last closed day; demo clock {DEMO_NOW:%Y-%m-%d %H:%M} UTC)\n")
-    _print_alerts(report, charts)
+    _print_alerts(report, charts, settings)
+
+
+def _demo_injected(group: AlertGroup) -> dict[str, Any]:
+    """`{"injected": {"number", "name"}}` for an incident that is one of the demo's injected
+    ones (`forecaster.demo.INCIDENTS`): a member on a day it ran whose KPI and segment are among
+    its expected alerts, or whose segment is where it was injected; the one most members match.
+    {} when none matches."""
+    from forecaster.demo import INCIDENTS
+
+    def matches(incident: Incident) -> int:
+        return sum(1 for alert in group.members if _injected_into(alert, incident))
+
+    best = max(INCIDENTS, key=matches)
+    return {"injected": {"number": best.number, "name": best.name}} if matches(best) else {}
+
+
+def _injected_into(alert: Alert, incident: Incident) -> bool:
+    """Whether the demo's injected incident explains the alert."""
+    anomaly = alert.anomaly
+    if not incident.start <= anomaly.period.date() <= incident.end:  # days are labelled by their local date
+        return False
+    expected = {(e.kpi, segment_key(e.segment)) for e in incident.expected}
+    where = segment_key(anomaly.segment)
+    return (anomaly.kpi, where) in expected or where == segment_key(incident.segment)
 
 
 @cli.command()
@@ -226,10 +254,10 @@ def check_command(
     report = _run_check(settings, at=moment, kpis=kpis or None, quiet=fmt == "json", require_complete=True)
     charts = _write_charts(report, out_dir) if out_dir else {}
     if fmt == "json":
-        _print_json(report, charts)
+        _print_json(report, charts, settings)
     else:
         out.print(_judged_line(report, settings, moment), markup=False)
-        _print_alerts(report, charts)
+        _print_alerts(report, charts, settings)
     if not dry_run:
         _send(report, settings)
 
@@ -808,12 +836,20 @@ def _write_charts(report: CheckReport, folder: Path) -> dict[int, Path]:
     return charts
 
 
-def _print_alerts(report: CheckReport, charts: dict[int, Path]) -> None:
+def _print_alerts(report: CheckReport, charts: dict[int, Path], settings: Settings) -> None:
+    """The incidents (root cause first), then every alert with its hints and chart, then a summary."""
+    from alerts.grouping import group_alerts, incident_text
     from alerts.message import plain_text
 
     if not report.alerts:
         out.print("No anomalies: every KPI is inside its band." if not report.no_data else
                   f"No anomalies in the {len(report.period)} KPI(s) judged; {len(report.no_data)} not judged (no data).")
+    groups = group_alerts(report.alerts, settings)
+    for number, group in enumerate(groups, start=1):
+        out.print(incident_text(group, number), markup=False)
+        out.print()
+    if groups:
+        out.print(f"The {len(report.alerts)} alert(s) one by one:\n", markup=False)
     for number, alert in enumerate(report.alerts):
         out.print(plain_text(alert), markup=False)
         if number in charts:
@@ -821,8 +857,8 @@ def _print_alerts(report: CheckReport, charts: dict[int, Path]) -> None:
         out.print()
     _print_held_back(report.held_back)
     bad = sum(1 for a in report.alerts if a.anomaly.is_bad)
-    out.print(f"{len(report.alerts)} alert(s): {bad} incident(s), {len(report.alerts) - bad} good news; "
-              f"{len(report.results)} series judged.")
+    out.print(f"{len(groups)} incident(s) from {len(report.alerts)} alert(s) ({bad} bad, {len(report.alerts) - bad} "
+              f"good news); {len(report.results)} series judged.")
     for note in report.notes:
         err.print(f"skipped {note}", markup=False)
     for note in report.incomplete:
@@ -848,7 +884,11 @@ def _print_held_back(lines: list[str]) -> None:
     out.print()
 
 
-def _print_json(report: CheckReport, charts: dict[int, Path]) -> None:
+def _print_json(report: CheckReport, charts: dict[int, Path], settings: Settings,
+                annotate: Callable[[AlertGroup], Mapping[str, Any]] | None = None) -> None:
+    """The one JSON object of `check`/`demo --format json`; `annotate` adds keys to each incident
+    (the demo's ground truth)."""
+    from alerts.grouping import group_alerts, incident_to_dict
     from alerts.message import alert_to_dict
 
     alerts = []
@@ -857,7 +897,9 @@ def _print_json(report: CheckReport, charts: dict[int, Path]) -> None:
         if number in charts:
             item["chart"] = str(charts[number])
         alerts.append(item)
-    payload = {"alerts": alerts, "judged": {k: v.isoformat() for k, v in report.period.items()},
+    incidents = [{**incident_to_dict(group, number), **(annotate(group) if annotate else {})}
+                 for number, group in enumerate(group_alerts(report.alerts, settings), start=1)]
+    payload = {"alerts": alerts, "incidents": incidents, "judged": {k: v.isoformat() for k, v in report.period.items()},
                "series": len(report.results), "skipped": report.notes,
                "incomplete": list(report.incomplete), "no_data": list(report.no_data),
                "held_back": report.held_back}

@@ -31,11 +31,17 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
-@pytest.mark.slow
-def test_demo_json_lists_the_live_incidents_with_hints_and_charts(tmp_path: Path) -> None:
-    result = run("demo", "--format", "json", "--out", str(tmp_path))
+@pytest.fixture(scope="module")
+def demo_json(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`kpiwatch demo --format json`, run once for the tests that read it."""
+    result = run("demo", "--format", "json", "--out", str(tmp_path_factory.mktemp("demo")))
     assert result.exit_code == 0, result.output
-    alerts = json.loads(result.stdout)["alerts"]
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_demo_json_lists_the_live_incidents_with_hints_and_charts(demo_json: dict) -> None:
+    alerts = demo_json["alerts"]
     live = [i for i in INCIDENTS if i.number in (1, 3)]
     for incident in live:
         for expected in incident.expected:
@@ -52,12 +58,36 @@ def test_demo_json_lists_the_live_incidents_with_hints_and_charts(tmp_path: Path
 
 
 @pytest.mark.slow
+def test_demo_json_groups_the_alerts_into_the_two_injected_incidents_by_root_cause(demo_json: dict) -> None:
+    incidents = demo_json["incidents"]
+    summary = [(i["root_cause"]["kpi"], i["root_cause"]["segment"], [(m["kpi"], m["segment"]) for m in i["members"]])
+               for i in incidents]
+    assert len(incidents) == 2, summary
+    mobile, paid = {"device": "mobile"}, {"channel": "paid_search"}
+    slowdown, spike = incidents
+    assert (slowdown["root_cause"]["kpi"], slowdown["root_cause"]["segment"]) == ("page_load_time", mobile), summary
+    assert [(m["kpi"], m["segment"]) for m in slowdown["members"]] == [
+        ("page_load_time", mobile), ("bounce_rate", mobile), ("conversion_rate", mobile), ("cpa", mobile)]
+    assert (spike["root_cause"]["kpi"], spike["root_cause"]["segment"]) == ("cpc", paid), summary
+    assert [(m["kpi"], m["segment"]) for m in spike["members"]][:3] == [("cpc", paid), ("cpa", paid), ("roas", paid)]
+    assert slowdown["injected"] == {"number": 1, "name": "mobile landing-page slowdown"}
+    assert spike["injected"] == {"number": 3, "name": "paid-search CPC spike"}
+    assert "upstream of bounce_rate, conversion_rate, cpa" in slowdown["root_cause"]["why"]
+    grouped = sorted((m["kpi"], json.dumps(m["segment"])) for i in incidents for m in i["members"])
+    assert grouped == sorted((a["kpi"], json.dumps(a["segment"])) for a in demo_json["alerts"])  # each alert once
+
+
+@pytest.mark.slow
 def test_demo_text_names_kpi_segment_and_direction(tmp_path: Path) -> None:
     result = run("demo", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert "conversion_rate on device=mobile fell" in result.stdout
     assert "cpa on channel=paid_search rose" in result.stdout
     assert "chart: " in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[2].startswith("Incident 1: page_load_time on device=mobile rose "), lines[:3]
+    assert sum(line.startswith("Incident ") for line in lines) == 2
+    assert lines[-1].startswith("2 incident(s) from 8 alert(s) "), lines[-1]
 
 
 @pytest.mark.slow
