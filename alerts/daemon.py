@@ -56,12 +56,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from alerts.actions import Click, SlackActions
 from alerts.delivery import DeliveryPolicy, DeliveryReport, deliver
 from alerts.feedback import series_feedback
-from forecaster.detect.feedback import SeriesFeedback
 from alerts.incidents import record_and_send
 from alerts.message import back_text, failing_text, late_text, no_data_text
 from alerts.slack import Notifier, SlackError, make_notifier
 from alerts.store import CyclePlan, OutboxItem, OutboxRow, Store, StoreError
 from forecaster.completeness import is_complete
+from forecaster.detect.feedback import SeriesFeedback
 from forecaster.executor import Executor, ExecutorCancelled, make_executor
 from forecaster.pipeline import CheckReport, check, completeness_of, last_closed_period
 from forecaster.schedule import (
@@ -830,7 +830,9 @@ class Daemon:
         queue the card's update in one transaction (`alerts.feedback.apply_click`), then ask the
         delivery job to run soon; returns the line shown, e.g. "marked false alarm by @ana".
         Raises KPIWatchError for a click kpiwatch cannot take (an unknown incident)."""
-        from alerts.feedback import apply_click  # the lead's module (issue 19); here until it is merged
+        from alerts.feedback import (
+            apply_click,  # the lead's module (issue 19); here until it is merged
+        )
 
         if self.store is None:
             raise KPIWatchError("the daemon is not running yet; click again in a moment")

@@ -39,6 +39,7 @@ from typing import Any
 import pandas as pd
 
 from alerts.message import alert_to_dict, plain_text
+from alerts.store import IncidentGroup
 from forecaster.settings import Settings
 from forecaster.timegrid import periods_per_day
 from forecaster.types import Alert, Anomaly, Severity, segment_key, segment_label
@@ -174,6 +175,60 @@ def group_alerts(alerts: Sequence[Alert], settings: Settings, within: int = DEFA
     position = {id(a): n for n, a in enumerate(alerts)}
     return sorted(merged, key=lambda g: (-_SEVERITY_RANK[g.root.anomaly.severity], -g.root.anomaly.score,
                                          min(position[id(a)] for a in g.members)))
+
+
+def join_open_groups(
+    groups: Sequence[AlertGroup], open_groups: Mapping[int, IncidentGroup], settings: Settings,
+    within: int = DEFAULT_WITHIN,
+) -> tuple[list[AlertGroup], dict[int, list[Alert]]]:
+    """The new groups of a check that belong to an incident still open (its members started in an
+    earlier check: roas alerting a day after cpc) join it; the rest stay new incidents.
+
+    A new group joins the open incident (the oldest, when several qualify) with a member that
+    one of its alerts is linked to by rule 1 (compatible segments, linked KPIs, episodes starting
+    within `within` periods), or whose root cause is its root's KPI moving the same way in
+    another dimension (rule 2). Returns the new groups left and, per open incident id, the
+    alerts that joined it.
+    """
+    left: list[AlertGroup] = []
+    joined: dict[int, list[Alert]] = {}
+    for group in groups:
+        target = next((group_id for group_id, incident in sorted(open_groups.items())
+                       if _belongs(group, incident, settings, within)), None)
+        if target is None:
+            left.append(group)
+        else:
+            joined.setdefault(target, []).extend(group.members)
+    return left, joined
+
+
+def _belongs(group: AlertGroup, incident: IncidentGroup, settings: Settings, within: int) -> bool:
+    for member in incident.members:
+        if member.state != "open":
+            continue
+        segment = parse_segment_key(member.segment)
+        start = pd.Timestamp(member.first_period)
+        for alert in group.members:
+            anomaly = alert.anomaly
+            near = _periods_between(episode_start(anomaly), start, anomaly.freq) <= within
+            if near and segments_compatible(anomaly.segment, segment) and kpis_linked(anomaly.kpi, member.kpi, settings):
+                return True
+    root = group.root.anomaly
+    if root.kpi == incident.root_kpi and root.direction.value == incident.direction and root.segment:
+        segment = parse_segment_key(incident.root_segment)
+        return (bool(segment) and set(segment) != set(root.segment)
+                and _periods_between(episode_start(root), pd.Timestamp(incident.first_period), root.freq) <= within)
+    return False
+
+
+def _periods_between(a: pd.Timestamp, b: pd.Timestamp, freq: str) -> int:
+    """Whole periods of `freq` between two times."""
+    return int(round(abs(a - b) / pd.Timedelta(days=1) * periods_per_day(freq)))
+
+
+def parse_segment_key(key: str) -> dict[str, str]:
+    """The stored form of a segment (`channel=email,device=mobile`; "" = the total) as a mapping."""
+    return dict(part.split("=", 1) for part in key.split(",") if "=" in part)
 
 
 def incident_to_dict(group: AlertGroup, number: int) -> dict[str, Any]:

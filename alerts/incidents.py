@@ -30,9 +30,9 @@ from alerts.delivery import DeliveryPolicy, DeliveryReport, Notifier, deliver
 from alerts.grouping import group_alerts, join_open_groups
 from alerts.message import (
     ALERTS_SHOWN,
+    card_text,
     incident_blocks,
     incident_resolved_text,
-    incident_text,
     member_line,
     message_blocks,
     message_text,
@@ -162,13 +162,14 @@ def plan_cycle(
         groups_renotified.append(group_id)
         renotified.extend(incident.id for _, incident in entries)
     items, cards_of = _messages(cards, report, settings, charts, buttons, notes or {})
-    opened = [_member_open(a, g.key, cards_of.get(alert_key(g.root), [])) for g in new_groups for a in g.members]
+    opened = [_member_open(a, alert_key(g.root), cards_of.get(alert_key(g.root), [])) for g in new_groups
+              for a in g.members]
     for group_id, alerts in joined.items():
         group = open_groups[group_id]
         opened.extend(_member_open(a, group.key, group.message_keys) for a in alerts)
         items.extend(_joined_items(group, alerts))
     groups_opened = [GroupOpen(alert_key(g.root), g.root.anomaly.kpi, segment_key(g.root.anomaly.segment),
-                               g.root.anomaly.direction.value, _worst(g.members), g.root.anomaly.period.to_pydatetime(),
+                               g.root.anomaly.direction.value, _worst(g.members), g.first_period.to_pydatetime(),
                                "\n".join(cards_of.get(alert_key(g.root), [])), g.root.text, g.why)
                      for g in new_groups]
     resolved, groups_resolved, resolve_items = _resolves(report, open_incidents, open_groups, now, settings.timezone)
@@ -306,7 +307,7 @@ def _messages(
                                      settings.alerting.max_hints, card.note, card.why, member_notes,
                                      card.key if buttons else "", footer)
             items.append(OutboxItem(key, "message", channel,
-                                    incident_text(card.members, title, card.why, settings.alerting.max_hints),
+                                    card_text(card.members, title, card.why, settings.alerting.max_hints),
                                     {"blocks": blocks, "alert_keys": list(card.alert_keys), "incident": card.key}))
             carried.setdefault(card.key, []).append(key)
             if charts:

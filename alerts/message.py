@@ -236,7 +236,7 @@ def feedback_blocks(blocks: Sequence[dict[str, Any]], lines: Sequence[str]) -> l
     return kept[:at] + [block] + kept[at:]
 
 
-def incident_text(members: Sequence[Alert], title: str, why: str = "", max_hints: int = 3) -> str:
+def card_text(members: Sequence[Alert], title: str, why: str = "", max_hints: int = 3) -> str:
     """The plain-text fallback of an incident card."""
     parts = [title, plain_text(members[0], max_hints)]
     parts.extend(member_line(alert).replace("*", "") for alert in members[1:])
@@ -264,9 +264,11 @@ def resolved_text(kpi: str, segment: str, summary: str, at: str) -> str:
 
 def incident_resolved_text(root_kpi: str, root_segment: str, members: int, summary: str, at: str) -> str:
     """The thread reply and card line when an incident's last open member is back to normal."""
+    if members == 1:
+        return resolved_text(root_kpi, root_segment, summary, at)
     where = f" on {root_segment}" if root_segment else ""
-    more = f" and its {members - 1} related KPI(s) are" if members > 1 else " is"
-    return f":white_check_mark: Resolved: {root_kpi}{where}{more} back inside the band ({at}). Was: {summary}"
+    return (f":white_check_mark: Resolved: {root_kpi}{where} and its {members - 1} related alert(s) are back inside "
+            f"their bands ({at}). Was: {summary}")
 
 
 def resolved_blocks(blocks: Sequence[dict[str, Any]], lines: Sequence[str]) -> list[dict[str, Any]]:

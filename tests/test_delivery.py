@@ -11,8 +11,9 @@ import textwrap
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from alerting import alert, report
+from alerting import DAY, alert, report
 from fakeslack import FakeSlack
 from storage import BACKENDS, store_url
 
@@ -75,7 +76,8 @@ def slack():
 
 def queue(store, settings, alerts, now=NOW, normal=(), charts=False) -> int:
     checked = report(alerts, normal)
-    plan = plan_cycle(checked, settings, store.open_incidents(), [], now, charts=charts)
+    plan = plan_cycle(checked, settings, store.open_incidents(), [], now, charts=charts,
+                      open_groups=store.open_groups())
     return store.record_cycle(evaluation_records(checked), plan, now)
 
 
@@ -194,7 +196,8 @@ def test_channel_not_found_is_a_dead_letter_and_later_alerts_still_go_out(store,
     assert len(first.dead) == 1 and "channel_not_found" in first.dead[0]
     assert "dead letter message|#kpi-alerts|" in caplog.text
     assert store.counts()["dead"] == 1
-    queue(store, settings, [alert("conversion_rate")], now=NOW + timedelta(hours=1))
+    # an incident of its own (days later: not linked to the dead one, which it would join)
+    queue(store, settings, [alert("conversion_rate", period=DAY + pd.Timedelta(days=3))], now=NOW + timedelta(hours=1))
     second = send(store, slack, Clock(NOW + timedelta(hours=1)))
     assert second.sent == 1 and len(posts(slack)) == 1
     assert store.retry_dead(NOW + timedelta(hours=2)) == 1  # `kpiwatch outbox retry`

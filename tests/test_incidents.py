@@ -50,20 +50,67 @@ def _messages(plan):
     return [i for i in plan.items if i.kind == "message"]
 
 
-def test_one_message_per_channel_with_the_routed_alerts(settings):
+def test_one_card_per_incident_in_each_channel_its_members_are_routed_to(settings):
+    """conversion_rate on mobile, cpa and cpc on the total share metrics (conversions, ad_cost):
+    one incident, one card per channel that takes any member, with
+    every member in it; a chart per member in each card's thread."""
     alerts = [alert("conversion_rate"), alert("cpa", {}), alert("cpc", {}, severity=Severity.WARNING)]
     plan = plan_cycle(report(alerts), settings, {}, [], NOW, charts=True)
     messages = {m.channel: m for m in _messages(plan)}
-    assert sorted(messages) == ["#kpi-alerts", "#paid-media"]
-    assert len(messages["#kpi-alerts"].payload["alert_keys"]) == 3
-    # #paid-media takes cpa (by name) and cpc (by tag) but only from critical: the cpc warning stays out
-    assert messages["#paid-media"].payload["alert_keys"] == [alert_key(alerts[1])]
+    assert sorted(messages) == ["#kpi-alerts", "#paid-media"]  # #paid-media takes the critical cpa
+    assert all(len(m.payload["alert_keys"]) == 3 for m in messages.values())
+    [group] = plan.groups_opened
+    # no `related` in this config, so no cause direction: the tie is broken by name
+    assert (group.root_kpi, group.root_segment) == ("conversion_rate", "device=mobile")
+    assert all(m.payload["incident"] == group.key for m in messages.values())
     charts = [i for i in plan.items if i.kind == "chart"]
-    assert len(charts) == 4 and all(c.file.startswith(b"\x89PNG") for c in charts)
+    assert len(charts) == 6 and all(c.file.startswith(b"\x89PNG") for c in charts)
     assert {c.parent_key for c in charts} == {m.key for m in messages.values()}
-    assert len(plan.opened) == 3
+    assert len(plan.opened) == 3 and {o.group_key for o in plan.opened} == {group.key}
     cpa = next(o for o in plan.opened if o.kpi == "cpa")
     assert cpa.message_key.split("\n") == [messages["#kpi-alerts"].key, messages["#paid-media"].key]
+
+
+def test_unlinked_alerts_are_separate_incidents_each_with_its_card(settings):
+    alerts = [alert("conversion_rate"), alert("cpc", {"device": "desktop"})]  # different segments, cut apart
+    plan = plan_cycle(report(alerts), settings, {}, [], NOW, charts=False, buttons=True)
+    cards = _messages(plan)
+    assert len(plan.groups_opened) == 2 and len(cards) == 3  # cpc also goes to #paid-media
+    for card in cards:
+        [buttons] = [b for b in card.payload["blocks"] if b["type"] == "actions"]
+        assert [e["action_id"] for e in buttons["elements"]] == [
+            "kpiwatch_expected", "kpiwatch_false_alarm", "kpiwatch_snooze", "kpiwatch_resolve"]
+        assert {e["value"] for e in buttons["elements"]} == {card.payload["incident"]}
+    without = plan_cycle(report(alerts), settings, {}, [], NOW, charts=False)
+    assert not [b for m in _messages(without) for b in m.payload["blocks"] if b["type"] == "actions"]
+
+
+def test_a_later_alert_linked_to_an_open_incident_joins_it_in_its_thread(settings, store):
+    record_cycle(store, report([alert("cpc", {})]), settings, NOW)
+    [group] = store.open_groups().values()
+    cpa = alert("cpa", {}, period=DAY + pd.Timedelta(days=1))
+    plan = plan_cycle(report([alert("cpc", {}), cpa]), settings, store.open_incidents(), [], NOW + timedelta(hours=2),
+                      charts=False, open_groups=store.open_groups())
+    assert plan.groups_opened == [] and [o.group_key for o in plan.opened] == [group.key]
+    replies = [i for i in plan.items if i.kind == "reply"]
+    assert sorted(r.parent_key for r in replies) == sorted(group.message_keys)  # one per card
+    assert all("Joined this incident" in r.text and "cpa" in r.text for r in replies)
+    store.record_cycle([], plan, NOW + timedelta(hours=2))
+    assert [m.kpi for m in store.group(str(group.id)).members] == ["cpc", "cpa"]
+
+
+def test_an_incident_resolves_as_a_whole_when_its_last_member_is_normal(settings, store):
+    record_cycle(store, report([alert("cpc", {}), alert("cpa", {})]), settings, NOW)
+    [group] = store.open_groups().values()
+    half = report([alert("cpa", {})], normal=[("cpc", {})])
+    assert record_cycle(store, half, settings, NOW + timedelta(hours=12)) == 0  # cpc over, cpa still on: no message
+    assert store.open_groups()[group.id].state == "open"
+    normal = report([], normal=[("cpa", {})])
+    assert record_cycle(store, normal, settings, NOW + timedelta(days=2)) == 2  # one resolve per card
+    resolves = [r for r in store.rows(states=["pending"], limit=20) if r.kind == "resolve"]
+    assert sorted(r.parent_key for r in resolves) == sorted(group.message_keys)
+    assert resolves[0].text.startswith(":white_check_mark: Resolved: cpa and its 1 related alert(s) are back")
+    assert store.open_groups() == {} and store.group(str(group.id)).closed_by == "back to normal"
 
 
 def test_good_news_is_not_sent_where_the_route_says_no(settings):
@@ -165,6 +212,7 @@ def test_a_revised_alerted_value_queues_an_update_of_each_message_not_a_new_mess
 def test_record_and_send_compares_with_the_value_stored_before_the_check(settings, store):
     class Bot:  # what planning asks of a notifier (delivery is not run here)
         supports_files = False
+        supports_threads = True
 
     record_and_send(report([alert("conversion_rate")]), settings, store, Bot(), NOW, deliver_now=False)
     checked = revised(report([alert("conversion_rate")]), 50.0)
@@ -181,7 +229,8 @@ def record_cycle(store, checked, settings, now) -> int:
     """Plan against the store's incidents and apply; returns the new outbox rows (no charts)."""
     from alerts.incidents import evaluation_records
 
-    plan = plan_cycle(checked, settings, store.open_incidents(), store.snoozes(now), now, charts=False)
+    plan = plan_cycle(checked, settings, store.open_incidents(), store.snoozes(now), now, charts=False,
+                      open_groups=store.open_groups())
     return store.record_cycle(evaluation_records(checked), plan, now)
 
 

@@ -368,11 +368,12 @@ def test_two_routes_to_one_channel_list_each_alert_once_there():
     alerts = [alert("cpa", {}), alert("roas", {})]
     plan = plan_cycle(report(alerts), config, {}, [], datetime(2025, 12, 11, 7, tzinfo=timezone.utc), charts=True)
     messages = {m.channel: m for m in plan.items if m.kind == "message"}
+    # cpa and roas share ad_cost: one incident, one card per channel, each alert once in it
     assert messages["#alerts"].payload["alert_keys"] == [alert_key(a) for a in alerts]
-    assert messages["#alerts"].text.startswith("kpiwatch: 2 anomalies")
-    assert messages["#paid"].payload["alert_keys"] == [alert_key(alerts[1])]
+    assert messages["#alerts"].text.startswith("kpiwatch incident: cpa and 1 related")
+    assert messages["#paid"].payload["alert_keys"] == [alert_key(a) for a in alerts]  # the incident, whole
     charts = [i for i in plan.items if i.kind == "chart"]
-    assert sorted(c.channel for c in charts) == ["#alerts", "#alerts", "#paid"]
+    assert sorted(c.channel for c in charts) == ["#alerts", "#alerts", "#paid", "#paid"]
 
 
 _DEMO = "sources: {default: {type: demo}}\n"
