@@ -203,8 +203,8 @@ def _joined_items(group: IncidentGroup, alerts: Sequence[Alert]) -> list[OutboxI
     lines = "\n".join(member_line(a).replace("*", "") for a in alerts)
     text = f"Joined this incident:\n{lines}"
     keys = "|".join(sorted(alert_key(a) for a in alerts))
-    return [OutboxItem(f"join|{keys}|{message_key}", "reply", message_key.split("|")[1], text, {"line": text},
-                       parent_key=message_key)
+    return [OutboxItem(f"join|{keys}|{message_key}", "reply", message_key.split("|")[1], text,
+                       {"line": text, "alert_keys": [alert_key(a) for a in alerts]}, parent_key=message_key)
             for message_key in group.message_keys]
 
 

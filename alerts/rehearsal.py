@@ -38,6 +38,7 @@ class _Unsent:
     """A Slack that is never called: the daemon plans and queues its messages, delivery is off."""
 
     supports_files = False  # no chart uploads: they would only be counted
+    supports_threads = True  # as a bot: resolves and joins go into threads (counted, never sent)
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,8 @@ def _rehearsal(store: Store, name: str, segment: dict[str, str], periods: pd.Dat
     """Read what the rehearsal stored: the series' evaluations and the queued messages."""
     where = segment_key(segment)
     rows = store.rows(limit=10**9)[::-1]  # oldest first
-    messages = [row for row in rows if row.kind == "message" and row.payload.get("alert_keys")]
+    # Cards, and replies that add alerts to an open incident's thread: both announce alerts.
+    messages = [row for row in rows if row.kind in ("message", "reply") and row.payload.get("alert_keys")]
     keys = [key for row in messages for key in row.payload["alert_keys"]]
     everywhere = frozenset((key.split("|")[0], key.split("|")[1], _announced_period(key)) for key in keys)
     announced = {period for kpi, segment, period in everywhere if (kpi, segment) == (name, where)}

@@ -206,3 +206,25 @@ def test_a_false_alarm_note_shows_on_the_next_card_and_in_alerts(tmp_path):
         assert "sensitivity lowered" in json.dumps([i.payload for i in card.items if i.kind == "message"])
     finally:
         store.close()
+
+
+def test_a_replay_dates_a_recorded_false_alarm_back_to_its_announcement():
+    """`kpiwatch replay KPI --feedback`: a verdict given today applies as if given when the
+    incident's last alerted period closed (the detector applies it to the periods after)."""
+    from alerts.store import FeedbackRecord
+
+    day = datetime(2025, 11, 25, tzinfo=timezone.utc)
+    record = FeedbackRecord("k", "false_alarm", "ana", datetime(2026, 12, 4, tzinfo=timezone.utc), "sessions",
+                            "channel=organic", day, day)
+    [(where, now)] = series_feedback([record]).items()
+    [(_, then)] = series_feedback([record], as_announced={"sessions": "D"}).items()
+    assert where == ("sessions", "channel=organic")
+    assert now.false_alarms == (pd.Timestamp("2026-12-04", tz="UTC"),)
+    assert then.false_alarms == (pd.Timestamp("2025-11-26", tz="UTC"),)
+    assert then.band_scale(pd.Timestamp("2025-11-26", tz="UTC")) == 1.0  # not the alerted day itself
+    assert then.band_scale(pd.Timestamp("2025-11-27", tz="UTC")) > 1.0  # the next one
+
+
+def test_replay_feedback_is_for_a_configured_kpi():
+    result = CliRunner().invoke(cli, ["replay", "--csv", "x.csv", "--output", "o.csv", "--feedback"])
+    assert result.exit_code == 2 and "--feedback are for a configured KPI" in result.output
