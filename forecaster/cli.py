@@ -251,7 +251,8 @@ def check_command(
     for name in kpis:
         settings.kpi(name)  # an unknown name fails here, before any work
     moment = _parse_at(at, settings)
-    report = _run_check(settings, at=moment, kpis=kpis or None, quiet=fmt == "json", require_complete=True)
+    report = _run_check(settings, at=moment, kpis=kpis or None, quiet=fmt == "json", require_complete=True,
+                        feedback=_stored_feedback(settings, create=not dry_run))
     charts = _write_charts(report, out_dir) if out_dir else {}
     if fmt == "json":
         _print_json(report, charts, settings)
@@ -441,6 +442,25 @@ def _replay_configured(name: str, config_file: Path | None, segments: tuple[str,
     _write_replay(result.frame, output)
     applied = f" With the feedback on {len(feedback)} series." if feedback else ""
     out.print(f"{result.label}: {result.summary}.{applied} Written to {output}", markup=False)
+
+
+def _stored_feedback(settings: Settings, create: bool) -> dict[tuple[str, str], Any]:
+    """The verdicts in the state store as the detector applies them (the daemon's view), so
+    `check` judges as the daemon would. create False (a dry run): a SQLite store that does not
+    exist yet is not created (there is no feedback in it)."""
+    from sqlalchemy.engine import make_url
+
+    from alerts.feedback import series_feedback
+    from alerts.store import Store
+
+    url = make_url(settings.state_url)
+    if not create and url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
+        return {}
+    store = Store(settings.state_url)
+    try:
+        return series_feedback(store.feedback_records())
+    finally:
+        store.close()
 
 
 def _recorded_feedback(settings: Settings) -> dict[tuple[str, str], Any]:
@@ -792,13 +812,13 @@ def main() -> None:
 
 
 def _run_check(settings: Settings, at: pd.Timestamp | None, kpis: tuple[str, ...] | None, quiet: bool,
-               require_complete: bool = False) -> CheckReport:
+               require_complete: bool = False, feedback: dict[tuple[str, str], Any] | None = None) -> CheckReport:
     if quiet or not err.is_terminal:
-        return check(settings, at=at, kpis=kpis, require_complete=require_complete)
+        return check(settings, at=at, kpis=kpis, require_complete=require_complete, feedback=feedback)
     with Progress(TextColumn("fitting and judging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as bar:
         task = bar.add_task("series", total=None)
-        return check(settings, at=at, kpis=kpis, require_complete=require_complete,
+        return check(settings, at=at, kpis=kpis, require_complete=require_complete, feedback=feedback,
                      progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
