@@ -50,7 +50,8 @@ class Rehearsal:
     KPI); messages: Slack messages (one per channel and cycle that had alerts); resolves: thread
     replies saying an incident is over; periods: periods judged. records: every series'
     stored evaluations; texts: the queued messages' texts, in the order they were queued;
-    announced: (kpi, segment key, period) of every alert a message carried.
+    announced: (kpi, segment key, period) of every alert a message carried; first_announced: the
+    same for the alerts that started an episode (no repeats).
     """
 
     label: str
@@ -65,6 +66,7 @@ class Rehearsal:
     records: tuple[EvaluationRecord, ...] = ()
     texts: tuple[str, ...] = ()
     announced: frozenset[tuple[str, str, pd.Timestamp]] = frozenset()
+    first_announced: frozenset[tuple[str, str, pd.Timestamp]] = frozenset()
 
     @property
     def summary(self) -> str:
@@ -135,6 +137,8 @@ def _rehearsal(store: Store, name: str, segment: dict[str, str], periods: pd.Dat
     messages = [row for row in rows if row.kind in ("message", "reply") and row.payload.get("alert_keys")]
     keys = [key for row in messages for key in row.payload["alert_keys"]]
     everywhere = frozenset((key.split("|")[0], key.split("|")[1], _announced_period(key)) for key in keys)
+    first = frozenset((key.split("|")[0], key.split("|")[1], _announced_period(key)) for key in keys
+                      if "|repeat|" not in key)
     announced = {period for kpi, segment, period in everywhere if (kpi, segment) == (name, where)}
     records = {pd.Timestamp(r.period): r for r in store.evaluations_of(name, where)}
     frame = pd.DataFrame({
@@ -152,7 +156,7 @@ def _rehearsal(store: Store, name: str, segment: dict[str, str], periods: pd.Dat
     records = tuple(r for segment in segments for r in store.evaluations_of(name, segment))
     texts = tuple(row.text for row in rows if row.kind == "message")
     return Rehearsal(label, frame, len(keys), len(messages), resolves, len(periods), periods[0], periods[-1], freq,
-                     records, texts, everywhere)
+                     records, texts, everywhere, first)
 
 
 def _announced_period(key: str) -> pd.Timestamp:

@@ -378,7 +378,7 @@ def test_replay_csv_refuses_the_options_of_a_configured_kpi(tmp_path: Path) -> N
     source = write_csv(tmp_path, daily({}))
     for option in (["--segment", "device=mobile"], ["--from", "2024-03-01"], ["--to", "2024-03-01"]):
         result, frame = run_replay(tmp_path, source, *option)
-        assert_one_line_error(result, "--segment, --from and --to are for a configured KPI")
+        assert_one_line_error(result, "--segment, --from, --to and --feedback are for a configured KPI")
         assert frame is None
 
 
