@@ -198,14 +198,15 @@ def incident_blocks(
 
 def member_line(alert: Alert) -> str:
     """One member of an incident in one line: "• *bounce_rate* ↑ device=mobile: 65.71% vs 51.16%
-    expected (+14.55 points), 3rd day"."""
+    expected, +28.4% (+14.55 points), 3rd day in a row"."""
     anomaly = alert.anomaly
     arrow = "↑" if anomaly.direction.value == "up" else "↓"
     where = f" {_escape(segment_label(anomaly.segment))}" if anomaly.segment else " total"
-    days = f", {_ordinal(anomaly.run_length)} period in a row" if anomaly.run_length > 1 else ""
+    unit = {"D": "day", "h": "hour", "W": "week", "MS": "month"}.get(anomaly.freq, "period")
+    days = f", {_ordinal(anomaly.run_length)} {unit} in a row" if anomaly.run_length > 1 else ""
     return (f"• *{_escape(anomaly.kpi)}* {arrow}{where}: {format_value(anomaly.actual, anomaly.unit)} vs "
-            f"{format_value(anomaly.expected, anomaly.unit)} expected "
-            f"({format_change(anomaly.actual, anomaly.expected, anomaly.unit)}){days}")
+            f"{format_value(anomaly.expected, anomaly.unit)} expected, "
+            f"{format_change(anomaly.actual, anomaly.expected, anomaly.unit)}{days}")
 
 
 def feedback_buttons(incident_key: str) -> dict[str, Any]:

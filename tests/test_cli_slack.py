@@ -33,29 +33,32 @@ def top_level(fake: FakeSlack, channel: str) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_check_posts_one_message_per_channel_with_charts_then_nothing_on_a_rerun(slack):
+def test_check_posts_one_card_per_incident_with_charts_then_nothing_on_a_rerun(slack):
     first = run("check", "--config", DEMO_CONFIG, "--format", "json")
     assert first.exit_code == 0, first.output
-    alerts = json.loads(first.stdout)["alerts"]
-    [everything], [paid] = top_level(slack, "C0ALERTS"), top_level(slack, "C0PAID")
-    assert len(everything["metadata"]["event_payload"]["key"]) > 20
-    blocks = json.dumps(everything["blocks"])
-    assert "conversion_rate" in blocks and "device=mobile" in blocks
-    assert "page_load_time on device=mobile rose" in blocks  # the top related hint travels with it
-    assert "https://analytics.example.com/kpi/conversion_rate?segment=device%3Dmobile" in blocks
-    assert "cpc" in json.dumps(paid["blocks"]) and "bounce_rate" not in json.dumps(paid["blocks"])
+    checked = json.loads(first.stdout)
+    alerts, incidents = checked["alerts"], checked["incidents"]
+    assert len(incidents) == 2 and len(alerts) == 8
+    cards, paid = top_level(slack, "C0ALERTS"), top_level(slack, "C0PAID")
+    assert len(cards) == 2 and len(paid) == 2  # each incident has a critical paid member (cpa, cpc)
+    assert all(len(card["metadata"]["event_payload"]["key"]) > 20 for card in cards)
+    mobile = json.dumps(next(c["blocks"] for c in cards if "page_load_time on device=mobile" in c["text"]))
+    assert "Also in this incident" in mobile and "conversion_rate" in mobile and "bounce_rate" in mobile
+    assert "https://analytics.example.com/kpi/page_load_time?segment=device%3Dmobile" in mobile
+    assert "Root cause: page_load_time moved first on device=mobile" in mobile
     charts = {(f["channel_id"], f["thread_ts"]) for f in slack.files}
-    assert charts == {("C0ALERTS", everything["ts"]), ("C0PAID", paid["ts"])}
-    assert sum(f["channel_id"] == "C0ALERTS" for f in slack.files) == len(alerts)  # one chart per alert
+    assert charts == {("C0ALERTS", c["ts"]) for c in cards} | {("C0PAID", c["ts"]) for c in paid}
+    assert sum(f["channel_id"] == "C0ALERTS" for f in slack.files) == len(alerts)  # one chart per member
     assert "Slack: " in first.stderr and ", 0 dead" in first.stderr
 
     again = run("check", "--config", DEMO_CONFIG)
     assert again.exit_code == 0, again.output
-    assert slack.methods().count("chat.postMessage") == 2  # nothing new
+    assert slack.methods().count("chat.postMessage") == 4  # nothing new
     assert "Slack: 0 new message(s) queued, 0 sent" in again.stderr
 
     listed = json.loads(run("alerts", "--config", DEMO_CONFIG, "--format", "json").stdout)
-    assert listed["outbox"]["sent"] == 2 + len(slack.files) and listed["outbox"]["dead"] == 0
+    assert listed["outbox"]["sent"] == 4 + len(slack.files) and listed["outbox"]["dead"] == 0
+    assert sorted(i["root_cause"]["kpi"] for i in listed["incidents"]) == ["cpc", "page_load_time"]
 
 
 def test_a_refused_token_is_exit_3_and_the_messages_wait_in_the_outbox(slack, monkeypatch):

@@ -76,11 +76,11 @@ def test_check_with_every_slack_post_answered_500_exits_3_with_one_line(tmp_path
             _send(report([alert("conversion_rate"), alert("cpc", {"channel": "paid_search"})]), settings, quick)
     message = str(failed.value)
     assert failed.value.exit_code == 3 and "\n" not in message
-    assert message.startswith("Slack did not take 1 message(s) (") and "500" in message
+    assert message.startswith("Slack did not take 2 message(s) (") and "500" in message  # two incidents, a card each
     assert "`kpiwatch outbox retry` sends them" in message
     store = Store(settings.state_url)
     try:
         counts = store.counts()
     finally:
         store.close()
-    assert counts["pending"] + counts["sending"] == 3 and counts["sent"] == 0  # the message and its two charts wait
+    assert counts["pending"] + counts["sending"] == 4 and counts["sent"] == 0  # the two cards and their charts wait

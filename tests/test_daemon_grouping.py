@@ -1,6 +1,7 @@
-"""KPIs that fall due at the same moment are judged by one job, and their alerts go out as one
-message per channel, as `kpiwatch check` sends a cycle (issue 17, #11e: a 400-KPI storm was
-400 messages and 400 charts)."""
+"""KPIs that fall due at the same moment are judged by one job, and their alerts are grouped
+into incidents across KPIs (issue 19), one card per incident and channel, as `kpiwatch check`
+sends a cycle (issue 17, #11e: a 400-KPI storm was 400 messages and 400 charts; more than 5
+incidents for one channel are bundled into one message: tests/test_incidents.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ alerting:
     - {{channel: "#paid-media", tags: [paid]}}
 daemon: {{health_port: 0, log_format: json}}
 kpis:
-  a: {{metric: a, source: files, model: ets, tags: [paid]}}
+  a: {{metric: a, source: files, model: ets, tags: [paid], related: [b]}}
   b: {{metric: b, source: files, model: ets, tags: [paid], schedule: "0 7 * * *"}}
   c: {{metric: c, source: files, model: ets}}
   d: {{metric: d, source: files, model: ets, schedule: every day at 7:00}}
@@ -28,7 +29,7 @@ kpis:
 """
 
 
-def test_kpis_due_at_once_with_alerts_get_one_message_per_channel(tmp_path, monkeypatch):
+def test_kpis_due_at_once_are_grouped_into_incidents_one_card_each(tmp_path, monkeypatch):
     data = tmp_path / "export.csv"
     write_leads(data, "2025-01-01", "2025-12-04", columns=KPIS, drop_from="2025-12-04")  # every KPI falls
     config = tmp_path / "kpiwatch.yaml"
@@ -36,14 +37,16 @@ def test_kpis_due_at_once_with_alerts_get_one_message_per_channel(tmp_path, monk
         "  e: {metric: a, source: files, model: ets, schedule: every hour at :10}\n", ""))
     with FakeSlack() as slack, slack_env(monkeypatch, slack, frozen("2025-12-05T06:00:00Z")):
         assert Daemon(config).run(once=True) == 0
-    assert len(posted_keys(slack, "C0ALERTS")) == len(posted_keys(slack, "C0PAID")) == 1  # one message per channel
-    alerts = [m for m in slack.messages("C0ALERTS") if not m["thread_ts"]][0]
-    assert alerts["text"].startswith("kpiwatch: 4 anomalies · Thu 04 Dec 2025")
-    assert all(f"{kpi} fell" in alerts["text"] for kpi in KPIS), alerts["text"]
-    paid_text = slack.messages("C0PAID")[0]["text"]
-    assert paid_text.startswith("kpiwatch: 2 anomalies") and "a fell" in paid_text and "c fell" not in paid_text
-    threads = {(f["channel_id"], f["thread_ts"]) for f in slack.files}  # the charts: one per alert, in its thread
-    assert len(slack.files) == 6 and {ts for _, ts in threads} == {alerts["ts"], slack.messages("C0PAID")[0]["ts"]}
+    # a lists b as where to look: one incident with b as its root cause; c and d on their own
+    assert len(posted_keys(slack, "C0ALERTS")) == 3 and len(posted_keys(slack, "C0PAID")) == 1
+    cards = [m for m in slack.messages("C0ALERTS") if not m["thread_ts"]]
+    assert sorted(card["text"].splitlines()[0] for card in cards) == [
+        "kpiwatch incident: b and 1 related · Thu 04 Dec 2025", "kpiwatch incident: c · Thu 04 Dec 2025",
+        "kpiwatch incident: d · Thu 04 Dec 2025"]
+    [paid] = [m for m in slack.messages("C0PAID") if not m["thread_ts"]]
+    assert paid["text"].startswith("kpiwatch incident: b and 1 related") and "• a ↓ total: " in paid["text"]
+    threads = {(f["channel_id"], f["thread_ts"]) for f in slack.files}  # the charts: one per member, in its thread
+    assert len(slack.files) == 6 and {ts for _, ts in threads} == {c["ts"] for c in cards} | {paid["ts"]}
 
 
 def test_schedules_that_fire_together_are_one_job(tmp_path):

@@ -52,9 +52,10 @@ def test_metrics_count_alert_messages_apart_from_charts_and_notices(tmp_path):
             metrics = get(port, "/metrics")
         finally:
             daemon._stop_health()
-    assert len([m for m in slack.messages("C0ALERTS") if not m["thread_ts"]]) == 2 and len(slack.files) == 2
-    assert "kpiwatch_alerts_sent_total 1.0" in metrics  # one alert message (with two alerts), not 4 rows
-    assert 'kpiwatch_slack_sent_total{kind="alert"} 1.0' in metrics
+    # two unlinked incidents (two cards) and the notice; a chart per alert in its card's thread
+    assert len([m for m in slack.messages("C0ALERTS") if not m["thread_ts"]]) == 3 and len(slack.files) == 2
+    assert "kpiwatch_alerts_sent_total 2.0" in metrics  # alert messages (cards), not the 5 rows
+    assert 'kpiwatch_slack_sent_total{kind="alert"} 2.0' in metrics
     assert 'kpiwatch_slack_sent_total{kind="chart"} 2.0' in metrics
     assert 'kpiwatch_slack_sent_total{kind="notice"} 1.0' in metrics
 
