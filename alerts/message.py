@@ -170,25 +170,25 @@ def incident_blocks(
     buttons: str = "",
     footer: str = "",
 ) -> list[dict[str, Any]]:
-    """One Slack card for one incident (Block Kit blocks): the root cause first (`members[0]`,
-    with its numbers and hints), one line per other member, why the root is named the root cause,
-    what feedback changed (`notes`: "sensitivity lowered ..."), and the feedback buttons when
+    """One Slack card for one incident (Block Kit blocks): why the root is named the root cause,
+    the root cause (`members[0]`, with its numbers and hints), one line per other member, what
+    feedback changed (`notes`: "sensitivity lowered ..."), and the feedback buttons when
     `buttons` is the incident's key ("" = no buttons: no interactivity is configured).
 
     note: a context line under the root ("still ongoing since ...", "late: ...").
     """
     root, others = members[0], members[1:]
     blocks: list[dict[str, Any]] = [{"type": "header", "text": _plain_text_object(title, MAX_HEADER_CHARS)}]
+    if why:  # the answer first: what started it
+        blocks.append(_context(f"Root cause: {_escape(why)}"))
     blocks.extend(alert_blocks(root, dashboard_url, max_hints, note)[:2])
     if others:
         lines = [member_line(alert) for alert in others[:MEMBERS_SHOWN]]
         if len(others) > MEMBERS_SHOWN:
             lines.append(f"and {len(others) - MEMBERS_SHOWN} more: run `kpiwatch alerts` to see them all")
         blocks.append(_section("*Also in this incident*\n" + "\n".join(lines)))
-    context = [f"Root cause: {_escape(why)}"] if why else []
-    context.extend(f":information_source: {_escape(line)}" for line in notes)
-    if context:
-        blocks.append(_context("\n".join(context)))
+    if notes:
+        blocks.append(_context("\n".join(f":information_source: {_escape(line)}" for line in notes)))
     if buttons:
         blocks.append(feedback_buttons(buttons))
     if footer:

@@ -3,7 +3,7 @@
     python docs/card_picture.py --out docs/slack-incident-card.png
 
 Runs the demo check in-process as `kpiwatch demo` does, plans the Slack messages with the real
-planner (`alerts.incidents.plan_cycle`, feedback buttons on, no charts) and takes the first card
+planner (`alerts.incidents.plan_cycle`, feedback buttons on, charts on as with a bot token) and takes the first card
 for #kpi-alerts (the demo's mobile slowdown). Its Block Kit blocks are rendered to a static HTML
 page styled like a Slack message (Lato, 700 px, white), which headless Chromium screenshots at 2x;
 the white space right of and below the card is trimmed with PIL (Pillow, which matplotlib needs).
@@ -73,7 +73,7 @@ def demo_card() -> list[Block]:
 
     settings = parse_config(bundled_config_text("kpiwatch.yaml"), origin="config/kpiwatch.yaml")
     report = check(settings, at=DEMO_NOW)
-    plan = plan_cycle(report, settings, {}, [], DEMO_NOW.to_pydatetime(), charts=False, buttons=True)
+    plan = plan_cycle(report, settings, {}, [], DEMO_NOW.to_pydatetime(), charts=True, buttons=True)
     card = next(i for i in plan.items if i.kind == "message" and i.channel == "#kpi-alerts")
     return list(card.payload["blocks"])
 
