@@ -570,6 +570,42 @@ def goals(config_file: Path | None, at: str | None, fmt: str) -> None:
     out.print(table)
 
 
+@cli.command(name="report")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write the report to (default: <state_dir>/report, the folder the daemon serves).")
+@click.option("--at", "at", help="As if it were this time (ISO 8601; no zone = the config's timezone).")
+def report_command(config_file: Path | None, out_dir: Path | None, at: str | None) -> None:
+    """A static HTML report: the KPIs by funnel phase, a page per KPI (opens from disk, offline)."""
+    from alerts.report.build import build_report, report_folder
+
+    settings = load_config(config_file)
+    moment = _parse_at(at, settings)
+    folder = out_dir or report_folder(settings)
+    store = _existing_store(settings)
+    try:
+        with _spinner("judging every KPI and writing the report", quiet=False):
+            index = build_report(settings, folder, at=moment, store=store)
+    finally:
+        if store is not None:
+            store.close()
+    out.print(f"Report written: {index.resolve().as_uri()} ({len(settings.kpis)} KPI pages in "
+              f"{(index.parent / 'kpi').resolve()})", markup=False, soft_wrap=True)
+
+
+def _existing_store(settings: Settings) -> Any:
+    """The state store when there is one (a SQLite file that does not exist is not created:
+    a report reads, it never sets up a store); None otherwise."""
+    from sqlalchemy.engine import make_url
+
+    from alerts.store import Store
+
+    url = make_url(settings.state_url)
+    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
+        return None
+    return Store(settings.state_url)
+
+
 @cli.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
 def validate(config_file: Path | None) -> None:
