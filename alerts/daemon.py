@@ -17,7 +17,9 @@ checks are cancelled (their period is not marked judged, so it is judged once af
 the outbox is flushed for what is left of the grace, exit 0. SIGHUP reloads the config (an
 invalid one is refused and the old one kept). Every Slack text is built in `alerts.message`.
 The health server also takes the incident cards' button clicks (`POST /slack/actions`,
-`alerts.actions`) when SLACK_SIGNING_SECRET is set.
+`alerts.actions`) when SLACK_SIGNING_SECRET is set, and serves the static report read-only
+(`GET /report/...`, from `<state_dir>/report`), which it rebuilds after each job that judged a
+period from the checks it already has (`alerts.report`): no extra check.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 import sqlalchemy as sa
@@ -320,6 +323,9 @@ class Daemon:
         # map keeps every worker busy.
         self.executor: Executor = make_executor(workers=1) if rehearsal else make_executor(self.settings.executor)
         self._mapping = threading.Lock()
+        # Each KPI's latest check, for the report (rebuilt from these after a job, not from a new check).
+        self.checked: dict[str, CheckReport] = {}
+        self._report_lock = threading.Lock()
 
     # lifecycle
 
@@ -485,6 +491,8 @@ class Daemon:
                 self._finish(due, settings, time.monotonic() - started)
             if any(due.queued for due in dues):
                 self.deliver_outbox()
+            if any(due.judged for due in dues):
+                self.rebuild_report()
         except Exception:  # noqa: BLE001 - a bug must not stop the other jobs
             log.exception("job failed")
             self.failed = True
@@ -612,6 +620,7 @@ class Daemon:
             return
         for due, mine in checked:
             assert due.current is not None and due.stored is not None
+            self.checked[due.name] = mine
             due.stored.update(mine.states)
             due.anomalies += len(mine.alerts)
             due.queued += outcome.queued
@@ -654,6 +663,25 @@ class Daemon:
             self._failed_safely(name, text, settings, kind, fields)
         self.metrics.duration.labels(name).observe(seconds)
         _event(level, "job", **fields, seconds=round(seconds, 2))
+
+    def rebuild_report(self) -> None:
+        """Write the report (`<state_dir>/report`) from each KPI's latest check in this run, once
+        per job that judged a period; a KPI not judged since the daemon started is listed as not
+        judged. Never raises: a failed build is logged and the old report stays served."""
+        if self.rehearsal or not self.checked:
+            return
+        from alerts.report.build import report_folder, write_report
+
+        started = time.monotonic()
+        try:
+            with self._report_lock:  # two jobs finishing together write one after the other
+                merged = _merged([self.checked[name] for name in self.settings.kpis if name in self.checked])
+                write_report(self.settings, merged, report_folder(self.settings), store=self.store)
+        except Exception:  # noqa: BLE001 - the report is a view; judging and alerting go on
+            log.exception("report build failed")
+            return
+        _event(logging.INFO, "report", folder=str(report_folder(self.settings)), kpis=len(self.checked),
+               seconds=round(time.monotonic() - started, 2))
 
     def _feedback(self, name: str) -> dict[tuple[str, str], SeriesFeedback]:
         """The recorded verdicts on this KPI's series, as the detector applies them (a replay
@@ -884,6 +912,10 @@ class Daemon:
             timeout = 10
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                if _is_report(self.path):
+                    self.close_connection = True
+                    self._answer(405, b"the report is read-only: GET only\n", "text/plain", {"Allow": "GET"})
+                    return
                 if self.path.split("?", 1)[0] != ACTIONS_PATH:
                     self._answer(404, b"not found: POST only to /slack/actions\n", "text/plain")
                     return
@@ -934,13 +966,19 @@ class Daemon:
                     self._answer(status, json.dumps(body).encode(), "application/json")
                 elif self.path.startswith("/metrics"):
                     self._answer(200, generate_latest(daemon.metrics.registry), CONTENT_TYPE_LATEST)
-                else:
-                    self._answer(404, b"not found: try /healthz or /metrics\n", "text/plain")
+                elif _is_report(self.path):
+                    from alerts.report.build import report_folder
 
-            def _answer(self, status: int, body: bytes, ctype: str) -> None:
+                    self._answer(*report_response(report_folder(daemon.settings), self.path))
+                else:
+                    self._answer(404, b"not found: try /healthz, /metrics or /report/\n", "text/plain")
+
+            def _answer(self, status: int, body: bytes, ctype: str, headers: Mapping[str, str] | None = None) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -969,6 +1007,53 @@ class Daemon:
                 "last_good_cycle_age_seconds": age, "uptime_seconds": round(time.time() - self.started, 1),
                 "kpis": len(self.settings.kpis), "running": sorted(self.running), "progress": dict(self.progress)}
         return (200 if alive else 503), body
+
+
+REPORT_PATH = "/report"
+REPORT_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml",
+                ".png": "image/png"}
+REPORT_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    # The report has no scripts: a page that ran one would not be ours.
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+                               "frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def _is_report(raw_path: str) -> bool:
+    path = urlsplit(raw_path).path
+    return path == REPORT_PATH or path.startswith(REPORT_PATH + "/")
+
+
+def report_response(folder: Path, raw_path: str) -> tuple[int, bytes, str, dict[str, str]]:
+    """The answer to `GET raw_path` (under /report) from the report folder: (status, body,
+    content type, headers). Only files inside `folder` of the report's own types are served; a
+    path with `..`, a hidden part (a temp file being written), a backslash or a NUL, or one that
+    resolves outside the folder (a symlink) is refused with 404, as is a missing file. `/report`
+    redirects to `/report/` (the pages' links are relative); 503 before the first build."""
+    path = urlsplit(raw_path).path
+    if path == REPORT_PATH:
+        return 301, b"", "text/plain", {"Location": REPORT_PATH + "/"}
+    rest = unquote(path[len(REPORT_PATH) + 1:]) or "index.html"
+    parts = rest.split("/")
+    not_found = (404, b"not found\n", "text/plain", {"X-Content-Type-Options": "nosniff"})
+    if any(not part or part.startswith(".") or "\\" in part or "\x00" in part for part in parts):
+        return not_found
+    root = folder.resolve()
+    if not (root / "index.html").is_file():
+        return (503, b"the report is not built yet: the daemon builds it after its first cycle that judges a period "
+                b"(or run `kpiwatch report`)\n", "text/plain", {"Retry-After": "60"})
+    target = (root / rest).resolve()
+    ctype = REPORT_TYPES.get(target.suffix.lower())
+    if ctype is None or not target.is_relative_to(root) or not target.is_file():
+        return not_found
+    try:
+        body = target.read_bytes()
+    except OSError:
+        return not_found
+    return 200, body, ctype, dict(REPORT_HEADERS)
 
 
 class _HTTPServerV6(ThreadingHTTPServer):

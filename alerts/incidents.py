@@ -305,7 +305,7 @@ def _messages(
                             if (n := notes.get((a.anomaly.kpi, segment_key(a.anomaly.segment)), ""))]
             blocks = incident_blocks(card.members, title, settings.alerting.dashboard_url,
                                      settings.alerting.max_hints, card.note, card.why, member_notes,
-                                     card.key if buttons else "", footer)
+                                     card.key if buttons else "", footer, settings.alerting.report_url)
             items.append(OutboxItem(key, "message", channel,
                                     card_text(card.members, title, card.why, settings.alerting.max_hints),
                                     {"blocks": blocks, "alert_keys": list(card.alert_keys), "incident": card.key}))

@@ -13,6 +13,8 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from alerts.report import kpi_page
+from forecaster.i18n import t
 from forecaster.types import Alert, Hint, segment_label
 from forecaster.units import format_change, format_value
 
@@ -169,6 +171,7 @@ def incident_blocks(
     notes: Sequence[str] = (),
     buttons: str = "",
     footer: str = "",
+    report_url: str = "",
 ) -> list[dict[str, Any]]:
     """One Slack card for one incident (Block Kit blocks): why the root is named the root cause,
     the root cause (`members[0]`, with its numbers and hints), one line per other member, what
@@ -176,12 +179,15 @@ def incident_blocks(
     `buttons` is the incident's key ("" = no buttons: no interactivity is configured).
 
     note: a context line under the root ("still ongoing since ...", "late: ...").
+    report_url: the report's address (`alerting.report_url`): a link to the root KPI's page.
     """
     root, others = members[0], members[1:]
     blocks: list[dict[str, Any]] = [{"type": "header", "text": _plain_text_object(title, MAX_HEADER_CHARS)}]
     if why:  # the answer first: what started it
         blocks.append(_context(f"Root cause: {_escape(why)}"))
     blocks.extend(alert_blocks(root, dashboard_url, max_hints, note)[:2])
+    if report_url:
+        blocks.append(_context(f"<{report_url.rstrip('/')}/{kpi_page(root.anomaly.kpi)}|{t('report.card_link')}>"))
     if others:
         lines = [member_line(alert) for alert in others[:MEMBERS_SHOWN]]
         if len(others) > MEMBERS_SHOWN:

@@ -143,6 +143,9 @@ class AlertingConfig(_Strict):
     repeat_hours: an ongoing incident is announced again after this many hours (default 24, at
         most 8784, a year).
     dashboard_url: link template with `{kpi}`, `{segment}`, `{period}` (default none).
+    report_url: where the report is served (`kpiwatch run` serves it at /report behind your proxy),
+        e.g. `https://kpiwatch.example.com/report`; cards link to `{report_url}/kpi/<kpi>.html`
+        (default none: no link).
     max_hints: hints per alert in Slack (default 3; the CLI shows more).
     charts: upload a chart per alert into the message's thread (bot token only; default True).
     snoozes: silenced KPIs; `kpiwatch snooze` adds more to the state store.
@@ -172,6 +175,16 @@ class AlertingConfig(_Strict):
             raise ValueError(f"dashboard_url placeholder {formatted[0]} has a format; write plain {{kpi}}, "
                              "{segment}, {period}")
         return value
+    report_url: str = ""
+
+    @field_validator("report_url")
+    @classmethod
+    def _a_web_address(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError(f"report_url {value[:80]!r} is not a web address; write it as "
+                             "https://kpiwatch.example.com/report (the daemon serves the report at /report)")
+        return value.rstrip("/")
     max_hints: int = Field(default=3, ge=0, le=10)
     charts: bool = True
     snoozes: list[SnoozeConfig] = Field(default_factory=list)
