@@ -667,8 +667,9 @@ class Daemon:
     def rebuild_report(self) -> None:
         """Write the report (`<state_dir>/report`) from each KPI's latest check in this run, once
         per job that judged a period; a KPI not judged since the daemon started is listed as not
-        judged. Never raises: a failed build is logged and the old report stays served."""
-        if self.rehearsal or not self.checked:
+        judged. Only when the daemon serves it (`daemon.health_port` not 0; replay's rehearsal
+        never). Never raises: a failed build is logged and the old report stays served."""
+        if self.rehearsal or not self.checked or not self.settings.daemon.health_port:
             return
         from alerts.report.build import report_folder, write_report
 
