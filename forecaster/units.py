@@ -153,6 +153,13 @@ def format_change(actual: float, expected: float, unit: str = "") -> str:
     return f"{format_percent((actual - expected) / abs(expected), 1, sign=True)}{points}"
 
 
+def format_day_month(day: pd.Timestamp) -> str:
+    """A date without its weekday: "31 Jan 2026" ("31 jan 2026" in Dutch)."""
+    if _english():
+        return f"{day.day} {day:%b %Y}"
+    return format_date(day.date(), "d MMM y", locale=current_locale())
+
+
 def format_period(period: pd.Timestamp, freq: str) -> str:
     """A period as a person names it: "Wed 10 Dec 2025" for days and weeks, "Dec 2025" for months,
     "Q4 2025" for quarters, "10 Dec 2025 14:00 UTC" for hours and finer (Dutch: "wo 10 dec
