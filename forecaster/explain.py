@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from forecaster.calendar import Calendar
-from forecaster.i18n import kpi_name, t
+from forecaster.i18n import kpi_name, metric_name, t
 from forecaster.types import Alert, Anomaly, Direction, Hint, KPISeries, segment_label
 from forecaster.units import (
     DEFAULT_CURRENCY,
@@ -235,9 +235,9 @@ def _component_hint(headline: Evaluated) -> list[Hint]:
             kind="component",
             kpi=anomaly.kpi,
             segment=dict(anomaly.segment),
-            text=t("hint.component", driver=t(f"hint.{driver}"), top=top_name.replace("_", " "),
+            text=t("hint.component", driver=t(f"hint.{driver}"), top=metric_name(top_name),
                    top_change=format_percent(top_change, sign=True), usual=_phase_word(anomaly.freq),
-                   other=other_name.replace("_", " "), other_change=format_percent(other_change, sign=True)),
+                   other=metric_name(other_name), other_change=format_percent(other_change, sign=True)),
             evidence=0.7,
             data={"driver": driver, "changes": changes},
         )
@@ -301,7 +301,7 @@ def _impact_hint(headline: Evaluated) -> list[Hint]:
         return [_denominator_impact(headline, volume, changes, period_word)]
     amount = (anomaly.actual - anomaly.expected) * volume
     metric = headline.numerator or anomaly.kpi
-    than = (t("hint.impact_given", unit=period_word, denominator=headline.denominator_name.replace("_", " "))
+    than = (t("hint.impact_given", unit=period_word, denominator=metric_name(headline.denominator_name))
             if headline.denominator_name else t("hint.impact_that", unit=period_word))
     driver = "numerator" if changes is not None else None
     return [_impact(headline, amount, metric, than, driver, changes)]
@@ -320,7 +320,7 @@ def _denominator_impact(headline: Evaluated, volume: float, changes: Mapping[str
     assert anomaly is not None and headline.numerator is not None and headline.denominator_name is not None
     numerator, denominator = headline.numerator, headline.denominator_name
     amount = volume - anomaly.actual * volume / anomaly.expected
-    what = {name: name.replace("_", " ") for name in (numerator, denominator)}
+    what = {name: metric_name(name) for name in (numerator, denominator)}
     moved = t("hint.rise") if anomaly.direction is Direction.UP else t("hint.drop")
     cause = t("hint.rise") if changes[denominator] > 0 else t("hint.drop")
     usual = t("hint.usual_weekday") if anomaly.freq == "D" else t("hint.usual_hour")
@@ -348,7 +348,7 @@ def _impact(headline: Evaluated, amount: float, metric: str, than: str, driver: 
         kind="impact",
         kpi=anomaly.kpi,
         segment=dict(anomaly.segment),
-        text=t("hint.impact", amount=value, more_or_less=more_or_less, metric=metric.replace("_", " "), than=than),
+        text=t("hint.impact", amount=value, more_or_less=more_or_less, metric=metric_name(metric), than=than),
         evidence=0.6,  # above "also outside" segments: what it costs matters more
         data=data,
     )
@@ -435,7 +435,7 @@ def _segment_hints(headline: Evaluated, shares: tuple[float, float], group: list
                 kind="segment",
                 kpi=anomaly.kpi,
                 segment=dict(anomaly.segment),
-                text=t("hint.also_outside", segment=segment_label(anomaly.segment),
+                text=t("hint.also_outside", segment=segment_label(anomaly.segment) if anomaly.segment else t("word.total"),
                        change=format_change(anomaly.actual, anomaly.expected, anomaly.unit)),
                 evidence=0.5 * anomaly.score,
                 data={"actual": anomaly.actual, "expected": anomaly.expected},
