@@ -141,3 +141,26 @@ def test_a_config_locale_is_validated():
     assert parse_config(text.format(locale="en").replace("locale: en\n", "")).locale == "en"
     with pytest.raises(BadInputError, match=r"locale: unknown locale 'de'; choose one of: en, nl"):
         parse_config(text.format(locale="de"))
+
+
+def test_a_daemon_job_builds_its_texts_in_the_config_locale_in_any_thread():
+    import threading
+    from types import SimpleNamespace
+
+    from alerts.daemon import _in_config_locale
+    from alerts.message import late_text
+
+    class Job:
+        settings = SimpleNamespace(locale="nl")
+
+        @_in_config_locale
+        def text(self) -> str:
+            return late_text(DAY, DAY + pd.Timedelta(days=2), "D")
+
+    said: list[str] = []
+    thread = threading.Thread(target=lambda: said.append(Job().text()))  # a fresh context, as APScheduler's
+    thread.start()
+    thread.join()
+    assert said == ["Laat: 2 dagen na afloop beoordeeld (kpiwatch lag eruit of de data kwam laat)."]
+    assert late_text(DAY, DAY + pd.Timedelta(days=1), "D") == (
+        "Late: judged 1 day after it closed (kpiwatch was down or the data was late).")
