@@ -23,6 +23,7 @@ The health server also takes the incident cards' button clicks (`POST /slack/act
 from __future__ import annotations
 
 import fcntl
+import functools
 import ipaddress
 import json
 import logging
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import sqlalchemy as sa
@@ -63,6 +64,7 @@ from alerts.store import CyclePlan, OutboxItem, OutboxRow, Store, StoreError
 from forecaster.completeness import is_complete
 from forecaster.detect.feedback import SeriesFeedback
 from forecaster.executor import Executor, ExecutorCancelled, make_executor
+from forecaster.i18n import current_locale, t, use_locale
 from forecaster.pipeline import CheckReport, check, completeness_of, last_closed_period
 from forecaster.schedule import (
     Clock,
@@ -74,7 +76,7 @@ from forecaster.schedule import (
 from forecaster.settings import KPIConfig, Settings, load_config
 from forecaster.sources import Source, make_source
 from forecaster.types import KPIWatchError, PackedState, SourceError
-from forecaster.units import format_period
+from forecaster.units import format_percent, format_period
 
 log = logging.getLogger("kpiwatch.daemon")
 DELIVERY_SECONDS = 5  # how often the outbox is sent (retries wait for their own time)
@@ -277,6 +279,20 @@ class _Due:
         return fields
 
 
+_T = TypeVar("_T")
+
+
+def _in_config_locale(method: Callable[..., _T]) -> Callable[..., _T]:
+    """A daemon entry point (a job, a delivery, a click) run in the config's `locale`: it runs in a
+    thread of its own, whose context starts with the default; texts it builds are in the language
+    the config asks for (read at each call, so a reload's new locale applies to the next job)."""
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> _T:
+        with use_locale(self.settings.locale):
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 class Daemon:
     """The long-running service; `run()` blocks until SIGTERM/SIGINT and returns the exit code."""
 
@@ -470,6 +486,7 @@ class Daemon:
 
     # the jobs
 
+    @_in_config_locale
     def judge_kpis(self, names: Sequence[str]) -> None:
         """The job of KPIs that fall due together: judge their due periods, oldest first, the
         alerts of each period in one message per channel; one log line per KPI; never raises into
@@ -498,6 +515,7 @@ class Daemon:
         """One KPI's job on its own (its alerts in messages of their own): `judge_kpis([name])`."""
         self.judge_kpis([name])
 
+    @_in_config_locale
     def judge_due(self, name: str) -> dict[str, Any]:
         """Judge the KPI's due periods now (by the daemon's clock); errors are raised (the job,
         `judge_kpis`, logs them instead). Returns the job's log fields."""
@@ -535,9 +553,12 @@ class Daemon:
     def _each(self, dues: Sequence[_Due], step: Callable[[_Due], Any]) -> list[Any]:
         """`step(due)` for every KPI, side by side in threads (as many as workers); a KPI's
         exception goes to its `error` (its result None) and stops no other."""
+        locale = current_locale()  # a pool thread starts in the default context: texts keep the job's language
+
         def safely(due: _Due) -> Any:
             try:
-                return step(due)
+                with use_locale(locale):
+                    return step(due)
             except Exception as exc:  # noqa: BLE001 - reported on the KPI's own log line
                 due.error = exc
                 return None
@@ -576,10 +597,10 @@ class Daemon:
         # Not all there (its rows, or its value): judged, a gap would read as a drop or store an
         # empty evaluation. Looked up before any fit, every cycle; the check itself finds the
         # rest (a filtered KPI's rows, a ratio's denominator).
-        found, completeness = "has no value", "no value"
+        found, completeness = t("card.found_none"), "no value"
         report = None
         if share is not None and not is_complete(share, kpi.completeness):
-            found, completeness = f"has {share:.0%} of its usual rows", f"{share:.2f}"
+            found, completeness = t("card.found_share", share=format_percent(share)), f"{share:.2f}"
         elif _has_value(due.source, kpi, period):
             if due.stored is None:  # read once per job; a catch-up steps on from each report's states
                 due.stored = {(name, segment): state for segment, state in self.store.detector_states(name).items()}
@@ -711,6 +732,7 @@ class Daemon:
         plan = CyclePlan(items=items if self.notifier is not None else [], judged={(name, ""): period.to_pydatetime()})
         return self.store.record_cycle([], plan, now.to_pydatetime())
 
+    @_in_config_locale
     def deliver_outbox(self, max_wait: float = 0.0) -> DeliveryReport | None:
         """Send what is due in the outbox (the delivery job; also right after a check), on the
         daemon's clock: rows are queued with its "now", so a simulated clock ahead of (or behind)
@@ -825,6 +847,7 @@ class Daemon:
 
     # Slack buttons
 
+    @_in_config_locale
     def _on_click(self, click: Click) -> str:
         """A button click on an incident card (from the health server's thread): record it and
         queue the card's update in one transaction (`alerts.feedback.apply_click`), then ask the

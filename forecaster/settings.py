@@ -32,6 +32,7 @@ from forecaster.catalog import with_catalog
 from forecaster.sources.urls import parse_database_url
 from forecaster.models.base import model_names
 from forecaster.types import BadInputError, Direction
+from forecaster.i18n import DEFAULT_LOCALE, LOCALES
 from forecaster.units import CURRENCY_UNIT, DEFAULT_CURRENCY, currency_of, currency_symbol, is_currency_code
 
 DEFAULT_CONFIG = Path("config/kpiwatch.yaml")
@@ -398,6 +399,9 @@ class Settings(_Strict):
     currency: ISO 4217 code of money amounts (an impact "≈ $3,812 more ad cost", a KPI with
         `unit: currency`) where the KPI's own `unit` names no currency (ROAS's revenue). Default:
         the one currency the KPIs' units name (`unit: "$"` -> USD), else EUR.
+    locale: the language of every text a person reads (alerts, hints, Slack cards, CLI verdicts)
+        and the conventions of its numbers and dates: "en" (default) or "nl" (`1.234,5`,
+        `€ 1.234`, `wo 10 dec 2025`); `--locale` on the CLI overrides it.
     state_dir: folder of the default state store (default `.kpiwatch`, relative to the working
         directory).
     reselect_days: kept for old configs; no effect: `auto` chooses again at each refit of the
@@ -416,6 +420,7 @@ class Settings(_Strict):
     timezone: str = "UTC"
     country: str | None = None
     currency: str = DEFAULT_CURRENCY
+    locale: str = DEFAULT_LOCALE
     state_dir: str = ".kpiwatch"
     reselect_days: int = Field(default=30, ge=1, le=365)
     events: list[EventConfig] = Field(default_factory=list)
@@ -433,6 +438,13 @@ class Settings(_Strict):
         URL that does not parse cannot be shown with its password masked."""
         if value is not None:
             parse_database_url(value)
+        return value
+
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, value: str) -> str:
+        if value not in LOCALES:
+            raise ValueError(f"unknown locale {value!r}; choose one of: {', '.join(LOCALES)}")
         return value
 
     @field_validator("timezone")
