@@ -384,7 +384,7 @@ def _furthest_line(week: KPIWeek) -> str:
 
 
 def _target_line(status: GoalStatus) -> str:
-    """"*conversion_rate*: 2.61% in the last 7 days · target 2.70% by Sat 31 Jan 2026 · 23% likely: at risk"."""
+    """"*conversion_rate*: 2.66% now (mean of the last 7 days) · target 2.70% by Sat 31 Jan 2026 · 26% likely: at risk"."""
     return t("digest.target", kpi=f"*{kpi_name(status.kpi)}*", current=format_value(status.current, status.unit),
              target=format_value(status.target, status.unit), by=format_period(status.by, "D"),
              chance=f"{round(status.probability * 100)}%",
