@@ -20,6 +20,7 @@ import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 from click.testing import CliRunner
 from daemon_kit import daemon_in_process, posted_keys, write_leads
+from storage import BACKENDS, store_url
 from fakeslack import FakeSlack
 
 from alerts.delivery import DeliveryPolicy, deliver
@@ -339,3 +340,40 @@ kpis:
     assert channel_kpis(settings, "#kpi-alerts") == ["leads"]
     text = build_digest(found, "#kpi-alerts").text
     assert "\nDo\n• leads: " in text and "No incidents this week." in text
+
+
+# -- the store's part, on SQLite and PostgreSQL ----------------------------------------------------
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path):
+    for url in store_url(request.param, tmp_path):
+        opened = Store(url)
+        yield opened
+        opened.close()
+
+
+def test_the_weeks_incidents_and_evaluations_come_from_the_store(store):
+    from alerts.store import CyclePlan, EvaluationRecord
+
+    def group(day: int, closed: int | None) -> None:
+        at = datetime(2025, 11, day, tzinfo=timezone.utc)
+        key = f"sessions||2025-11-{day:02d}T00:00:00+00:00|down"
+        store.record_cycle([], CyclePlan(groups_opened=[GroupOpen(key, "sessions", "", "down", "warning", at, None,
+                                                                  "sessions fell")]), at)
+        if closed is not None:
+            store.record_verdict(store.group(key), "resolve", "bo", "", datetime(2025, 11, closed, tzinfo=timezone.utc),
+                                 close=True)
+
+    group(20, 23)  # over before the week
+    group(21, 25)  # over during it
+    group(26, None)  # open
+    group(30, None)  # opened on its Sunday (a daily period label: midnight UTC)
+    week = Week(pd.Timestamp("2025-11-24", tz="UTC"), "UTC")
+    found = store.groups_during(week.begins.to_pydatetime(), week.ends.to_pydatetime())
+    assert [g.first_period.day for g in found] == [30, 26, 21]  # newest first
+    days = [datetime(2025, 11, d, tzinfo=timezone.utc) for d in (23, 24, 30)]
+    store.record_cycle([EvaluationRecord("sessions", "", d, 1.0, 1.0, 0.0, 2.0, 0.1, False) for d in days],
+                       CyclePlan(), days[0])
+    assert [r.period.day for r in store.evaluations_of("sessions", "", week.start.to_pydatetime(),
+                                                       week.end.to_pydatetime())] == [24, 30]
