@@ -430,16 +430,14 @@ def _plain(title: str, parts: Sequence[tuple[str, list[str]]], report_url: str, 
 
 def _blocks(title: str, parts: Sequence[tuple[str, list[str]]], report_url: str, footer: str) -> list[dict[str, Any]]:
     """Block Kit: a header, a section per part (split to stay under Slack's 3000 characters),
-    the report button, a context footer; at most `MAX_BLOCKS`."""
+    the report link, a context footer; at most `MAX_BLOCKS`."""
     blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": title[:150]}}]
     for heading, body in parts:
         chunks = _chunks([f"*{heading}*"] if heading else [], [f"• {line}" if heading else line for line in body])
         blocks.extend({"type": "section", "text": {"type": "mrkdwn", "text": chunk}} for chunk in chunks)
     tail: list[dict[str, Any]] = []
-    if report_url:
-        tail.append({"type": "actions", "elements": [{"type": "button", "action_id": "open_report",
-                                                      "text": {"type": "plain_text", "text": t("digest.report_button")},
-                                                      "url": report_url}]})
+    if report_url:  # a link, not a URL button: a button's click would reach /slack/actions as a foreign action
+        tail.append({"type": "section", "text": {"type": "mrkdwn", "text": f"<{report_url}|{t('digest.report_button')}>"}})
     tail.append({"type": "context", "elements": [{"type": "mrkdwn", "text": footer}]})
     room = MAX_BLOCKS - len(tail)
     if len(blocks) > room:

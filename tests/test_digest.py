@@ -138,7 +138,7 @@ def test_the_blocks_stay_within_slacks_limits_and_link_the_report():
     digest = build_digest(DigestData(WEEK, kpis, report_url="https://reports.example.com/kpi/"), "#kpi-alerts")
     assert len(digest.blocks) <= 50
     assert all(len(b["text"]["text"]) <= 3000 for b in digest.blocks if b["type"] == "section")
-    assert digest.blocks[-2]["elements"][0]["url"] == "https://reports.example.com/kpi/"
+    assert digest.blocks[-2]["text"]["text"] == "<https://reports.example.com/kpi/|Open the KPI report>"
     assert "Report: https://reports.example.com/kpi/" in digest.text
     assert "*" not in digest.text  # the plain text carries no Slack markup
 
