@@ -459,7 +459,7 @@ class Daemon:
 
     def _schedule_jobs(self) -> None:
         """One job per moment: the KPIs whose schedules fire together are judged by one job (one
-        message per channel for their alerts), plus the delivery job."""
+        message per channel for their alerts), plus the delivery job and the weekly digest's."""
         grace = self.settings.daemon.misfire_grace_seconds
         for names, trigger in self._job_groups().values():
             self.scheduler.add_job(self.judge_kpis, trigger, args=[names], id=f"kpis:{names[0]}", name=", ".join(names),
@@ -467,6 +467,10 @@ class Daemon:
                                    replace_existing=True, next_run_time=pd.Timestamp.now(tz="UTC").to_pydatetime())
         self.scheduler.add_job(self.deliver_outbox, "interval", seconds=DELIVERY_SECONDS, id="deliver",
                                coalesce=True, max_instances=1, misfire_grace_time=grace, replace_existing=True)
+        if self.settings.digest.enabled:  # also once at start: a digest missed while down goes out late
+            self.scheduler.add_job(self.send_digest, parse_schedule(self.settings.digest.schedule, self.settings.timezone),
+                                   id="digest", coalesce=True, max_instances=1, misfire_grace_time=grace,
+                                   replace_existing=True, next_run_time=pd.Timestamp.now(tz="UTC").to_pydatetime())
 
     def _job_groups(self) -> dict[str, tuple[list[str], Any]]:
         """KPIs by the moments their schedules fire (`every day at 7:00` and `0 7 * * *` are one),
@@ -482,7 +486,8 @@ class Daemon:
         return groups
 
     def _channels(self) -> list[str]:
-        return sorted({route.channel for route in self.settings.alerting.routes})
+        digest = self.settings.digest.channels if self.settings.digest.enabled else []
+        return sorted({route.channel for route in self.settings.alerting.routes} | set(digest))
 
     # the jobs
 
@@ -510,6 +515,33 @@ class Daemon:
             with self._jobs:
                 self._active -= 1
                 self._jobs.notify_all()
+
+    def send_digest(self) -> None:
+        """The weekly digest's job (`alerts.digest`): queue the digest due now by the daemon's
+        clock, one message per channel, unless it is queued already, then deliver; never raises
+        into the scheduler. Without Slack (or rehearsing) nothing is queued."""
+        from alerts.digest import due_week, queue_digest
+        from forecaster.i18n import current_locale, use_locale
+
+        if self.store is None or self.notifier is None or self.rehearsal:
+            return
+        now = self.clock.now().floor("us")
+        week = due_week(self.settings, now)
+        if week is None:
+            return
+        try:
+            with use_locale(getattr(self.settings, "locale", None) or current_locale()):
+                queued = queue_digest(self.settings, self.store, week, now.to_pydatetime(),
+                                      executor=_Shared(self.executor, self._mapping))
+        except KPIWatchError as exc:
+            _event(logging.ERROR, "digest", status="error", week=str(week.start.date()), error=str(exc))
+            return
+        except Exception:  # noqa: BLE001 - a bug must not stop the other jobs
+            log.exception("digest job failed")
+            return
+        _event(logging.INFO, "digest", status="ok", week=str(week.start.date()), queued=queued)
+        if queued:
+            self.deliver_outbox()
 
     def judge_kpi(self, name: str) -> None:
         """One KPI's job on its own (its alerts in messages of their own): `judge_kpis([name])`."""

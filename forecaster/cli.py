@@ -579,6 +579,80 @@ def goals(config_file: Path | None, at: str | None, fmt: str) -> None:
     out.print(table)
 
 
+@cli.command(name="digest")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
+@click.option("--at", "at", help="The digest of the last full week (Monday to Sunday) before this time (ISO 8601; "
+              "no zone = the config's timezone). Default: now.")
+@click.option("--dry-run", is_flag=True, help="Print the digest, send nothing.")
+def digest_command(config_file: Path | None, at: str | None, dry_run: bool) -> None:
+    """The weekly digest: last week's KPIs by funnel phase, one Slack message per channel."""
+    from alerts.digest import digest_now, last_full_week
+    from alerts.slack import make_notifier
+
+    settings = load_config(config_file)
+    week = last_full_week(_parse_at(at, settings) or digest_now(settings), settings.timezone)
+    notifier = None if dry_run else make_notifier()
+    if notifier is None:
+        _print_digest(settings, week)
+        if not dry_run:
+            err.print("no Slack configured (set SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL): digest printed only",
+                      markup=False)
+        return
+    _send_digest(settings, week, notifier)
+
+
+def _print_digest(settings: Settings, week: Any) -> None:
+    """Each channel's digest as plain text, read from the store when there is one (a dry run
+    creates none: expected values then come from a check, and there are no incidents)."""
+    from sqlalchemy.engine import make_url
+
+    from alerts.digest import build_digest, channel_kpis, digest_channels, gather_digest
+    from alerts.store import Store
+
+    url = make_url(settings.state_url)
+    missing = url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists())
+    store = None if missing else Store(settings.state_url)
+    try:
+        with _spinner("gathering last week", quiet=False):
+            data = gather_digest(settings, store, week)
+    finally:
+        if store is not None:
+            store.close()
+    for i, channel in enumerate(digest_channels(settings)):
+        digest = build_digest(data, channel, channel_kpis(settings, channel), settings.digest.top)
+        out.print(f"{chr(10) if i else ''}── {channel} ──{chr(10)}{digest.text}", markup=False)
+
+
+def _send_digest(settings: Settings, week: Any, notifier: Any) -> None:
+    """Queue the week's digest (a row per channel not queued yet, in one transaction), deliver
+    the outbox, one line on stderr; a Slack failure is exit 3 with the rows left queued."""
+    from alerts.delivery import DeliveryPolicy, deliver
+    from alerts.digest import digest_channels, queue_digest
+    from alerts.slack import SlackError
+    from alerts.store import Store
+
+    store = Store(settings.state_url)
+    try:
+        with _spinner("gathering last week", quiet=False):
+            queued = queue_digest(settings, store, week, pd.Timestamp.now(tz="UTC").to_pydatetime())
+        channels = sorted({r.channel for r in settings.alerting.routes} | set(digest_channels(settings)))
+        try:
+            ids = notifier.check(channels)
+        except SlackError as exc:
+            raise SlackFailed(f"{exc} ({queued} digest message(s) stay queued: `kpiwatch outbox retry` sends "
+                              "them)") from None
+        report = deliver(store, notifier, ids, DeliveryPolicy())
+        counts = store.counts()
+    finally:
+        store.close()
+    waiting = counts["pending"] + counts["sending"]
+    summary = (f"digest of the week of {format_period(week.start, 'D')}: {queued} new message(s) queued, "
+               f"{report.sent} sent; outbox: {waiting} waiting, {counts['dead']} dead")
+    if report.dead or (report.retries and report.waiting):
+        raise SlackFailed(f"Slack did not take every message ({summary})")
+    err.print(summary, markup=False)
+
+
 @cli.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
 def validate(config_file: Path | None) -> None:

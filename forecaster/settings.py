@@ -224,6 +224,31 @@ class DaemonConfig(_Strict):
                              "default), 0.0.0.0 (every interface, e.g. in a container) or ::") from None
 
 
+class DigestConfig(_Strict):
+    """The weekly digest (`alerts.digest`): last week's KPIs by funnel phase, one Slack message per channel.
+
+    enabled: send it (default True; false: the daemon schedules no digest job).
+    schedule: when the daemon sends it, in `timezone` (default `every monday at 09:00`); any form
+        a KPI's `schedule` takes. The digest covers the last full week (Monday to Sunday) before it.
+    channels: where it goes (default: every channel of `alerting.routes`); a routed channel gets
+        the KPIs its routes take, any other channel every KPI.
+    top: KPIs listed as furthest from expected and from their targets (default 3, 1..20).
+    """
+
+    enabled: bool = True
+    schedule: str = "every monday at 09:00"
+    channels: list[str] = Field(default_factory=list)
+    top: int = Field(default=3, ge=1, le=20)
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, value: str) -> str:
+        from forecaster.schedule import parse_schedule
+
+        parse_schedule(value, "UTC")  # raises ValueError naming the allowed forms
+        return value
+
+
 _EXECUTOR_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
 
 
@@ -415,6 +440,7 @@ class Settings(_Strict):
     executor: where the per-series work runs: `{type: local}` (default: worker processes on this
         machine) or `{type: dask, address: tcp://host:8786}` (a Dask cluster; `pip install
         'kpiwatch[dask]'`); also `workers`, `connect_timeout`.
+    digest: the weekly Slack digest: `{enabled, schedule, channels, top}` (`DigestConfig`).
     """
 
     timezone: str = "UTC"
@@ -428,6 +454,7 @@ class Settings(_Strict):
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    digest: DigestConfig = Field(default_factory=DigestConfig)
     sources: dict[str, SourceConfig]
     kpis: dict[str, KPIConfig] = Field(min_length=1)
 
