@@ -584,12 +584,14 @@ def goals(config_file: Path | None, at: str | None, fmt: str) -> None:
 @click.option("--at", "at", help="The digest of the last full week (Monday to Sunday) before this time (ISO 8601; "
               "no zone = the config's timezone). Default: now.")
 @click.option("--dry-run", is_flag=True, help="Print the digest, send nothing.")
-def digest_command(config_file: Path | None, at: str | None, dry_run: bool) -> None:
+@click.option("--locale", "locale", type=click.Choice(LOCALES), help="Language of the texts (default: the config's).")
+def digest_command(config_file: Path | None, at: str | None, dry_run: bool, locale: str | None) -> None:
     """The weekly digest: last week's KPIs by funnel phase, one Slack message per channel."""
     from alerts.digest import digest_now, last_full_week
     from alerts.slack import make_notifier
 
     settings = load_config(config_file)
+    set_locale(locale or settings.locale)
     week = last_full_week(_parse_at(at, settings) or digest_now(settings), settings.timezone)
     notifier = None if dry_run else make_notifier()
     if notifier is None:
