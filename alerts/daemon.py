@@ -25,6 +25,7 @@ period from the checks it already has (`alerts.report`): no extra check.
 from __future__ import annotations
 
 import fcntl
+import functools
 import ipaddress
 import json
 import logging
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import pandas as pd
@@ -66,6 +67,7 @@ from alerts.store import CyclePlan, OutboxItem, OutboxRow, Store, StoreError
 from forecaster.completeness import is_complete
 from forecaster.detect.feedback import SeriesFeedback
 from forecaster.executor import Executor, ExecutorCancelled, make_executor
+from forecaster.i18n import current_locale, t, use_locale
 from forecaster.pipeline import CheckReport, check, completeness_of, last_closed_period
 from forecaster.schedule import (
     Clock,
@@ -77,7 +79,7 @@ from forecaster.schedule import (
 from forecaster.settings import KPIConfig, Settings, load_config
 from forecaster.sources import Source, make_source
 from forecaster.types import KPIWatchError, PackedState, SourceError
-from forecaster.units import format_period
+from forecaster.units import format_percent, format_period
 
 log = logging.getLogger("kpiwatch.daemon")
 DELIVERY_SECONDS = 5  # how often the outbox is sent (retries wait for their own time)
@@ -280,6 +282,20 @@ class _Due:
         return fields
 
 
+_T = TypeVar("_T")
+
+
+def _in_config_locale(method: Callable[..., _T]) -> Callable[..., _T]:
+    """A daemon entry point (a job, a delivery, a click) run in the config's `locale`: it runs in a
+    thread of its own, whose context starts with the default; texts it builds are in the language
+    the config asks for (read at each call, so a reload's new locale applies to the next job)."""
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> _T:
+        with use_locale(self.settings.locale):
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 class Daemon:
     """The long-running service; `run()` blocks until SIGTERM/SIGINT and returns the exit code."""
 
@@ -449,7 +465,7 @@ class Daemon:
 
     def _schedule_jobs(self) -> None:
         """One job per moment: the KPIs whose schedules fire together are judged by one job (one
-        message per channel for their alerts), plus the delivery job."""
+        message per channel for their alerts), plus the delivery job and the weekly digest's."""
         grace = self.settings.daemon.misfire_grace_seconds
         for names, trigger in self._job_groups().values():
             self.scheduler.add_job(self.judge_kpis, trigger, args=[names], id=f"kpis:{names[0]}", name=", ".join(names),
@@ -457,6 +473,10 @@ class Daemon:
                                    replace_existing=True, next_run_time=pd.Timestamp.now(tz="UTC").to_pydatetime())
         self.scheduler.add_job(self.deliver_outbox, "interval", seconds=DELIVERY_SECONDS, id="deliver",
                                coalesce=True, max_instances=1, misfire_grace_time=grace, replace_existing=True)
+        if self.settings.digest.enabled:  # also once at start: a digest missed while down goes out late
+            self.scheduler.add_job(self.send_digest, parse_schedule(self.settings.digest.schedule, self.settings.timezone),
+                                   id="digest", coalesce=True, max_instances=1, misfire_grace_time=grace,
+                                   replace_existing=True, next_run_time=pd.Timestamp.now(tz="UTC").to_pydatetime())
 
     def _job_groups(self) -> dict[str, tuple[list[str], Any]]:
         """KPIs by the moments their schedules fire (`every day at 7:00` and `0 7 * * *` are one),
@@ -472,10 +492,12 @@ class Daemon:
         return groups
 
     def _channels(self) -> list[str]:
-        return sorted({route.channel for route in self.settings.alerting.routes})
+        digest = self.settings.digest.channels if self.settings.digest.enabled else []
+        return sorted({route.channel for route in self.settings.alerting.routes} | set(digest))
 
     # the jobs
 
+    @_in_config_locale
     def judge_kpis(self, names: Sequence[str]) -> None:
         """The job of KPIs that fall due together: judge their due periods, oldest first, the
         alerts of each period in one message per channel; one log line per KPI; never raises into
@@ -502,10 +524,38 @@ class Daemon:
                 self._active -= 1
                 self._jobs.notify_all()
 
+    def send_digest(self) -> None:
+        """The weekly digest's job (`alerts.digest`): queue the digest due now by the daemon's
+        clock, one message per channel, unless it is queued already, then deliver; never raises
+        into the scheduler. Without Slack (or rehearsing) nothing is queued."""
+        from alerts.digest import due_week, queue_digest
+        from forecaster.i18n import current_locale, use_locale
+
+        if self.store is None or self.notifier is None or self.rehearsal:
+            return
+        now = self.clock.now().floor("us")
+        week = due_week(self.settings, now)
+        if week is None:
+            return
+        try:
+            with use_locale(getattr(self.settings, "locale", None) or current_locale()):
+                queued = queue_digest(self.settings, self.store, week, now.to_pydatetime(),
+                                      executor=_Shared(self.executor, self._mapping))
+        except KPIWatchError as exc:
+            _event(logging.ERROR, "digest", status="error", week=str(week.start.date()), error=str(exc))
+            return
+        except Exception:  # noqa: BLE001 - a bug must not stop the other jobs
+            log.exception("digest job failed")
+            return
+        _event(logging.INFO, "digest", status="ok", week=str(week.start.date()), queued=queued)
+        if queued:
+            self.deliver_outbox()
+
     def judge_kpi(self, name: str) -> None:
         """One KPI's job on its own (its alerts in messages of their own): `judge_kpis([name])`."""
         self.judge_kpis([name])
 
+    @_in_config_locale
     def judge_due(self, name: str) -> dict[str, Any]:
         """Judge the KPI's due periods now (by the daemon's clock); errors are raised (the job,
         `judge_kpis`, logs them instead). Returns the job's log fields."""
@@ -543,9 +593,12 @@ class Daemon:
     def _each(self, dues: Sequence[_Due], step: Callable[[_Due], Any]) -> list[Any]:
         """`step(due)` for every KPI, side by side in threads (as many as workers); a KPI's
         exception goes to its `error` (its result None) and stops no other."""
+        locale = current_locale()  # a pool thread starts in the default context: texts keep the job's language
+
         def safely(due: _Due) -> Any:
             try:
-                return step(due)
+                with use_locale(locale):
+                    return step(due)
             except Exception as exc:  # noqa: BLE001 - reported on the KPI's own log line
                 due.error = exc
                 return None
@@ -584,10 +637,10 @@ class Daemon:
         # Not all there (its rows, or its value): judged, a gap would read as a drop or store an
         # empty evaluation. Looked up before any fit, every cycle; the check itself finds the
         # rest (a filtered KPI's rows, a ratio's denominator).
-        found, completeness = "has no value", "no value"
+        found, completeness = t("card.found_none"), "no value"
         report = None
         if share is not None and not is_complete(share, kpi.completeness):
-            found, completeness = f"has {share:.0%} of its usual rows", f"{share:.2f}"
+            found, completeness = t("card.found_share", share=format_percent(share)), f"{share:.2f}"
         elif _has_value(due.source, kpi, period):
             if due.stored is None:  # read once per job; a catch-up steps on from each report's states
                 due.stored = {(name, segment): state for segment, state in self.store.detector_states(name).items()}
@@ -740,6 +793,7 @@ class Daemon:
         plan = CyclePlan(items=items if self.notifier is not None else [], judged={(name, ""): period.to_pydatetime()})
         return self.store.record_cycle([], plan, now.to_pydatetime())
 
+    @_in_config_locale
     def deliver_outbox(self, max_wait: float = 0.0) -> DeliveryReport | None:
         """Send what is due in the outbox (the delivery job; also right after a check), on the
         daemon's clock: rows are queued with its "now", so a simulated clock ahead of (or behind)
@@ -854,6 +908,7 @@ class Daemon:
 
     # Slack buttons
 
+    @_in_config_locale
     def _on_click(self, click: Click) -> str:
         """A button click on an incident card (from the health server's thread): record it and
         queue the card's update in one transaction (`alerts.feedback.apply_click`), then ask the

@@ -26,14 +26,18 @@ import pandas as pd
 from alerts.actions import Click
 from alerts.store import FeedbackRecord, IncidentGroup, OutboxItem, Store
 from forecaster.detect.feedback import SeriesFeedback
+from forecaster.i18n import t
 from forecaster.settings import Settings
 from forecaster.types import BadInputError
 
 VERDICTS = ("expected", "false_alarm", "snooze", "resolve")
 SNOOZE_DAYS = 7
 SIGNING_SECRET_ENV = "SLACK_SIGNING_SECRET"
-_SAID = {"expected": "marked expected", "false_alarm": "marked false alarm", "snooze": f"snoozed {SNOOZE_DAYS} days",
-         "resolve": "resolved"}
+
+
+def said(verdict: str) -> str:
+    """What a verdict did, for the card's feedback line: "marked false alarm" ("gemarkeerd als vals alarm")."""
+    return t(f"feedback.{verdict}", days=SNOOZE_DAYS) if verdict == "snooze" else t(f"feedback.{verdict}")
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,8 @@ def apply_feedback(store: Store, settings: Settings, ref: str, verdict: str, use
     group = store.group(ref)
     if group is None:
         raise BadInputError(f"no incident {ref!r}: `kpiwatch alerts` lists the incidents and their numbers")
-    who = f"@{user}" if user and not user.startswith("@") else (user or "someone")
-    line = f"{_SAID[verdict]} by {who} ({now:%Y-%m-%d %H:%M} UTC)"
+    who = f"@{user}" if user and not user.startswith("@") else (user or t("feedback.someone"))
+    line = t("feedback.line", said=said(verdict), who=who, at=f"{now:%Y-%m-%d %H:%M}")
     edits = [OutboxItem(f"feedback|{group.key}|{verdict}|{key}", "feedback", key.split("|")[1], line, {"line": line},
                         parent_key=key) for key in group.message_keys]
     recorded = store.record_verdict(
@@ -120,4 +124,4 @@ def apply_click(store: Store, settings: Settings, click: Click, now: datetime) -
     Slack user who clicked; returns the line shown ("marked false alarm by @ana ...")."""
     outcome = apply_feedback(store, settings, click.incident, click.verdict, click.user_name or click.user_id, now,
                              source="slack")
-    return outcome.line if outcome.recorded else f"already {_SAID[click.verdict]}; nothing changed"
+    return outcome.line if outcome.recorded else t("feedback.already", said=said(click.verdict))

@@ -43,7 +43,8 @@ from alerts.store import IncidentGroup
 from forecaster.settings import Settings
 from forecaster.timegrid import periods_per_day
 from forecaster.types import Alert, Anomaly, Severity, segment_key, segment_label
-from forecaster.units import format_change, format_period
+from forecaster.i18n import kpi_name, t, tn
+from forecaster.units import format_change, format_percent, format_period
 
 DEFAULT_WITHIN = 2
 """Periods between two episodes' starts for them to count as one incident (default 2)."""
@@ -253,11 +254,11 @@ def incident_text(group: AlertGroup, number: int, max_hints: int = 2) -> str:
     line per member (its severity and headline), then the root's top `max_hints` hints. An
     incident of one alert is its headline and that alert's line only (there is no why to tell)."""
     count = len(group.members)
-    headline = f"Incident {number}: {root_headline(group)} (root cause) — {count} alert{'s' if count != 1 else ''}"
+    headline = tn("incident.text_headline", count, number=number, root=root_headline(group))
     members = [f"  {plain_text(a, max_hints=0)}" for a in group.members]
     if count == 1:
         return "\n".join([headline, *members])
-    lines = [headline, f"  why: {group.why}", *members]
+    lines = [headline, t("incident.why_line", why=group.why), *members]
     lines.extend(f"  - {hint.text}" for hint in group.root.hints[:max_hints])
     return "\n".join(lines)
 
@@ -266,10 +267,10 @@ def root_headline(group: AlertGroup) -> str:
     """What the root did, short: "page_load_time on device=mobile rose 149.7% since Mon 08 Dec
     2025" (the change at the latest period against its expected value; since its episode began)."""
     anomaly = group.root.anomaly
-    where = f" on {segment_label(anomaly.segment)}" if anomaly.segment else ""
-    verb = "rose" if anomaly.direction.value == "up" else "fell"
+    where = t("word.on_segment", segment=segment_label(anomaly.segment)) if anomaly.segment else ""
     change = format_change(anomaly.actual, anomaly.expected, anomaly.unit).lstrip("+-")
-    return f"{anomaly.kpi}{where} {verb} {change} since {format_period(episode_start(anomaly), anomaly.freq)}"
+    return t("incident.root_headline", kpi=kpi_name(anomaly.kpi), where=where, verb=t(f"word.{anomaly.direction.value}"),
+             change=change, start=format_period(episode_start(anomaly), anomaly.freq))
 
 
 # -- the root of a group ---------------------------------------------------------------------
@@ -314,26 +315,26 @@ def _why(root: Alert, rest: Sequence[Alert], downstream: Sequence[str]) -> str:
     """The group's `why`; downstream: the KPIs of the members the root is a cause of."""
     kpi = root.anomaly.kpi
     if not rest:
-        return f"{_moved(root, rest)}; no other alert of this check is linked to it"
+        return t("incident.why_alone", moved=_moved(root, rest))
     names = list(dict.fromkeys(downstream))
     if names:
-        return f"{_moved(root, rest)} and is upstream of {', '.join(names)} in the catalogue"
+        return t("incident.why_upstream", moved=_moved(root, rest), names=", ".join(kpi_name(n) for n in names))
     others = [k for k in dict.fromkeys(a.anomaly.kpi for a in rest) if k != kpi]
     if others:
-        return f"{_moved(root, rest)}; no linked KPI lists a cause ({', '.join(others)} share a metric with it)"
-    return f"{_moved(root, rest)}; the other alerts are the same KPI in segments that contain it or that it contains"
+        return t("incident.why_shared", moved=_moved(root, rest), names=", ".join(kpi_name(n) for n in others))
+    return t("incident.why_same_kpi", moved=_moved(root, rest))
 
 
 def _moved(root: Alert, rest: Sequence[Alert]) -> str:
     """"cpc moved first on channel=paid_search (from Sun 07 Dec 2025)", or "... moved from ..."
     when another member started earlier (or there is none)."""
     anomaly = root.anomaly
-    where = f" on {segment_label(anomaly.segment)}" if anomaly.segment else " on the total"
+    where = t("word.on_segment", segment=segment_label(anomaly.segment)) if anomaly.segment else t("word.on_total")
     start = episode_start(anomaly)
     when = format_period(start, anomaly.freq)
-    if rest and all(start <= episode_start(a.anomaly) for a in rest):
-        return f"{anomaly.kpi} moved first{where} (from {when})"
-    return f"{anomaly.kpi}{where} moved from {when}"
+    first = rest and all(start <= episode_start(a.anomaly) for a in rest)
+    return t("incident.moved_first" if first else "incident.moved_from", kpi=kpi_name(anomaly.kpi), where=where,
+             start=when)
 
 
 # -- one movement seen through two cuts ------------------------------------------------------
@@ -362,15 +363,17 @@ def _merged(cluster: Sequence[AlertGroup]) -> AlertGroup:
     ranked = sorted(cluster, key=lambda g: (-(segment_share(g.root) or 0.0), -g.root.anomaly.score, _identity(g.root)))
     lead, others = ranked[0], ranked[1:]
     members = tuple(a for g in ranked for a in g.members)
-    cuts = ", ".join(f"{g.root.anomaly.kpi} on {segment_label(g.root.anomaly.segment)}" for g in others)
+    cuts = ", ".join(t("incident.cut", kpi=kpi_name(g.root.anomaly.kpi), segment=segment_label(g.root.anomaly.segment))
+                     for g in others)
     shares = [segment_share(g.root) for g in ranked]
     where = segment_label(lead.root.anomaly.segment)
     if all(share is not None for share in shares):
-        because = f"{where} explains more of the change ({' vs '.join(f'{s:.0%}' for s in shares)})"
+        because = t("incident.explains_more", segment=where,
+                    shares=t("incident.vs").join(format_percent(s) for s in shares if s is not None))
     else:
-        because = f"{where} has the higher score"
+        because = t("incident.higher_score", segment=where)
     base = lead.why if len(lead.members) > 1 else _moved(lead.root, members[1:])
-    why = f"{base}; {cuts} {'is' if len(others) == 1 else 'are'} the same movement in another cut, {because}"
+    why = t("incident.cuts_one" if len(others) == 1 else "incident.cuts_other", base=base, cuts=cuts, because=because)
     return AlertGroup(lead.root, members, why)
 
 

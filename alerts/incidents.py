@@ -55,10 +55,10 @@ from forecaster.pipeline import CheckReport, SeriesResult
 from forecaster.settings import Settings
 from forecaster.sources.frames import local_midnight
 from forecaster.types import Alert, segment_key, segment_label
+from forecaster.i18n import kpi_name, t, tn
 from forecaster.units import format_period, format_value
 
-CHARTS_ELSEWHERE = ("Charts are not sent over a webhook: `kpiwatch check --dry-run --out DIR` draws them "
-                    "(or `kpiwatch forecast KPI --plot chart.png`).")
+# The footer of a card without charts (a webhook cannot carry files): the catalogue's incident.charts_elsewhere.
 
 
 def evaluation_records(report: CheckReport) -> list[EvaluationRecord]:
@@ -158,7 +158,7 @@ def plan_cycle(
         period = members[0].anomaly.period.isoformat()
         cards.append(Card(group.key, tuple(members),
                           tuple(f"{alert_key(a)}|repeat|{period}" for a in members), group.why,
-                          f"Still ongoing since {since}."))
+                          t("incident.still_ongoing", since=since)))
         groups_renotified.append(group_id)
         renotified.extend(incident.id for _, incident in entries)
     items, cards_of = _messages(cards, report, settings, charts, buttons, notes or {})
@@ -201,7 +201,7 @@ def _root_first(alerts: Sequence[Alert], group: IncidentGroup) -> list[Alert]:
 def _joined_items(group: IncidentGroup, alerts: Sequence[Alert]) -> list[OutboxItem]:
     """A reply in the thread of each of the incident's cards: the members that joined it."""
     lines = "\n".join(member_line(a).replace("*", "") for a in alerts)
-    text = f"Joined this incident:\n{lines}"
+    text = t("incident.joined", lines=lines)
     keys = "|".join(sorted(alert_key(a) for a in alerts))
     return [OutboxItem(f"join|{keys}|{message_key}", "reply", message_key.split("|")[1], text,
                        {"line": text, "alert_keys": [alert_key(a) for a in alerts]}, parent_key=message_key)
@@ -254,10 +254,10 @@ def revisions(
             continue
         kpi = settings.kpis.get(incident.kpi)
         unit = kpi.unit if kpi is not None else ""
-        where_text = f" on {incident.segment}" if incident.segment else ""
-        line = (f"Revised: {incident.kpi}{where_text} for {format_period(period, result.series.freq)} is now "
-                f"{format_value(again.actual, unit)} (was {format_value(before, unit)}; expected "
-                f"{format_value(again.expected, unit)})")
+        where_text = t("word.on_segment", segment=incident.segment) if incident.segment else ""
+        line = t("incident.revised", kpi=kpi_name(incident.kpi), where=where_text,
+                 period=format_period(period, result.series.freq), actual=format_value(again.actual, unit),
+                 before=format_value(before, unit), expected=format_value(again.expected, unit))
         for message_key in filter(None, (incident.message_key or "").split("\n")):
             channel = message_key.split("|")[1]
             items.append(OutboxItem(f"revise|{incident.alert_key}|{message_key}|{again.actual:.6g}", "update",
@@ -293,7 +293,7 @@ def _messages(
             by_channel.setdefault(channel, []).append(card)
     items: list[OutboxItem] = []
     carried: dict[str, list[str]] = {}
-    footer = "" if charts else CHARTS_ELSEWHERE
+    footer = "" if charts else t("incident.charts_elsewhere")
     for channel, group in by_channel.items():
         if len(group) > CARDS_PER_CHANNEL:
             items.extend(_bundle(channel, group, report, settings, charts, footer, carried))
@@ -322,7 +322,7 @@ def _bundle(channel: str, cards: Sequence[Card], report: CheckReport, settings: 
     many related alerts it has), charts for the roots it shows; no buttons (`kpiwatch feedback`)."""
     roots = [card.members[0] for card in cards]
     key = _message_key(channel, [k for card in cards for k in card.alert_keys])
-    notes = [" · ".join(filter(None, [card.note, f"+{len(card.members) - 1} related alert(s) in this incident"
+    notes = [" · ".join(filter(None, [card.note, t("incident.related_count", count=len(card.members) - 1)
                                       if len(card.members) > 1 else ""])) for card in cards]
     title = _title(roots)
     blocks = message_blocks(roots, title, settings.alerting.dashboard_url, settings.alerting.max_hints, notes, footer)
@@ -340,10 +340,11 @@ def _bundle(channel: str, cards: Sequence[Card], report: CheckReport, settings: 
 def _card_title(card: Card) -> str:
     """"kpiwatch: page_load_time on device=mobile and 3 related · Wed 10 Dec 2025"."""
     root = card.members[0].anomaly
-    where = f" on {segment_label(root.segment)}" if root.segment else ""
-    more = f" and {len(card.members) - 1} related" if len(card.members) > 1 else ""
-    kind = "good news" if not root.is_bad else "incident"
-    return f"kpiwatch {kind}: {root.kpi}{where}{more} · {format_period(root.period, root.freq)}"
+    where = t("word.on_segment", segment=segment_label(root.segment)) if root.segment else ""
+    more = t("incident.title_more", count=len(card.members) - 1) if len(card.members) > 1 else ""
+    kind = t("incident.kind_good_news") if not root.is_bad else t("incident.kind_incident")
+    return t("incident.title", kind=kind, kpi=kpi_name(root.kpi), where=where, more=more,
+             period=format_period(root.period, root.freq))
 
 
 def _resolves(
@@ -423,11 +424,11 @@ def _title(alerts: Sequence[Alert]) -> str:
     good = len(alerts) - bad
     parts = []
     if bad:
-        parts.append(f"{bad} anomal{'y' if bad == 1 else 'ies'}")
+        parts.append(tn("incident.anomalies", bad))
     if good:
-        parts.append(f"{good} good news")
+        parts.append(t("incident.good_news_count", count=good))
     first = alerts[0].anomaly
-    return f"kpiwatch: {' and '.join(parts)} · {format_period(first.period, first.freq)}"
+    return t("incident.message_title", parts=t("incident.and").join(parts), period=format_period(first.period, first.freq))
 
 
 def _day_start(day: object, timezone: str) -> datetime:

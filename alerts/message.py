@@ -14,9 +14,9 @@ from urllib.parse import quote
 import pandas as pd
 
 from alerts.report import kpi_page
-from forecaster.i18n import t
+from forecaster.i18n import kpi_name, t, tn
 from forecaster.types import Alert, Hint, segment_label
-from forecaster.units import format_change, format_value
+from forecaster.units import format_change, format_number, format_ordinal, format_percent, format_value
 
 MAX_BLOCKS = 50
 MAX_SECTION_CHARS = 3000
@@ -27,6 +27,12 @@ ALERTS_SHOWN = (MAX_BLOCKS - 3) // BLOCKS_PER_ALERT  # per message; a block for 
 SEVERITY_EMOJI = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "good_news": ":large_green_circle:"}
 
 SEVERITY_MARK = {"critical": "[CRITICAL]", "warning": "[WARNING]", "good_news": "[GOOD NEWS]"}
+"""The English marks; `severity_mark` gives them in the current locale."""
+
+
+def severity_mark(severity: str) -> str:
+    """The plain-text mark of a severity in the current locale: "[CRITICAL]" ("[KRITIEK]")."""
+    return t(f"alert.severity_{severity}")
 
 
 def alert_to_dict(alert: Alert) -> dict[str, Any]:
@@ -68,7 +74,7 @@ def hint_to_dict(hint: Hint) -> dict[str, Any]:
 
 def plain_text(alert: Alert, max_hints: int = 4) -> str:
     """The alert as a few lines of text: severity and headline, then the top hints."""
-    lines = [f"{SEVERITY_MARK[alert.anomaly.severity.value]} {alert.text}"]
+    lines = [f"{severity_mark(alert.anomaly.severity.value)} {alert.text}"]
     lines.extend(f"  - {hint.text}" for hint in alert.hints[:max_hints])
     return "\n".join(lines)
 
@@ -119,7 +125,7 @@ def message_blocks(
         blocks.extend(alert_blocks(alert, dashboard_url, max_hints, note))
     if len(alerts) > room:
         rest = len(alerts) - room
-        blocks.append(_context(f"and {rest} more alert(s): run `kpiwatch alerts` to see them all"))
+        blocks.append(_context(t("card.more_alerts", count=rest)))
     if footer:
         blocks.append(_context(footer))
     return blocks
@@ -132,14 +138,14 @@ def alert_blocks(alert: Alert, dashboard_url: str = "", max_hints: int = 3, note
     emoji = SEVERITY_EMOJI[anomaly.severity.value]
     where = f" · {_escape(segment_label(anomaly.segment))}" if anomaly.segment else ""
     arrow = "↑" if anomaly.direction.value == "up" else "↓"
-    severity = anomaly.severity.value.replace("_", " ").upper()
-    headline = f"{emoji} *{severity}* · *{_escape(anomaly.kpi)}* {arrow}{where}\n{_escape(alert.text)}"
+    severity = t(f"card.severity_{anomaly.severity.value}")
+    headline = f"{emoji} *{severity}* · *{_escape(kpi_name(anomaly.kpi))}* {arrow}{where}\n{_escape(alert.text)}"
     if note:
         headline += f"\n_{_escape(note)}_"
     unit = anomaly.unit
-    numbers = (f"*Actual* {format_value(anomaly.actual, unit)} · *expected* {format_value(anomaly.expected, unit)} "
-               f"({anomaly.level:.0%} band {format_value(anomaly.lower, unit)} to {format_value(anomaly.upper, unit)}) · "
-               f"*{format_change(anomaly.actual, anomaly.expected, unit)}*")
+    numbers = t("card.numbers", actual=format_value(anomaly.actual, unit), expected=format_value(anomaly.expected, unit),
+                level=format_percent(anomaly.level), lower=format_value(anomaly.lower, unit),
+                upper=format_value(anomaly.upper, unit), change=format_change(anomaly.actual, anomaly.expected, unit))
     lines = [numbers]
     impact = [h for h in alert.hints if h.kind == "impact"]
     if impact:
@@ -148,7 +154,7 @@ def alert_blocks(alert: Alert, dashboard_url: str = "", max_hints: int = 3, note
     lines.extend(f"• {_escape(hint.text)}" for hint in others)
     link = dashboard_link(dashboard_url, alert)
     if link:
-        lines.append(f"<{link}|Open in the dashboard>")
+        lines.append(f"<{link}|{t('card.dashboard')}>")
     return [_section(headline), _section("\n".join(lines)), {"type": "divider"}]
 
 
@@ -156,9 +162,9 @@ MEMBERS_SHOWN = 20
 """Member lines an incident card lists under its root cause; the rest are counted."""
 FEEDBACK_BLOCK = "kpiwatch-feedback"  # the buttons' block_id (`alerts.actions` reads the clicks)
 FEEDBACK_LINES_BLOCK = "kpiwatch-feedback-lines"  # "marked false alarm by @ana", under the members
-BUTTONS: tuple[tuple[str, str], ...] = (
-    ("expected", "Expected"), ("false_alarm", "False alarm"), ("snooze", "Snooze 7 days"), ("resolve", "Resolve"))
-"""(verdict, label) of each button; its action_id is `kpiwatch_<verdict>`, its value the incident's key."""
+BUTTONS: tuple[str, ...] = ("expected", "false_alarm", "snooze", "resolve")
+"""The verdict of each button; its action_id is `kpiwatch_<verdict>`, its value the incident's key, its
+label the catalogue's `card.button_<verdict>`."""
 
 
 def incident_blocks(
@@ -184,15 +190,15 @@ def incident_blocks(
     root, others = members[0], members[1:]
     blocks: list[dict[str, Any]] = [{"type": "header", "text": _plain_text_object(title, MAX_HEADER_CHARS)}]
     if why:  # the answer first: what started it
-        blocks.append(_context(f"Root cause: {_escape(why)}"))
+        blocks.append(_context(t("card.root_cause", why=_escape(why))))
     blocks.extend(alert_blocks(root, dashboard_url, max_hints, note)[:2])
     if report_url:
         blocks.append(_context(f"<{report_url.rstrip('/')}/{kpi_page(root.anomaly.kpi)}|{t('report.card_link')}>"))
     if others:
         lines = [member_line(alert) for alert in others[:MEMBERS_SHOWN]]
         if len(others) > MEMBERS_SHOWN:
-            lines.append(f"and {len(others) - MEMBERS_SHOWN} more: run `kpiwatch alerts` to see them all")
-        blocks.append(_section("*Also in this incident*\n" + "\n".join(lines)))
+            lines.append(t("card.more_members", count=len(others) - MEMBERS_SHOWN))
+        blocks.append(_section(t("card.also") + "\n" + "\n".join(lines)))
     if notes:
         blocks.append(_context("\n".join(f":information_source: {_escape(line)}" for line in notes)))
     if buttons:
@@ -207,26 +213,26 @@ def member_line(alert: Alert) -> str:
     expected, +28.4% (+14.55 points), 3rd day in a row"."""
     anomaly = alert.anomaly
     arrow = "↑" if anomaly.direction.value == "up" else "↓"
-    where = f" {_escape(segment_label(anomaly.segment))}" if anomaly.segment else " total"
-    unit = {"D": "day", "h": "hour", "W": "week", "MS": "month"}.get(anomaly.freq, "period")
-    days = f", {_ordinal(anomaly.run_length)} {unit} in a row" if anomaly.run_length > 1 else ""
-    return (f"• *{_escape(anomaly.kpi)}* {arrow}{where}: {format_value(anomaly.actual, anomaly.unit)} vs "
-            f"{format_value(anomaly.expected, anomaly.unit)} expected, "
-            f"{format_change(anomaly.actual, anomaly.expected, anomaly.unit)}{days}")
+    where = f" {_escape(segment_label(anomaly.segment))}" if anomaly.segment else f" {t('word.total')}"
+    unit = t({"D": "word.day", "h": "word.hour", "W": "word.week", "MS": "word.month"}.get(anomaly.freq, "word.period"))
+    days = t("card.member_run", ordinal=format_ordinal(anomaly.run_length), unit=unit) if anomaly.run_length > 1 else ""
+    return t("card.member", kpi=_escape(kpi_name(anomaly.kpi)), arrow=arrow, where=where,
+             actual=format_value(anomaly.actual, anomaly.unit), expected=format_value(anomaly.expected, anomaly.unit),
+             change=format_change(anomaly.actual, anomaly.expected, anomaly.unit), run=days)
 
 
 def feedback_buttons(incident_key: str) -> dict[str, Any]:
     """The actions block: Expected, False alarm, Snooze 7 days, Resolve (value: the incident's key)."""
     elements = []
-    for verdict, label in BUTTONS:
+    for verdict in BUTTONS:
         button: dict[str, Any] = {"type": "button", "action_id": f"kpiwatch_{verdict}", "value": incident_key[:2000],
-                                  "text": _plain_text_object(label, 75)}
+                                  "text": _plain_text_object(t(f"card.button_{verdict}"), 75)}
         if verdict == "false_alarm":
             button["confirm"] = {
-                "title": _plain_text_object("Mark as a false alarm?", 100),
-                "text": {"type": "mrkdwn", "text": "kpiwatch will be less sensitive on these series for a while "
-                                                   "(see the README's feedback rule)."},
-                "confirm": _plain_text_object("False alarm", 30), "deny": _plain_text_object("Cancel", 30)}
+                "title": _plain_text_object(t("card.confirm_title"), 100),
+                "text": {"type": "mrkdwn", "text": t("card.confirm_text")},
+                "confirm": _plain_text_object(t("card.confirm_yes"), 30),
+                "deny": _plain_text_object(t("card.confirm_no"), 30)}
         elements.append(button)
     return {"type": "actions", "block_id": FEEDBACK_BLOCK, "elements": elements}
 
@@ -248,13 +254,8 @@ def card_text(members: Sequence[Alert], title: str, why: str = "", max_hints: in
     parts = [title, plain_text(members[0], max_hints)]
     parts.extend(member_line(alert).replace("*", "") for alert in members[1:])
     if why:
-        parts.append(f"Root cause: {why}")
+        parts.append(t("card.root_cause", why=why))
     return _clip("\n".join(parts), MAX_TEXT_CHARS)
-
-
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
 
 
 def message_text(alerts: Sequence[Alert], title: str, max_hints: int = 3) -> str:
@@ -265,17 +266,16 @@ def message_text(alerts: Sequence[Alert], title: str, max_hints: int = 3) -> str
 
 def resolved_text(kpi: str, segment: str, summary: str, at: str) -> str:
     """The thread reply and update line when an incident is over."""
-    where = f" on {segment}" if segment else ""
-    return f":white_check_mark: Resolved: {kpi}{where} is back inside its band ({at}). Was: {summary}"
+    return t("card.resolved", kpi=kpi_name(kpi), where=t("word.on_segment", segment=segment) if segment else "",
+             at=at, summary=summary)
 
 
 def incident_resolved_text(root_kpi: str, root_segment: str, members: int, summary: str, at: str) -> str:
     """The thread reply and card line when an incident's last open member is back to normal."""
     if members == 1:
         return resolved_text(root_kpi, root_segment, summary, at)
-    where = f" on {root_segment}" if root_segment else ""
-    return (f":white_check_mark: Resolved: {root_kpi}{where} and its {members - 1} related alert(s) are back inside "
-            f"their bands ({at}). Was: {summary}")
+    where = t("word.on_segment", segment=root_segment) if root_segment else ""
+    return t("card.resolved_incident", kpi=kpi_name(root_kpi), where=where, count=members - 1, at=at, summary=summary)
 
 
 def resolved_blocks(blocks: Sequence[dict[str, Any]], lines: Sequence[str]) -> list[dict[str, Any]]:
@@ -342,26 +342,19 @@ def no_data_text(kpi: str, period: str, found: str, hours: float) -> str:
     period: the period as people read it (`format_period`); found: what it has, e.g. "has 40% of
     its usual rows" or "has no value".
     """
-    return (f":grey_question: No data: {kpi} for {period} {found} {hours:.0f} h after it ended; it is not "
-            "judged (a gap is not a drop). Check the export or the source.")
+    return t("card.no_data", kpi=kpi_name(kpi), period=period, found=found, hours=format_number(hours))
 
 
 def failing_text(kpi: str, kind: str, cycles: int, since: pd.Timestamp, error: str) -> str:
     """A KPI that failed `cycles` cycles in a row since `since` (UTC): kind "source" (its source
     could not be read) or "job" (the data or a fit fails every time, e.g. a time-out)."""
-    if kind == "source":
-        return (f":warning: Source failing: {kpi} could not be read for {cycles} cycles in a row (since "
-                f"{since:%Y-%m-%d %H:%M} UTC): {error}. Its last state is kept; missed periods are judged when "
-                "it is back.")
-    return (f":warning: Cannot judge: {kpi} failed {cycles} cycles in a row (since {since:%Y-%m-%d %H:%M} UTC): "
-            f"{error}. Its last state is kept; the period is tried again every cycle.")
+    key = "card.failing_source" if kind == "source" else "card.failing_job"
+    return t(key, kpi=kpi_name(kpi), cycles=cycles, since=f"{since:%Y-%m-%d %H:%M}", error=error)
 
 
 def back_text(kpi: str, kind: str) -> str:
     """The reply in a failing alert's thread once the KPI is judged again (kind as `failing_text`)."""
-    if kind == "source":
-        return f":white_check_mark: Source back: {kpi} is read again; the missed periods were judged."
-    return f":white_check_mark: Judged again: {kpi}; the missed periods were judged."
+    return t("card.back_source" if kind == "source" else "card.back_job", kpi=kpi_name(kpi))
 
 
 def late_text(period: pd.Timestamp, latest: pd.Timestamp, freq: str) -> str:
@@ -371,5 +364,4 @@ def late_text(period: pd.Timestamp, latest: pd.Timestamp, freq: str) -> str:
         return ""
     step = pd.Timedelta(days=1) if freq == "D" else pd.Timedelta(hours=1)
     behind = int((latest - period) / step)
-    unit = "day" if freq == "D" else "hour"
-    return f"Late: judged {behind} {unit}{'s' if behind != 1 else ''} after it closed (kpiwatch was down or the data was late)."
+    return tn("card.late_day" if freq == "D" else "card.late_hour", behind)

@@ -592,10 +592,16 @@ class Store:
                                 .where(detector_states.c.kpi == kpi)).all()
         return {segment: PackedState(bytes(blob), next_period) for segment, blob, next_period in rows}
 
-    def evaluations_of(self, kpi: str, segment: str = "") -> list[EvaluationRecord]:
-        """The stored evaluations of one KPI segment, oldest first."""
+    def evaluations_of(self, kpi: str, segment: str = "", start: datetime | None = None,
+                       end: datetime | None = None) -> list[EvaluationRecord]:
+        """The stored evaluations of one KPI segment, oldest first; only periods in [start, end]
+        when given (the weekly digest reads a week)."""
         query = (sa.select(evaluations).where(evaluations.c.kpi == kpi, evaluations.c.segment == segment)
                  .order_by(evaluations.c.period))
+        if start is not None:
+            query = query.where(evaluations.c.period >= start)
+        if end is not None:
+            query = query.where(evaluations.c.period <= end)
         with self.transaction() as conn:
             rows = conn.execute(query).mappings().all()
         return [EvaluationRecord(**{k: r[k] for k in EvaluationRecord.__dataclass_fields__}) for r in rows]
@@ -797,6 +803,13 @@ class Store:
     def groups(self, limit: int = 20) -> list[IncidentGroup]:
         """The newest incident groups, newest first."""
         return self._groups(sa.true(), limit)
+
+    def groups_during(self, start: datetime, end: datetime) -> list[IncidentGroup]:
+        """The incident groups live at some time in [start, end): first period before `end`,
+        and open or closed at or after `start`; newest first (the weekly digest's incidents)."""
+        where = sa.and_(incident_groups.c.first_period < end,
+                        sa.or_(incident_groups.c.resolved_at.is_(None), incident_groups.c.resolved_at >= start))
+        return self._groups(where)
 
     def _groups(self, where: Any, limit: int | None = None) -> list[IncidentGroup]:
         query = sa.select(incident_groups).where(where).order_by(incident_groups.c.id.desc())

@@ -25,6 +25,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlencode
@@ -42,8 +45,7 @@ def main() -> None:
     parser.add_argument("--busy", type=int, default=1, help="threads writing a cycle's evaluations meanwhile (default 1)")
     args = parser.parse_args()
     os.environ["SLACK_SIGNING_SECRET"] = SECRET
-    with tempfile.TemporaryDirectory(prefix="kpiwatch-clicks-") as folder:
-        url = args.store or f"sqlite:///{Path(folder) / 'state.db'}"
+    with tempfile.TemporaryDirectory(prefix="kpiwatch-clicks-") as folder, _store(args.store, Path(folder)) as url:
         idle, busy = run(Path(folder), url, args.clicks, args.busy)
     print(f"clicks answered (ms), {args.clicks} per phase, store {url.split(':')[0]}:")
     for label, seconds in (("idle", idle), (f"beside {args.busy} writer(s)", busy)):
@@ -51,6 +53,27 @@ def main() -> None:
         p95 = ms[int(0.95 * (len(ms) - 1))]
         late = sum(s > 3.0 for s in seconds)
         print(f"  {label:>22}: median {statistics.median(ms):7.1f}  p95 {p95:7.1f}  max {ms[-1]:7.1f}  over 3 s: {late}")
+
+
+@contextmanager
+def _store(given: str, folder: Path) -> Iterator[str]:
+    """A SQLite file in `folder`, or a throw-away schema in the PostgreSQL database `given`
+    (dropped afterwards: the database's own tables are left alone)."""
+    if not given:
+        yield f"sqlite:///{folder / 'state.db'}"
+        return
+    import sqlalchemy as sa
+
+    schema = f"kpiwatch_bench_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(given)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{given}{'&' if '?' in given else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
 
 
 def run(folder: Path, url: str, clicks: int, writers: int) -> tuple[list[float], list[float]]:

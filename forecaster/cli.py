@@ -6,6 +6,7 @@ Every domain error (KPIWatchError) becomes one line on stderr and its exit code 
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 import math
@@ -32,6 +33,7 @@ from rich.progress import (
 from rich.table import Table
 
 from forecaster.catalog import bundled_config_text
+from forecaster.i18n import LOCALES, set_locale, t
 from forecaster.pipeline import CheckReport, check, forecast_series, kpi_total_series
 from forecaster.settings import Settings, config_path, load_config, parse_config
 from forecaster.sources.urls import shown_url
@@ -113,7 +115,9 @@ class _ErrorBoundary(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         try:
-            return super().invoke(ctx)
+            # A command runs in a copy of the context: the locale it sets (`--locale`, the
+            # config's `locale:`) ends with it, so in-process callers (tests) keep theirs.
+            return contextvars.copy_context().run(super().invoke, ctx)
         except click.exceptions.NoArgsIsHelpError:
             raise  # `kpiwatch sources` alone: click prints the group's help, as asked
         except click.UsageError as exc:
@@ -154,19 +158,21 @@ def cli() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
               show_default=True, help="Folder for the alert charts (PNG).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def demo(out_dir: Path, fmt: str) -> None:
+@click.option("--locale", "locale", type=click.Choice(LOCALES), help="Language of the texts (default: the config's, en).")
+def demo(out_dir: Path, fmt: str, locale: str | None) -> None:
     """Run the whole pipeline on the built-in demo shop data (no config, no network)."""
     from forecaster.demo import DEMO_NOW
 
     settings = parse_config(bundled_config_text("kpiwatch.yaml"), origin="config/kpiwatch.yaml")
+    set_locale(locale or settings.locale)
     report = _run_check(settings, at=DEMO_NOW, kpis=None, quiet=fmt == "json")
     charts = _write_charts(report, out_dir)
     if fmt == "json":
         _print_json(report, charts, settings, annotate=_demo_injected)
         return
     day = format_period(next(iter(report.period.values())), "D")
-    out.print(f"[bold]kpiwatch demo[/]: {len(settings.kpis)} KPIs, {len(report.results)} series, judged {day} "
-              f"(the demo shop's last closed day; demo clock {DEMO_NOW:%Y-%m-%d %H:%M} UTC)\n")
+    out.print(t("cli.demo", kpis=len(settings.kpis), series=len(report.results), day=day,
+                clock=f"{DEMO_NOW:%Y-%m-%d %H:%M}"))
     _print_alerts(report, charts, settings)
 
 
@@ -243,11 +249,14 @@ def forecast(
 @click.option("--dry-run", is_flag=True, help="Print the alerts, send nothing.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Write alert charts here.")
+@click.option("--locale", "locale", type=click.Choice(LOCALES), help="Language of the texts (default: the config's).")
 def check_command(
-    config_file: Path | None, kpis: tuple[str, ...], at: str | None, dry_run: bool, fmt: str, out_dir: Path | None
+    config_file: Path | None, kpis: tuple[str, ...], at: str | None, dry_run: bool, fmt: str, out_dir: Path | None,
+    locale: str | None,
 ) -> None:
     """Judge the latest closed period of every KPI now and report the alerts."""
     settings = load_config(config_file)
+    set_locale(locale or settings.locale)  # the texts of alerts, hints and cards are built in it
     for name in kpis:
         settings.kpi(name)  # an unknown name fails here, before any work
     moment = _parse_at(at, settings)
@@ -269,14 +278,14 @@ def _judged_line(report: CheckReport, settings: Settings, at: pd.Timestamp | Non
     by_period: dict[str, list[str]] = {}
     for kpi, period in report.period.items():
         by_period.setdefault(format_period(period, settings.kpi(kpi).freq), []).append(kpi)
-    when = f", as of {at:%Y-%m-%d %H:%M %Z}" if at is not None else ""
+    when = t("cli.as_of", at=f"{at:%Y-%m-%d %H:%M %Z}") if at is not None else ""
     if not by_period:
-        return f"Judged no period: no KPI had a closed period with data{when}."
+        return t("cli.judged_none", when=when)
     if len(by_period) == 1:
         (day, names), = by_period.items()
-        return f"Judged {day} ({len(names)} KPI{'' if len(names) == 1 else 's'}){when}."
+        return t("cli.judged_one_kpi" if len(names) == 1 else "cli.judged_kpis", period=day, count=len(names), when=when)
     each = "; ".join(f"{day} ({', '.join(names)})" for day, names in by_period.items())
-    return f"Judged {each}{when}."
+    return t("cli.judged_each", each=each, when=when)
 
 
 def _send(report: CheckReport, settings: Settings, policy: DeliveryPolicy | None = None) -> None:
@@ -575,11 +584,13 @@ def goals(config_file: Path | None, at: str | None, fmt: str) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write the report to (default: <state_dir>/report, the folder the daemon serves).")
 @click.option("--at", "at", help="As if it were this time (ISO 8601; no zone = the config's timezone).")
-def report_command(config_file: Path | None, out_dir: Path | None, at: str | None) -> None:
+@click.option("--locale", "locale", type=click.Choice(LOCALES), help="Language of the report (default: the config's).")
+def report_command(config_file: Path | None, out_dir: Path | None, at: str | None, locale: str | None) -> None:
     """A static HTML report: the KPIs by funnel phase, a page per KPI (opens from disk, offline)."""
     from alerts.report.build import build_report, report_folder
 
     settings = load_config(config_file)
+    set_locale(locale or settings.locale)
     moment = _parse_at(at, settings)
     folder = out_dir or report_folder(settings)
     store = _existing_store(settings)
@@ -604,6 +615,82 @@ def _existing_store(settings: Settings) -> Any:
     if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
         return None
     return Store(settings.state_url)
+
+
+@cli.command(name="digest")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
+@click.option("--at", "at", help="The digest of the last full week (Monday to Sunday) before this time (ISO 8601; "
+              "no zone = the config's timezone). Default: now.")
+@click.option("--dry-run", is_flag=True, help="Print the digest, send nothing.")
+@click.option("--locale", "locale", type=click.Choice(LOCALES), help="Language of the texts (default: the config's).")
+def digest_command(config_file: Path | None, at: str | None, dry_run: bool, locale: str | None) -> None:
+    """The weekly digest: last week's KPIs by funnel phase, one Slack message per channel."""
+    from alerts.digest import digest_now, last_full_week
+    from alerts.slack import make_notifier
+
+    settings = load_config(config_file)
+    set_locale(locale or settings.locale)
+    week = last_full_week(_parse_at(at, settings) or digest_now(settings), settings.timezone)
+    notifier = None if dry_run else make_notifier()
+    if notifier is None:
+        _print_digest(settings, week)
+        if not dry_run:
+            err.print("no Slack configured (set SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL): digest printed only",
+                      markup=False)
+        return
+    _send_digest(settings, week, notifier)
+
+
+def _print_digest(settings: Settings, week: Any) -> None:
+    """Each channel's digest as plain text, read from the store when there is one (a dry run
+    creates none: expected values then come from a check, and there are no incidents)."""
+    from sqlalchemy.engine import make_url
+
+    from alerts.digest import build_digest, channel_kpis, digest_channels, gather_digest
+    from alerts.store import Store
+
+    url = make_url(settings.state_url)
+    missing = url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists())
+    store = None if missing else Store(settings.state_url)
+    try:
+        with _spinner("gathering last week", quiet=False):
+            data = gather_digest(settings, store, week)
+    finally:
+        if store is not None:
+            store.close()
+    for i, channel in enumerate(digest_channels(settings)):
+        digest = build_digest(data, channel, channel_kpis(settings, channel), settings.digest.top)
+        out.print(f"{chr(10) if i else ''}── {channel} ──{chr(10)}{digest.text}", markup=False)
+
+
+def _send_digest(settings: Settings, week: Any, notifier: Any) -> None:
+    """Queue the week's digest (a row per channel not queued yet, in one transaction), deliver
+    the outbox, one line on stderr; a Slack failure is exit 3 with the rows left queued."""
+    from alerts.delivery import DeliveryPolicy, deliver
+    from alerts.digest import digest_channels, queue_digest
+    from alerts.slack import SlackError
+    from alerts.store import Store
+
+    store = Store(settings.state_url)
+    try:
+        with _spinner("gathering last week", quiet=False):
+            queued = queue_digest(settings, store, week, pd.Timestamp.now(tz="UTC").to_pydatetime())
+        channels = sorted({r.channel for r in settings.alerting.routes} | set(digest_channels(settings)))
+        try:
+            ids = notifier.check(channels)
+        except SlackError as exc:
+            raise SlackFailed(f"{exc} ({queued} digest message(s) stay queued: `kpiwatch outbox retry` sends "
+                              "them)") from None
+        report = deliver(store, notifier, ids, DeliveryPolicy())
+        counts = store.counts()
+    finally:
+        store.close()
+    waiting = counts["pending"] + counts["sending"]
+    summary = (f"digest of the week of {format_period(week.start, 'D')}: {queued} new message(s) queued, "
+               f"{report.sent} sent; outbox: {waiting} waiting, {counts['dead']} dead")
+    if report.dead or (report.retries and report.waiting):
+        raise SlackFailed(f"Slack did not take every message ({summary})")
+    err.print(summary, markup=False)
 
 
 @cli.command()
@@ -898,23 +985,23 @@ def _print_alerts(report: CheckReport, charts: dict[int, Path], settings: Settin
     from alerts.message import plain_text
 
     if not report.alerts:
-        out.print("No anomalies: every KPI is inside its band." if not report.no_data else
-                  f"No anomalies in the {len(report.period)} KPI(s) judged; {len(report.no_data)} not judged (no data).")
+        out.print(t("cli.no_anomalies") if not report.no_data else
+                  t("cli.no_anomalies_no_data", judged=len(report.period), missing=len(report.no_data)))
     groups = group_alerts(report.alerts, settings)
     for number, group in enumerate(groups, start=1):
         out.print(incident_text(group, number), markup=False)
         out.print()
     if groups:
-        out.print(f"The {len(report.alerts)} alert(s) one by one:\n", markup=False)
+        out.print(t("cli.one_by_one", count=len(report.alerts)), markup=False)
     for number, alert in enumerate(report.alerts):
         out.print(plain_text(alert), markup=False)
         if number in charts:
-            out.print(f"  chart: {charts[number]}", markup=False)
+            out.print(t("cli.chart", path=charts[number]), markup=False)
         out.print()
     _print_held_back(report.held_back)
     bad = sum(1 for a in report.alerts if a.anomaly.is_bad)
-    out.print(f"{len(groups)} incident(s) from {len(report.alerts)} alert(s) ({bad} bad, {len(report.alerts) - bad} "
-              f"good news); {len(report.results)} series judged.")
+    out.print(t("cli.summary", incidents=len(groups), alerts=len(report.alerts), bad=bad, good=len(report.alerts) - bad,
+                series=len(report.results)))
     for note in report.notes:
         err.print(f"skipped {note}", markup=False)
     for note in report.incomplete:
@@ -932,11 +1019,11 @@ def _print_held_back(lines: list[str]) -> None:
     must not swallow an incident without a word."""
     if not lines:
         return
-    out.print(f"Held back ({len(lines)}): outside the band but not alerted, or not judgeable", markup=False)
+    out.print(t("cli.held_back", count=len(lines)), markup=False)
     for line in lines[:MAX_HELD_BACK]:
         out.print(f"  - {line}", markup=False)
     if len(lines) > MAX_HELD_BACK:
-        out.print(f"  and {len(lines) - MAX_HELD_BACK} more (--format json lists them all)", markup=False)
+        out.print(t("cli.held_back_more", count=len(lines) - MAX_HELD_BACK), markup=False)
     out.print()
 
 

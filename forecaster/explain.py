@@ -13,13 +13,18 @@ from dataclasses import dataclass
 import pandas as pd
 
 from forecaster.calendar import Calendar
+from forecaster.i18n import kpi_name, metric_name, t
 from forecaster.types import Alert, Anomaly, Direction, Hint, KPISeries, segment_label
 from forecaster.units import (
     DEFAULT_CURRENCY,
     MONEY_METRICS,
     format_change,
     format_money,
+    format_number,
+    format_ordinal,
+    format_percent,
     format_period,
+    format_points,
     format_value,
 )
 
@@ -130,18 +135,15 @@ def _related_hint(anomaly: Anomaly, item: Evaluated | None) -> Hint | None:
     moved_bad_way = moved_up == (item.good is Direction.DOWN)
     if moved_bad_way != anomaly.is_bad:
         return None  # moved the other way: no explanation
-    where = f" on {segment_label(item.series.segment)}" if item.series.segment else ""
-    verb = "rose" if moved_up else "fell"
     change = format_change(item.actual, item.expected, item.unit).lstrip("+-")
-    flag = "; itself outside its band" if item.flagged else ""
+    flag = t("hint.related_flag") if item.flagged else ""
     return Hint(
         kind="related",
         kpi=item.series.name,
         segment=dict(item.series.segment),
-        text=(
-            f"{item.series.name}{where} {verb} {change} the same day: {format_value(item.actual, item.unit)} vs "
-            f"{format_value(item.expected, item.unit)} expected{flag}"
-        ),
+        text=t("hint.related", kpi=kpi_name(item.series.name), where=on_where(item.series.segment),
+               verb=t("word.up" if moved_up else "word.down"), change=change,
+               actual=format_value(item.actual, item.unit), expected=format_value(item.expected, item.unit), flag=flag),
         evidence=(2.0 if item.flagged else 0.5) + item.score,
         data={"anomalous": item.flagged, "actual": item.actual, "expected": item.expected},
     )
@@ -164,11 +166,8 @@ def _tracking_hint(headline: Evaluated, everything: Sequence[Evaluated]) -> list
             kind="context",
             kpi=anomaly.kpi,
             segment=dict(anomaly.segment),
-            text=(
-                f"likely a tracking or data problem, not a market move: {where} is at "
-                f"{anomaly.actual / anomaly.expected:.0%} of expected while the other {dimension} values are "
-                "normal; check the tag, UTM parameters or the data feed first"
-            ),
+            text=t("hint.tracking", segment=where, ratio=format_percent(anomaly.actual / anomaly.expected),
+                   dimension=dimension),
             evidence=3.0,
             data={"likely": "tracking", "ratio_to_expected": anomaly.actual / anomaly.expected},
         )
@@ -200,17 +199,15 @@ def _mix_hint(headline: Evaluated, everything: Sequence[Evaluated]) -> list[Hint
         rate += usual / total_usual * (item.actual - item.expected)
         mix += (now / total_now - usual / total_usual) * item.actual
     own = next(usual for item, _, usual in parts if item is headline) / total_usual * (headline.actual - headline.expected)
-    which = "rate effect" if abs(rate) >= abs(mix) else "mix effect"
+    which = t("hint.rate_effect") if abs(rate) >= abs(mix) else t("hint.mix_effect")
     where = segment_label(headline.series.segment)
     return [
         Hint(
             kind="segment",
             kpi=anomaly.kpi,
             segment=dict(anomaly.segment),
-            text=(
-                f"{which}: the {dimension} values' own rates moved the total by {_effect(rate, anomaly.unit)} "
-                f"({where}: {_effect(own, anomaly.unit)}); the shift in {dimension} mix by {_effect(mix, anomaly.unit)}"
-            ),
+            text=t("hint.mix", which=which, dimension=dimension, rate=_effect(rate, anomaly.unit), segment=where,
+                   own=_effect(own, anomaly.unit), mix=_effect(mix, anomaly.unit)),
             evidence=0.65,
             data={"rate_effect": rate, "mix_effect": mix, "own_rate_effect": own},
         )
@@ -219,7 +216,7 @@ def _mix_hint(headline: Evaluated, everything: Sequence[Evaluated]) -> list[Hint
 
 def _effect(value: float, unit: str) -> str:
     if unit == "%":
-        return f"{value * 100:+.2f} points"
+        return format_points(value)
     sign = "+" if value >= 0 else "-"
     return f"{sign}{format_value(abs(value), unit)}"
 
@@ -238,10 +235,9 @@ def _component_hint(headline: Evaluated) -> list[Hint]:
             kind="component",
             kpi=anomaly.kpi,
             segment=dict(anomaly.segment),
-            text=(
-                f"the {driver} moved: {top_name.replace('_', ' ')} {top_change:+.0%} against the usual "
-                f"{_phase_word(anomaly.freq)}, {other_name.replace('_', ' ')} {other_change:+.0%}"
-            ),
+            text=t("hint.component", driver=t(f"hint.{driver}"), top=metric_name(top_name),
+                   top_change=format_percent(top_change, sign=True), usual=_phase_word(anomaly.freq),
+                   other=metric_name(other_name), other_change=format_percent(other_change, sign=True)),
             evidence=0.7,
             data={"driver": driver, "changes": changes},
         )
@@ -276,7 +272,7 @@ def _same_phase_mean(part: pd.Series, period: pd.Timestamp, freq: str) -> float 
 
 
 def _phase_word(freq: str) -> str:
-    return "weekday (last 4 weeks)" if freq == "D" else "hour of the week (last 4 weeks)"
+    return t("hint.usual_weekday_4w") if freq == "D" else t("hint.usual_hour_4w")
 
 
 def _impact_hint(headline: Evaluated) -> list[Hint]:
@@ -299,16 +295,16 @@ def _impact_hint(headline: Evaluated) -> list[Hint]:
     volume = float(denominator.get(anomaly.period, float("nan"))) if denominator is not None else 1.0
     if pd.isna(volume):
         return []
-    period_word = {"D": "day", "h": "hour"}.get(anomaly.freq, "period")
+    period_word = _period_word(anomaly.freq)
     changes = _part_changes(headline)
     if changes is not None and _denominator_moved(headline, changes) and anomaly.expected != 0:
         return [_denominator_impact(headline, volume, changes, period_word)]
     amount = (anomaly.actual - anomaly.expected) * volume
     metric = headline.numerator or anomaly.kpi
-    per = (f", given the {period_word}'s {headline.denominator_name.replace('_', ' ')}" if headline.denominator_name
-           else f" that {period_word}")
+    than = (t("hint.impact_given", unit=period_word, denominator=metric_name(headline.denominator_name))
+            if headline.denominator_name else t("hint.impact_that", unit=period_word))
     driver = "numerator" if changes is not None else None
-    return [_impact(headline, amount, metric, f"than expected{per}", driver, changes)]
+    return [_impact(headline, amount, metric, than, driver, changes)]
 
 
 def _denominator_moved(headline: Evaluated, changes: Mapping[str, float]) -> bool:
@@ -324,16 +320,14 @@ def _denominator_impact(headline: Evaluated, volume: float, changes: Mapping[str
     assert anomaly is not None and headline.numerator is not None and headline.denominator_name is not None
     numerator, denominator = headline.numerator, headline.denominator_name
     amount = volume - anomaly.actual * volume / anomaly.expected
-    what = {name: name.replace("_", " ") for name in (numerator, denominator)}
-    moved = "rise" if anomaly.direction is Direction.UP else "drop"
-    cause = "rise" if changes[denominator] > 0 else "drop"
-    usual = "weekday" if anomaly.freq == "D" else "hour of the week"
-    because = (
-        f"the {anomaly.kpi} {moved} is mostly the {cause} in {what[denominator]}: {what[denominator]} "
-        f"{changes[denominator]:+.0%}, {what[numerator]} {changes[numerator]:+.0%} against the usual {usual}"
-    )
-    than = (f"than the {period_word}'s {what[numerator]} called for at the expected "
-            f"{format_value(anomaly.expected, anomaly.unit)}; {because}")
+    what = {name: metric_name(name) for name in (numerator, denominator)}
+    moved = t("hint.rise") if anomaly.direction is Direction.UP else t("hint.drop")
+    cause = t("hint.rise") if changes[denominator] > 0 else t("hint.drop")
+    usual = t("hint.usual_weekday") if anomaly.freq == "D" else t("hint.usual_hour")
+    than = t("hint.impact_denominator", unit=period_word, numerator=what[numerator],
+             expected=format_value(anomaly.expected, anomaly.unit), kpi=kpi_name(anomaly.kpi), moved=moved, cause=cause,
+             denominator=what[denominator], denominator_change=format_percent(changes[denominator], sign=True),
+             numerator_change=format_percent(changes[numerator], sign=True), usual=usual)
     return _impact(headline, amount, denominator, than, "denominator", changes)
 
 
@@ -343,8 +337,8 @@ def _impact(headline: Evaluated, amount: float, metric: str, than: str, driver: 
     anomaly = headline.anomaly
     assert anomaly is not None
     money = metric in MONEY_METRICS
-    value = format_money(abs(amount), headline.currency, whole=True) if money else f"{abs(amount):,.0f}"
-    more_or_less = "more" if amount > 0 else ("less" if money else "fewer")
+    value = format_money(abs(amount), headline.currency, whole=True) if money else format_number(abs(amount))
+    more_or_less = t("hint.more") if amount > 0 else (t("hint.less") if money else t("hint.fewer"))
     data: dict[str, object] = {"amount": amount, "metric": metric, "money": money}
     if money:
         data["currency"] = headline.currency
@@ -354,7 +348,7 @@ def _impact(headline: Evaluated, amount: float, metric: str, than: str, driver: 
         kind="impact",
         kpi=anomaly.kpi,
         segment=dict(anomaly.segment),
-        text=f"≈ {value} {more_or_less} {metric.replace('_', ' ')} {than}",
+        text=t("hint.impact", amount=value, more_or_less=more_or_less, metric=metric_name(metric), than=than),
         evidence=0.6,  # above "also outside" segments: what it costs matters more
         data=data,
     )
@@ -362,18 +356,27 @@ def _impact(headline: Evaluated, amount: float, metric: str, than: str, driver: 
 
 def headline_text(anomaly: Anomaly) -> str:
     """One line: what moved, where, by how much against what was expected, since when."""
-    where = f" on {segment_label(anomaly.segment)}" if anomaly.segment else ""
-    verb = "rose" if anomaly.direction.value == "up" else "fell"
-    news = "Good news: " if not anomaly.is_bad else ""
-    period_word = {"D": "day", "h": "hour"}.get(anomaly.freq, "period")
-    run = f"; {_ordinal(anomaly.run_length)} {period_word} in a row" if anomaly.run_length > 1 else ""
+    run = (t("alert.run", ordinal=format_ordinal(anomaly.run_length), unit=_period_word(anomaly.freq))
+           if anomaly.run_length > 1 else "")
     unit = anomaly.unit
-    return (
-        f"{news}{anomaly.kpi}{where} {verb} {format_change(anomaly.actual, anomaly.expected, unit).lstrip('+-')} "
-        f"on {format_period(anomaly.period, anomaly.freq)}: {format_value(anomaly.actual, unit)} vs "
-        f"{format_value(anomaly.expected, unit)} expected ({anomaly.level:.0%} band {format_value(anomaly.lower, unit)} to "
-        f"{format_value(anomaly.upper, unit)}){run}"
+    return t(
+        "alert.headline", news=t("alert.good_news") if not anomaly.is_bad else "", kpi=kpi_name(anomaly.kpi),
+        where=on_where(anomaly.segment), verb=t(f"word.{anomaly.direction.value}"),
+        change=format_change(anomaly.actual, anomaly.expected, unit).lstrip("+-"),
+        period=format_period(anomaly.period, anomaly.freq), actual=format_value(anomaly.actual, unit),
+        expected=format_value(anomaly.expected, unit), level=format_percent(anomaly.level),
+        lower=format_value(anomaly.lower, unit), upper=format_value(anomaly.upper, unit), run=run,
     )
+
+
+def on_where(segment: Mapping[str, str]) -> str:
+    """" on device=mobile" (" op device=mobile" in Dutch) for a segment, "" for the total."""
+    return t("word.on_segment", segment=segment_label(segment)) if segment else ""
+
+
+def _period_word(freq: str) -> str:
+    """The name of one period of `freq` in a sentence: day, hour, else period."""
+    return t({"D": "word.day", "h": "word.hour"}.get(freq, "word.period"))
 
 
 def _shares(item: Evaluated, everything: Sequence[Evaluated]) -> tuple[float, float]:
@@ -417,10 +420,8 @@ def _segment_hints(headline: Evaluated, shares: tuple[float, float], group: list
                 kind="segment",
                 kpi=headline.series.name,
                 segment=dict(headline.series.segment),
-                text=(
-                    f"{segment_label(headline.series.segment)} explains {change_share:.0%} of the change "
-                    f"with {volume_share:.0%} of the volume"
-                ),
+                text=t("hint.segment", segment=segment_label(headline.series.segment),
+                       share=format_percent(change_share), volume_share=format_percent(volume_share)),
                 evidence=change_share,
                 data={"share": round(change_share, 4), "volume_share": round(volume_share, 4)},
             )
@@ -434,10 +435,8 @@ def _segment_hints(headline: Evaluated, shares: tuple[float, float], group: list
                 kind="segment",
                 kpi=anomaly.kpi,
                 segment=dict(anomaly.segment),
-                text=(
-                    f"also outside its band: {segment_label(anomaly.segment)}, "
-                    f"{format_change(anomaly.actual, anomaly.expected, anomaly.unit)}"
-                ),
+                text=t("hint.also_outside", segment=segment_label(anomaly.segment) if anomaly.segment else t("word.total"),
+                       change=format_change(anomaly.actual, anomaly.expected, anomaly.unit)),
                 evidence=0.5 * anomaly.score,
                 data={"actual": anomaly.actual, "expected": anomaly.expected},
             )
@@ -456,7 +455,7 @@ def _context_hints(headline: Evaluated, calendar: Calendar) -> list[Hint]:
                 kind="context",
                 kpi=anomaly.kpi,
                 segment=dict(anomaly.segment),
-                text=f"same weekday last year: {format_value(year_ago, anomaly.unit)}",
+                text=t("hint.last_year", value=format_value(year_ago, anomaly.unit)),
                 evidence=0.09,
                 data={"last_year": year_ago},
             )
@@ -468,7 +467,7 @@ def _context_hints(headline: Evaluated, calendar: Calendar) -> list[Hint]:
                 kind="context",
                 kpi=anomaly.kpi,
                 segment=dict(anomaly.segment),
-                text=f"same time last week: {format_value(week_ago, anomaly.unit)}",
+                text=t("hint.last_week", value=format_value(week_ago, anomaly.unit)),
                 evidence=0.1,
                 data={"last_week": week_ago},
             )
@@ -480,7 +479,7 @@ def _context_hints(headline: Evaluated, calendar: Calendar) -> list[Hint]:
                 Hint(
                     kind="context",
                     kpi=anomaly.kpi,
-                    text=f"calendar: {'; '.join(names)}; its usual effect is in the forecast, this move goes beyond it",
+                    text=t("hint.calendar", events="; ".join(names)),
                     evidence=0.2,
                     data={"events": names},
                 )
@@ -492,7 +491,3 @@ def _value_at(values: pd.Series, when: pd.Timestamp) -> float | None:
     value = values.get(when)
     return None if value is None or pd.isna(value) else float(value)
 
-
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"

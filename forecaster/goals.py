@@ -30,7 +30,8 @@ from forecaster.types import (
     KPISeries,
     segment_label,
 )
-from forecaster.units import format_value
+from forecaster.i18n import metric_name, t
+from forecaster.units import format_day_month, format_percent, format_value
 
 BAND_LEVEL = 0.8  # the band shown, and the one read for the forecast's sigma
 CURRENT_PERIODS = 7  # "current value" = mean of this many last closed periods (a week of days)
@@ -150,16 +151,15 @@ def target_hint(anomaly: Anomaly, status: GoalStatus | None) -> Hint | None:
     """
     if status is None or not anomaly.is_bad or status.on_track:
         return None
-    what = status.kpi.replace("_", " ")
-    where = f" (on the total, not only {segment_label(anomaly.segment)})" if anomaly.segment else ""
+    what = metric_name(status.kpi)
+    where = t("hint.target_where", segment=segment_label(anomaly.segment)) if anomaly.segment else ""
     return Hint(
         kind="context",
         kpi=status.kpi,
         segment={},
-        text=(
-            f"Target {format_value(status.target, status.unit)} {what}{where} by {status.by.day} {status.by:%b %Y} is at risk: "
-            f"{status.probability:.0%} likely on the current forecast (on track = ≥{ON_TRACK:.0%})"
-        ),
+        text=t("hint.target", target=format_value(status.target, status.unit), kpi=what, where=where,
+               by=format_day_month(status.by), probability=format_percent(status.probability),
+               on_track=format_percent(ON_TRACK)),
         evidence=TARGET_EVIDENCE,
         data={"target": status.target, "by": status.by.date().isoformat(), "probability": status.probability,
               "status": "at risk", "forecast": status.forecast},

@@ -22,9 +22,12 @@ from forecaster.sources.frames import local_midnight
 from forecaster.types import BadInputError
 
 _DAILY = re.compile(r"^every day at (\d{1,2}):(\d{2})$")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_WEEKLY = re.compile(rf"^every ({'|'.join(WEEKDAYS)}) at (\d{{1,2}}):(\d{{2}})$")
 _HOURLY = re.compile(r"^every hour at :(\d{2})$")
 _INTERVAL = re.compile(r"^every (\d+) (second|minute|hour)s?$")
-SCHEDULE_FORMS = "`every day at 07:00`, `every hour at :10`, `every 30 seconds`, or a cron line like `0 7 * * *`"
+SCHEDULE_FORMS = ("`every day at 07:00`, `every monday at 09:00`, `every hour at :10`, `every 30 seconds`, "
+                  "or a cron line like `0 7 * * *`")
 
 CLOCK_ENV = "KPIWATCH_CLOCK"
 """Simulated time for acceptance tests and demos: `START*SPEED[@ANCHOR]`: the simulated time was
@@ -41,6 +44,11 @@ def parse_schedule(text: str, timezone: str) -> BaseTrigger:
         if hour > 23 or minute > 59:
             raise ValueError(f"schedule {text!r}: no such time of day")
         return CronTrigger(hour=hour, minute=minute, timezone=timezone)
+    if match := _WEEKLY.match(spec):  # the weekly digest's form
+        hour, minute = int(match[2]), int(match[3])
+        if hour > 23 or minute > 59:
+            raise ValueError(f"schedule {text!r}: no such time of day")
+        return CronTrigger(day_of_week=WEEKDAYS.index(match[1]), hour=hour, minute=minute, timezone=timezone)
     if match := _HOURLY.match(spec):
         if int(match[1]) > 59:
             raise ValueError(f"schedule {text!r}: minutes go from :00 to :59")

@@ -32,6 +32,7 @@ from forecaster.catalog import with_catalog
 from forecaster.sources.urls import parse_database_url
 from forecaster.models.base import model_names
 from forecaster.types import BadInputError, Direction
+from forecaster.i18n import DEFAULT_LOCALE, LOCALES
 from forecaster.units import CURRENCY_UNIT, DEFAULT_CURRENCY, currency_of, currency_symbol, is_currency_code
 
 DEFAULT_CONFIG = Path("config/kpiwatch.yaml")
@@ -236,6 +237,31 @@ class DaemonConfig(_Strict):
                              "default), 0.0.0.0 (every interface, e.g. in a container) or ::") from None
 
 
+class DigestConfig(_Strict):
+    """The weekly digest (`alerts.digest`): last week's KPIs by funnel phase, one Slack message per channel.
+
+    enabled: send it (default True; false: the daemon schedules no digest job).
+    schedule: when the daemon sends it, in `timezone` (default `every monday at 09:00`); any form
+        a KPI's `schedule` takes. The digest covers the last full week (Monday to Sunday) before it.
+    channels: where it goes (default: every channel of `alerting.routes`); a routed channel gets
+        the KPIs its routes take, any other channel every KPI.
+    top: KPIs listed as furthest from expected and from their targets (default 3, 1..20).
+    """
+
+    enabled: bool = True
+    schedule: str = "every monday at 09:00"
+    channels: list[str] = Field(default_factory=list)
+    top: int = Field(default=3, ge=1, le=20)
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, value: str) -> str:
+        from forecaster.schedule import parse_schedule
+
+        parse_schedule(value, "UTC")  # raises ValueError naming the allowed forms
+        return value
+
+
 _EXECUTOR_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
 
 
@@ -411,6 +437,9 @@ class Settings(_Strict):
     currency: ISO 4217 code of money amounts (an impact "≈ $3,812 more ad cost", a KPI with
         `unit: currency`) where the KPI's own `unit` names no currency (ROAS's revenue). Default:
         the one currency the KPIs' units name (`unit: "$"` -> USD), else EUR.
+    locale: the language of every text a person reads (alerts, hints, Slack cards, CLI verdicts)
+        and the conventions of its numbers and dates: "en" (default) or "nl" (`1.234,5`,
+        `€ 1.234`, `wo 10 dec 2025`); `--locale` on the CLI overrides it.
     state_dir: folder of the default state store (default `.kpiwatch`, relative to the working
         directory).
     reselect_days: kept for old configs; no effect: `auto` chooses again at each refit of the
@@ -424,11 +453,13 @@ class Settings(_Strict):
     executor: where the per-series work runs: `{type: local}` (default: worker processes on this
         machine) or `{type: dask, address: tcp://host:8786}` (a Dask cluster; `pip install
         'kpiwatch[dask]'`); also `workers`, `connect_timeout`.
+    digest: the weekly Slack digest: `{enabled, schedule, channels, top}` (`DigestConfig`).
     """
 
     timezone: str = "UTC"
     country: str | None = None
     currency: str = DEFAULT_CURRENCY
+    locale: str = DEFAULT_LOCALE
     state_dir: str = ".kpiwatch"
     reselect_days: int = Field(default=30, ge=1, le=365)
     events: list[EventConfig] = Field(default_factory=list)
@@ -436,6 +467,7 @@ class Settings(_Strict):
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    digest: DigestConfig = Field(default_factory=DigestConfig)
     sources: dict[str, SourceConfig]
     kpis: dict[str, KPIConfig] = Field(min_length=1)
 
@@ -446,6 +478,13 @@ class Settings(_Strict):
         URL that does not parse cannot be shown with its password masked."""
         if value is not None:
             parse_database_url(value)
+        return value
+
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, value: str) -> str:
+        if value not in LOCALES:
+            raise ValueError(f"unknown locale {value!r}; choose one of: {', '.join(LOCALES)}")
         return value
 
     @field_validator("timezone")

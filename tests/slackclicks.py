@@ -64,3 +64,24 @@ def click_body(incident: str = "leads||2025-12-10|down", action_id: str = "kpiwa
                **fields: str) -> bytes:
     """The form body of one button press (see `click_payload` for the fields)."""
     return form(click_payload(incident, action_id, **fields))
+
+
+def post(port: int, body: bytes, headers: dict[str, str], path: str = "/slack/actions") -> tuple[int, bytes]:
+    """POST `body` to the daemon's health server on 127.0.0.1:`port`; (status, answer), errors included."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def healthz(port: int) -> int:
+    """The status of GET /healthz on 127.0.0.1:`port`."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+        return response.status

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
@@ -15,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from daemon_kit import daemon_in_process, free_port, frozen_clock, write_leads
 from fakeslack import FakeSlack
-from slackclicks import SECRET, click_body, form, signed
+from slackclicks import SECRET, click_body, form, healthz, post, signed
 
 from alerts.feedback import SNOOZE_DAYS, apply_feedback, series_feedback
 from alerts.store import Store
@@ -54,21 +52,6 @@ def world(tmp_path, monkeypatch):
             yield {"daemon": daemon, "slack": slack, "port": port, "config": config, "state": tmp_path / "state.db"}
         finally:
             daemon._stop_health()
-
-
-def post(port: int, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/slack/actions", data=body, headers=headers,
-                                     method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def healthz(port: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
-        return response.status
 
 
 def card_of(world) -> dict:

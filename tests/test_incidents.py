@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from alerting import DAY, alert, report
 
-from alerts.incidents import alert_key, plan_cycle, previous_actuals_of, record_and_send
+from alerts.incidents import plan_cycle, previous_actuals_of, record_and_send
 from forecaster.settings import parse_config
 from alerts.store import Snooze, Store
 from forecaster.types import Severity

@@ -159,6 +159,10 @@ def test_report_without_a_store_from_the_cli(tmp_path):
     assert (tmp_path / "out" / "index.html").is_file() and len(list((tmp_path / "out" / "kpi").glob("*.html"))) == 7
     assert not (tmp_path / "state").exists()
     assert "No state store" in (tmp_path / "out" / "kpi" / "cpa.html").read_text()
+    result = CliRunner().invoke(cli, ["report", "--config", str(config), "--at", "2025-12-11T08:00",
+                                      "--out", str(tmp_path / "nl"), "--locale", "nl"])
+    assert result.exit_code == 0, result.output
+    assert read(tmp_path / "nl" / "index.html").lang == "nl"
 
 
 def test_report_shows_the_recorded_incidents_and_their_feedback(demo, tmp_path, monkeypatch):

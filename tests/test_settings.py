@@ -32,7 +32,7 @@ kpis:
     unit: "%"
 """
 KPI_KEYS = ", ".join(KPIConfig.model_fields)
-TOP_KEYS = "timezone, country, currency, state_dir, reselect_days, events, state, alerting, daemon, executor, sources, kpis"
+TOP_KEYS = "timezone, country, currency, locale, state_dir, reselect_days, events, state, alerting, daemon, executor, digest, sources, kpis"
 
 
 def _sessions(extra: str) -> str:

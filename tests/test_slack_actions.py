@@ -12,14 +12,12 @@ import sys
 import threading
 import time
 import types
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 from daemon_kit import daemon_in_process, free_port, job_lines, soon
-from slackclicks import SECRET, click_body, click_payload, form, signed
+from slackclicks import SECRET, click_body, click_payload, form, healthz, post, signed
 
 import alerts.actions
 from alerts.actions import MAX_BODY, Click, SlackActions
@@ -234,20 +232,6 @@ def write_config(tmp_path) -> tuple:
     config = tmp_path / "kpiwatch.yaml"
     config.write_text(CONFIG.format(state=tmp_path / "state.db", path=tmp_path / "leads.csv", port=port))
     return config, port
-
-
-def post(port: int, body: bytes, headers: dict[str, str], path: str = "/slack/actions") -> tuple[int, bytes]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def healthz(port: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
-        return response.status
 
 
 @contextmanager

@@ -46,7 +46,7 @@ from forecaster.i18n import current_locale, kpi_name, t, use_locale
 from forecaster.pipeline import CheckReport, SeriesResult, check
 from forecaster.settings import KPIConfig, Settings
 from forecaster.types import Alert, BadInputError, Judgement, segment_label
-from forecaster.units import format_change, format_period, format_value
+from forecaster.units import format_change, format_percent, format_period, format_value
 
 PHASES = ("see", "think", "do", "care")  # the customer journey, in order (DOMAIN.md)
 REPORT_WINDOW = 56  # judged periods (with their band) the report's own check keeps per series: 8 weeks of days
@@ -99,9 +99,9 @@ def write_report(settings: Settings, report: CheckReport, out: Path, store: Any 
     """Write the report of an existing check (the daemon's cycle) to `out`; index.html's path.
 
     Each file is written whole and then renamed into place, so a reader (the daemon's /report)
-    never sees half a page. locale: "en" or "nl" (default: the config's `locale` when it has one,
-    else the current one)."""
-    code = locale or getattr(settings, "locale", None) or current_locale()
+    never sees half a page. locale: "en" or "nl" (default: the current one, which the CLI and the
+    daemon set from `--locale` or the config's `locale`)."""
+    code = locale or current_locale()
     with use_locale(code):
         pages = _pages(settings, report, store, now or datetime.now(timezone.utc))
     out = Path(out)
@@ -402,9 +402,7 @@ def _percent(share: float) -> str:
     """A probability or share as a whole percent ("95%"), one decimal under 10% ("2.5%")."""
     if _missing(share):
         return "-"
-    value = share * 100
-    text = f"{value:.1f}" if 0 < value < 10 else f"{value:.0f}"
-    return f"{text}%"
+    return format_percent(share, 1 if 0 < share < 0.1 else 0)
 
 
 def _missing(value: float | None) -> bool:

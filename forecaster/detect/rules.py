@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from forecaster.types import Anomaly, Direction, Judgement, KPISeries, Severity
-from forecaster.units import DEFAULT_CURRENCY, MONEY_METRICS, format_money, format_value
+from forecaster.i18n import metric_name, t
+from forecaster.units import (
+    DEFAULT_CURRENCY,
+    MONEY_METRICS,
+    format_money,
+    format_number,
+    format_ordinal,
+    format_percent,
+    format_value,
+)
 
 if TYPE_CHECKING:
     from forecaster.settings import KPIConfig
@@ -114,11 +123,11 @@ def held_back(judgement: Judgement, run: int, volume: float, rules: Rules, unit:
     if judgement.reason and judgement.reason == guard:
         why = _guard_numbers(judgement, volume, rules, volume_name, currency)
     elif judgement.is_anomaly and not judgement.alert and run < rules.for_periods:
-        why = f"{_ordinal(run)} period in a row; for_periods is {rules.for_periods}"
+        why = t("held_back.run", ordinal=format_ordinal(run), for_periods=rules.for_periods)
     else:
         return ""
-    on = f" on {when}" if when else ""
-    return f"{_how_far(judgement, unit)}{on}, not alerted: {why}"
+    on = t("held_back.at", period=when) if when else ""
+    return t("held_back.line", how_far=_how_far(judgement, unit), on=on, why=why)
 
 
 def _guard_numbers(judgement: Judgement, volume: float, rules: Rules, volume_name: str, currency: str) -> str:
@@ -127,26 +136,23 @@ def _guard_numbers(judgement: Judgement, volume: float, rules: Rules, volume_nam
     if change < rules.min_abs_change:
         return f"change {change:.3g} < min_abs_change {rules.min_abs_change:g}"
     if math.isnan(volume):
-        return f"{max(judgement.actual, judgement.expected):,.0f} < min_volume {rules.min_volume:g}"
-    amount = format_money(volume, currency, whole=True) if volume_name in MONEY_METRICS else f"{volume:,.0f}"
-    return f"{amount} {volume_name.replace('_', ' ')} < min_volume {rules.min_volume:g}".replace("  ", " ")
+        return f"{format_number(max(judgement.actual, judgement.expected))} < min_volume {rules.min_volume:g}"
+    amount = format_money(volume, currency, whole=True) if volume_name in MONEY_METRICS else format_number(volume)
+    return f"{amount} {metric_name(volume_name) if volume_name else ''} < min_volume {rules.min_volume:g}".replace("  ", " ")
 
 
 def _how_far(judgement: Judgement, unit: str) -> str:
     """"3.1x expected ($93.00 vs $30.00)" for a rise to twice or more, else "-45.0% against
     expected (1.20% vs 2.19%)"."""
     actual, expected = judgement.actual, judgement.expected
-    values = f"({format_value(actual, unit)} vs {format_value(expected, unit)})"
+    values = t("held_back.values", actual=format_value(actual, unit), expected=format_value(expected, unit))
     if expected > 0 and actual >= 2 * expected:
-        return f"{actual / expected:.1f}x expected {values}"
+        return t("held_back.times", times=f"{format_number(actual / expected, 1)}x", values=values)
     if expected == 0:
-        return f"{format_value(actual, unit)} against an expected {format_value(expected, unit)}"
-    return f"{(actual - expected) / abs(expected):+.1%} against expected {values}"
-
-
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
+        return t("held_back.against_expected_value", actual=format_value(actual, unit),
+                 expected=format_value(expected, unit))
+    return t("held_back.against_expected", change=format_percent((actual - expected) / abs(expected), 1, sign=True),
+             values=values)
 
 
 def sampling_sigma(rate: float, volume: float, typical_volume: float, z: float) -> tuple[float, float]:

@@ -75,6 +75,19 @@ def kpi_name(name: str) -> str:
     return catalogue(current_locale()).get(f"kpi.{name}", name)
 
 
+def metric_name(name: str) -> str:
+    """A metric's (or a KPI's) name inside a sentence: the catalogue's `kpi.<name>` when it has
+    one (ad_cost -> "advertentiekosten" in Dutch), else the name with spaces for underscores
+    (English: "ad cost", "page load seconds")."""
+    return catalogue(current_locale()).get(f"kpi.{name}", name.replace("_", " "))
+
+
+def tn(key: str, count: int, **fields: Any) -> str:
+    """`t` for a text that depends on a count: `key_one` when count is 1, else `key_other`
+    ("1 anomaly", "2 anomalies"); `count` is a field of both."""
+    return t(f"{key}_one" if count == 1 else f"{key}_other", count=count, **fields)
+
+
 def catalogue_problems() -> list[str]:
     """What differs between the catalogues: keys missing in one, or templates whose fields differ
     ("nl: incident.title: fields {kpi} vs en {kpi, more}"); [] when they agree."""
