@@ -26,7 +26,7 @@ import pandas as pd
 from alerts.actions import Click
 from alerts.store import FeedbackRecord, IncidentGroup, OutboxItem, Store
 from forecaster.detect.feedback import SeriesFeedback
-from forecaster.i18n import t
+from forecaster.i18n import kpi_name, t
 from forecaster.settings import Settings
 from forecaster.types import BadInputError
 
@@ -109,7 +109,8 @@ def feedback_notes(feedback: Mapping[tuple[str, str], SeriesFeedback], now: date
     for (kpi, segment), item in feedback.items():
         text = item.describe(at)
         if text:
-            notes[(kpi, segment)] = f"{kpi}{' ' + segment if segment else ''}: {text}"
+            notes[(kpi, segment)] = t("feedback.note", kpi=kpi_name(kpi), where=f" {segment}" if segment else "",
+                                      text=text)
     return notes
 
 

@@ -164,3 +164,20 @@ def test_a_daemon_job_builds_its_texts_in_the_config_locale_in_any_thread():
     assert said == ["Laat: 2 dagen na afloop beoordeeld (kpiwatch lag eruit of de data kwam laat)."]
     assert late_text(DAY, DAY + pd.Timedelta(days=1), "D") == (
         "Late: judged 1 day after it closed (kpiwatch was down or the data was late).")
+
+
+def test_what_feedback_changed_is_said_in_the_locale():
+    """The note on the next card after a false alarm (issue 19's "sensitivity lowered ...")."""
+    import pandas as pd
+
+    from alerts.feedback import feedback_notes
+    from forecaster.detect.feedback import SeriesFeedback
+
+    given = pd.Timestamp("2025-12-03 09:00", tz="UTC")
+    feedback = {("conversion_rate", "device=mobile"): SeriesFeedback((given,))}
+    at = given + pd.Timedelta(seconds=1)
+    assert feedback_notes(feedback, at.to_pydatetime()) == {("conversion_rate", "device=mobile"): (
+        "conversion_rate device=mobile: sensitivity lowered: band ×1.25 after 1 false alarm (last 2025-12-03)")}
+    with use_locale("nl"):
+        assert feedback_notes(feedback, at.to_pydatetime()) == {("conversion_rate", "device=mobile"): (
+            "conversieratio device=mobile: gevoeligheid verlaagd: band ×1,25 na 1 vals alarm (laatste 2025-12-03)")}

@@ -88,9 +88,10 @@ class SeriesFeedback:
         given = [t for t in self.false_alarms if t.value < at.value]
         if scale == 1.0 or not given:
             return ""
-        count = len(given)
-        return (f"sensitivity lowered: band ×{scale:.2f} after {count} false alarm{'s' if count != 1 else ''} "
-                f"(last {given[-1]:%Y-%m-%d})")
+        from forecaster.i18n import tn
+        from forecaster.units import format_number
+
+        return tn("feedback.sensitivity", len(given), scale=format_number(scale, 2), last=f"{given[-1]:%Y-%m-%d}")
 
     def is_expected(self, period: pd.Timestamp) -> bool:
         """Whether the period starting at `period` lies in a range marked expected."""
