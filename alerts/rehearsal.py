@@ -28,7 +28,8 @@ from forecaster.settings import Settings
 from forecaster.sources import make_source
 from forecaster.timegrid import last_closed_period
 from forecaster.types import BadInputError, segment_key
-from forecaster.units import format_period
+from forecaster.i18n import t
+from forecaster.units import format_number, format_period
 
 DEFAULT_DAYS = 90  # replayed when --from is not given
 Progress = Callable[[int, int], None]
@@ -71,10 +72,10 @@ class Rehearsal:
     @property
     def summary(self) -> str:
         """One line: the periods, the alerts, the Slack messages and the resolves."""
-        span = f"{format_period(self.first, self.freq)} to {format_period(self.last, self.freq)}"
-        return (f"{self.periods:,} period(s) judged ({span}): the daemon would have sent {self.messages:,} Slack "
-                f"message(s) with {self.alerts:,} alert(s) and {self.resolves:,} resolve(s) for every segment of "
-                f"the KPI; {int(self.frame['anomaly'].sum()):,} announced for this series")
+        return t("cli.replay_summary", periods=format_number(self.periods), first=format_period(self.first, self.freq),
+                 last=format_period(self.last, self.freq), messages=format_number(self.messages),
+                 alerts=format_number(self.alerts), resolves=format_number(self.resolves),
+                 announced=format_number(int(self.frame["anomaly"].sum())))
 
 
 def replay_kpi(settings: Settings, name: str, segment: Mapping[str, str] | None = None,

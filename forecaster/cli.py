@@ -439,6 +439,7 @@ def _replay_configured(name: str, config_file: Path | None, segments: tuple[str,
     from alerts.rehearsal import replay_kpi
 
     settings = load_config(config_file)
+    set_locale(settings.locale)
     feedback = _recorded_feedback(settings) if with_feedback else None
     settings.kpi(name)  # an unknown name lists the configured ones
     if level is not None:
@@ -449,8 +450,9 @@ def _replay_configured(name: str, config_file: Path | None, segments: tuple[str,
         result = replay_kpi(settings, name, _parse_segment(segments), _parse_at(start, settings, "--from"),
                             _parse_at(end, settings, "--to"), progress=advance, feedback=feedback)
     _write_replay(result.frame, output)
-    applied = f" With the feedback on {len(feedback)} series." if feedback else ""
-    out.print(f"{result.label}: {result.summary}.{applied} Written to {output}", markup=False)
+    applied = t("cli.replay_feedback", count=len(feedback)) if feedback else ""
+    out.print(t("cli.replay_written", label=result.label, summary=result.summary, applied=applied, output=output),
+              markup=False)
 
 
 def _stored_feedback(settings: Settings, create: bool) -> dict[tuple[str, str], Any]:
@@ -554,12 +556,16 @@ def backtest_command(
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
 @click.option("--at", "at", help="As if it were this time (ISO 8601; no zone = the config's timezone).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def goals(config_file: Path | None, at: str | None, fmt: str) -> None:
+@click.option("--locale", "locale", type=click.Choice(LOCALES), help="Language of the texts (default: the config's).")
+def goals(config_file: Path | None, at: str | None, fmt: str, locale: str | None) -> None:
     """Each KPI target: current value, forecast at the deadline, chance of reaching it."""
     from forecaster.goals import BAND_LEVEL
     from forecaster.goals import goals as goal_statuses
+    from forecaster.i18n import kpi_name
+    from forecaster.units import format_percent
 
     settings = load_config(config_file)
+    set_locale(locale or settings.locale)
     with _spinner("forecasting to each deadline", quiet=fmt == "json"):
         statuses = goal_statuses(settings, _parse_at(at, settings))
     if not statuses:
@@ -568,14 +574,15 @@ def goals(config_file: Path | None, at: str | None, fmt: str) -> None:
         click.echo(json.dumps([{**dataclasses.asdict(s), "by": s.by.date().isoformat(), "on_track": s.on_track}
                                for s in statuses], indent=2))
         return
-    table = Table(title=f"Targets: forecast for the deadline day, {BAND_LEVEL:.0%} band")
-    for column in ("KPI", "target", "by", "now (7 d)", "forecast", "band", "chance", "status"):
-        table.add_column(column, justify="left" if column in ("KPI", "status") else "right", no_wrap=True)
+    table = Table(title=t("cli.goals_title", level=format_percent(BAND_LEVEL, 0)))
+    columns = t("cli.goals_columns").split("|")
+    for number, column in enumerate(columns):
+        table.add_column(column, justify="left" if number in (0, len(columns) - 1) else "right", no_wrap=True)
     for s in statuses:
-        table.add_row(s.kpi, format_value(s.target, s.unit), f"{s.by:%Y-%m-%d}", format_value(s.current, s.unit),
-                      format_value(s.forecast, s.unit),
+        table.add_row(kpi_name(s.kpi), format_value(s.target, s.unit), f"{s.by:%Y-%m-%d}",
+                      format_value(s.current, s.unit), format_value(s.forecast, s.unit),
                       f"{format_value(s.lower, s.unit)}-{format_value(s.upper, s.unit)}",
-                      f"{s.probability:.0%}", "on track" if s.on_track else "AT RISK")
+                      format_percent(s.probability, 0), t("cli.goals_on_track" if s.on_track else "cli.goals_at_risk"))
     out.print(table)
 
 

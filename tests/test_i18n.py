@@ -181,3 +181,22 @@ def test_what_feedback_changed_is_said_in_the_locale():
     with use_locale("nl"):
         assert feedback_notes(feedback, at.to_pydatetime()) == {("conversion_rate", "device=mobile"): (
             "conversieratio device=mobile: gevoeligheid verlaagd: band ×1,25 na 1 vals alarm (laatste 2025-12-03)")}
+
+
+def test_goals_and_the_replay_summary_follow_the_locale():
+    """Two verdicts an analyst reads at the terminal: `kpiwatch goals` and `kpiwatch replay KPI`."""
+    import numpy as np
+    import pandas as pd
+
+    from alerts.rehearsal import Rehearsal
+
+    frame = pd.DataFrame({"anomaly": np.array([0, 1, 1])})
+    first, last = pd.Timestamp("2025-09-12", tz="UTC"), pd.Timestamp("2025-12-10", tz="UTC")
+    rehearsal = Rehearsal("sessions", frame, 1234, 17, 14, 90, first, last, "D")
+    assert rehearsal.summary == (
+        "90 period(s) judged (Fri 12 Sep 2025 to Wed 10 Dec 2025): the daemon would have sent 17 Slack message(s) "
+        "with 1,234 alert(s) and 14 resolve(s) for every segment of the KPI; 2 announced for this series")
+    with use_locale("nl"):
+        assert rehearsal.summary.startswith("90 periode(s) beoordeeld (vr 12 sep 2025 tot wo 10 dec 2025): de daemon "
+                                            "had 17 Slack-bericht(en) gestuurd met 1.234 alert(s)")
+        assert t("cli.goals_at_risk") == "IN GEVAAR" and t("cli.goals_columns").split("|")[1] == "doel"
