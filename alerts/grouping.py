@@ -224,7 +224,7 @@ def _belongs(group: AlertGroup, incident: IncidentGroup, settings: Settings, wit
 
 def _periods_between(a: pd.Timestamp, b: pd.Timestamp, freq: str) -> int:
     """Whole periods of `freq` between two times."""
-    return int(round(abs(a - b) / pd.Timedelta(days=1) * periods_per_day(freq)))
+    return _apart(a, b, periods_per_day(freq))
 
 
 def parse_segment_key(key: str) -> dict[str, str]:

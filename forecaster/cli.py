@@ -459,15 +459,12 @@ def _stored_feedback(settings: Settings, create: bool) -> dict[tuple[str, str], 
     """The verdicts in the state store as the detector applies them (the daemon's view), so
     `check` judges as the daemon would. create False (a dry run): a SQLite store that does not
     exist yet is not created (there is no feedback in it)."""
-    from sqlalchemy.engine import make_url
-
     from alerts.feedback import series_feedback
     from alerts.store import Store
 
-    url = make_url(settings.state_url)
-    if not create and url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
+    store = Store(settings.state_url) if create else _existing_store(settings)
+    if store is None:
         return {}
-    store = Store(settings.state_url)
     try:
         return series_feedback(store.feedback_records())
     finally:
@@ -651,14 +648,9 @@ def digest_command(config_file: Path | None, at: str | None, dry_run: bool, loca
 def _print_digest(settings: Settings, week: Any) -> None:
     """Each channel's digest as plain text, read from the store when there is one (a dry run
     creates none: expected values then come from a check, and there are no incidents)."""
-    from sqlalchemy.engine import make_url
-
     from alerts.digest import build_digest, channel_kpis, digest_channels, gather_digest
-    from alerts.store import Store
 
-    url = make_url(settings.state_url)
-    missing = url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists())
-    store = None if missing else Store(settings.state_url)
+    store = _existing_store(settings)
     try:
         with _spinner("gathering last week", quiet=False):
             data = gather_digest(settings, store, week)
