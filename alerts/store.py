@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -432,8 +433,7 @@ class Store:
         self.engine = _engine(url)
         self.safe_url = self.engine.url.render_as_string(hide_password=True)
         try:
-            if not _at_head(self.engine):
-                self._migrate()
+            self._migrate()
         except StoreError:
             self.engine.dispose()
             raise
@@ -446,14 +446,21 @@ class Store:
     def _migrate(self, attempts: int = 5) -> None:
         """Bring the schema to the newest revision. A store already there costs one read; an
         upgrade runs in one transaction under a lock, so a daemon and a CLI command opening a
-        store together do not race (the retry covers what a lock cannot, e.g. a dropped link)."""
+        store together do not race. The retry covers what a lock cannot: a dropped link, and
+        SQLite's "database is locked" that skips the busy timeout when a file is opened just as
+        another process's last connection closes it (it briefly locks the file to tidy the WAL)."""
         from alembic.script import ScriptDirectory
         from alembic.util import CommandError
 
-        script = ScriptDirectory(str(MIGRATIONS))
-        head = script.get_current_head()
+        script = None
         for attempt in range(attempts):
+            upgrading = False  # a store that cannot be read at all fails at once, unless locked
             try:
+                if _at_head(self.engine):
+                    return
+                upgrading = True
+                script = script or ScriptDirectory(str(MIGRATIONS))
+                head = script.get_current_head()
                 with self.engine.connect() as conn:
                     current = self._revisions(conn, script)
                     conn.rollback()
@@ -463,8 +470,8 @@ class Store:
                 return
             except CommandError as exc:  # e.g. a revision file missing from a broken install
                 raise StoreError(f"cannot upgrade the state store {self.safe_url}: {exc}; reinstall kpiwatch") from None
-            except (OperationalError, IntegrityError, ProgrammingError):
-                if attempt == attempts - 1:
+            except (OperationalError, IntegrityError, ProgrammingError) as exc:
+                if attempt == attempts - 1 or not (upgrading or "database is locked" in str(exc)):
                     raise
                 time.sleep(0.2 * (attempt + 1))
 
@@ -907,6 +914,21 @@ def _file_identity(engine: Engine) -> tuple[str, tuple[int, int]] | None:
     return path, (found.st_dev, found.st_ino)
 
 
+def _wal_mode(cursor: Any, attempts: int = 50) -> None:
+    """Put a SQLite file in WAL mode. Switching a new file needs an exclusive lock and SQLite
+    answers "database is locked" at once, without the busy timeout, when another process is
+    switching it too (e.g. the daemon and a CLI command creating one store), so retry for up to
+    ~5 s; the mode then persists in the file and later opens find it set."""
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+
+
 def _engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets its folder created, WAL and a busy timeout (two
     processes, e.g. the daemon and `kpiwatch snooze`, share the file)."""
@@ -928,8 +950,8 @@ def _engine(url: str) -> Engine:
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
+            _wal_mode(cursor)
             cursor.close()
 
         return engine
