@@ -214,9 +214,11 @@ def _injected_into(alert: Alert, incident: Incident) -> bool:
 @click.option("--model", default="auto", show_default=True, help="auto, ets, prophet or seasonal_naive.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also write a PNG chart here.")
+@click.option("--locale", "locale", type=click.Choice(LOCALES), help="Language of the texts (default: the config's).")
 def forecast(
     kpi: str | None, config_file: Path | None, csv_file: Path | None, timestamp_col: str, value_col: str,
     segments: tuple[str, ...], horizon: int, level: float, model: str, fmt: str, plot: Path | None,
+    locale: str | None,
 ) -> None:
     """Forecast a configured KPI (or a --csv file) with its prediction band."""
     if (kpi is None) == (csv_file is None):
@@ -225,10 +227,12 @@ def forecast(
     if csv_file is not None:
         from forecaster.sources.csv import read_series_csv
 
+        _set_command_locale(locale)
         series = read_series_csv(csv_file, timestamp_col, value_col, name=f"{csv_file.name}:{value_col}")
         unit = ""
     else:
         settings = load_config(config_file)
+        _set_command_locale(locale, settings)
         series = kpi_total_series(settings, kpi or "", _parse_segment(segments))
         country, unit = settings.country, settings.kpi(kpi or "").unit
     with _spinner(f"fitting {escape(model)} on {len(series.values)} periods of {escape(series.label)}",
@@ -238,8 +242,9 @@ def forecast(
     if plot is not None:
         from alerts.chart import render_chart
 
-        render_chart(plot, series.values, result, title=f"{series.label}: forecast ({result.model})", unit=unit)
-        err.print(f"chart written to {plot}", markup=False)
+        render_chart(plot, series.values, result, title=t("commands.chart_title", label=series.label, model=result.model),
+                     unit=unit)
+        err.print(t("commands.chart_written", path=plot), markup=False)
 
 
 @cli.command(name="check")
@@ -344,10 +349,11 @@ def _send(report: CheckReport, settings: Settings, policy: DeliveryPolicy | None
 @click.option("--feedback", "with_feedback", is_flag=True,
               help="With KPI: apply the verdicts recorded in the state store (`kpiwatch feedback`, Slack buttons), "
                    "each as if given when its incident was announced.")
+@click.option("--locale", "locale", type=click.Choice(LOCALES), help="Language of the texts (default: the config's).")
 @click.pass_context
 def replay(ctx: click.Context, kpi_name: str | None, csv_file: Path | None, timestamp_col: str, value_col: str,
            output: Path, level: float, config_file: Path | None, kpi: str | None, segments: tuple[str, ...],
-           start: str | None, end: str | None, with_feedback: bool) -> None:
+           start: str | None, end: str | None, with_feedback: bool, locale: str | None) -> None:
     """Walk forward over history as the daemon would, each period judged only from earlier ones.
 
     `replay KPI`: a configured KPI from its source, run as the daemon on a simulated clock (it
@@ -363,30 +369,36 @@ def replay(ctx: click.Context, kpi_name: str | None, csv_file: Path | None, time
         if kpi is not None:
             raise BadInputError("--kpi is for --csv; name the KPI as the argument: kpiwatch replay KPI")
         _replay_configured(kpi_name, config_file, segments, start, end, output, level if level_given else None,
-                           with_feedback)
+                           with_feedback, locale)
         return
     assert csv_file is not None
     if segments or start or end or with_feedback:
         raise BadInputError("--segment, --from, --to and --feedback are for a configured KPI (kpiwatch replay KPI), "
                             "not --csv")
-    _replay_csv(csv_file, timestamp_col, value_col, output, level, level_given, config_file, kpi)
+    _replay_csv(csv_file, timestamp_col, value_col, output, level, level_given, config_file, kpi, locale)
 
 
 def _replay_csv(csv_file: Path, timestamp_col: str, value_col: str, output: Path, level: float, level_given: bool,
-                config_file: Path | None, kpi: str | None) -> None:
+                config_file: Path | None, kpi: str | None, locale: str | None = None) -> None:
+    """`kpiwatch replay --csv FILE`: the rows of a file, judged with the default detector or a
+    KPI's settings from --config; texts in `locale`, else the config's."""
     from forecaster.detect import Detector, Rules
+    from forecaster.i18n import kpi_name
     from forecaster.models.base import check_level
     from forecaster.replay import default_detectors, replay_file, summary
     from forecaster.sources.base import duplicate_fix, repeated_by_clock_change
     from forecaster.sources.csv import read_csv_columns
+    from forecaster.units import format_moment
 
     if config_file is None:
         # Only an explicit --config: benchmarks and scripts replay with the default detector.
         if kpi is not None:
             raise BadInputError(f"--kpi {kpi} needs --config FILE (the config that defines it)")
+        _set_command_locale(locale)
         detector_for = default_detectors(Rules(level=check_level(level)))
     else:
         settings = load_config(config_file)
+        _set_command_locale(locale, settings)
         name = _replay_kpi(settings, kpi)
         kpi_config = settings.kpi(name)
         if level_given:
@@ -403,29 +415,30 @@ def _replay_csv(csv_file: Path, timestamp_col: str, value_col: str, output: Path
     freq = _freq_of(periods)
     if config_file is not None:  # said once the file is read: a bad file gets its one line only
         events = _event_days(settings) if freq == "D" else ""
-        out.print(f"settings of KPI {name} ({config_file}): {detector_for(freq).rules.describe(events)}"
-                  f"{' (--level given)' if level_given else ''}", markup=False)
+        given = t("commands.replay_level_given") if level_given else ""
+        out.print(t("commands.replay_settings", kpi=kpi_name(name), config=config_file,
+                    rules=detector_for(freq).rules.describe(events), level_given=given), markup=False)
         if settings.kpi(name).ratio is not None and settings.kpi(name).min_volume:
-            err.print(f"note: min_volume of ratio KPI {name} not applied: the file has no denominator", markup=False)
+            err.print(t("commands.replay_min_volume", kpi=kpi_name(name)), markup=False)
     for note in notes:
-        err.print(f"note: {note}", markup=False)
+        err.print(t("commands.note", note=note), markup=False)
     repeated = raw.index[raw.index.duplicated()]
     if repeated_by_clock_change(repeated, raw.index):
         # replay merges rows sharing a period (the note above), but local times repeated when DST
         # ended are two different hours: say how to keep them apart.
-        err.print(f"note: {repeated[0]:%Y-%m-%d %H:%M} appears twice in {csv_file}; "
-                  f"{duplicate_fix(repeated, raw.index)}", markup=False)
+        err.print(t("commands.replay_twice", moment=format_moment(repeated[0]), path=csv_file,
+                    fix=duplicate_fix(repeated, raw.index)), markup=False)
     _write_replay(frame, output)
-    out.print(f"{csv_file}: {summary(periods, freq)}. Written to {output}", markup=False)
+    out.print(t("commands.replay_written", path=csv_file, summary=summary(periods, freq), output=output), markup=False)
 
 
 def _event_days(settings: Settings) -> str:
     """What a config's event days are, for the settings line: "holidays of NL, retail peaks, 2 own event(s)"."""
     calendar = settings.calendar
-    days = [f"holidays of {calendar.country}"] if calendar.country else []
-    days += ["retail peaks"] if calendar.retail else []
-    days += [f"{len(calendar.events)} own event(s)"] if calendar.events else []
-    return f"{', '.join(days) or 'no event days'}; days in {settings.timezone}"
+    days = [t("commands.event_holidays", country=calendar.country)] if calendar.country else []
+    days += [t("commands.event_retail")] if calendar.retail else []
+    days += [t("commands.event_own", count=len(calendar.events))] if calendar.events else []
+    return t("commands.event_days", days=", ".join(days) or t("commands.event_none"), timezone=settings.timezone)
 
 
 def _write_replay(frame: pd.DataFrame, output: Path) -> None:
@@ -434,12 +447,13 @@ def _write_replay(frame: pd.DataFrame, output: Path) -> None:
 
 
 def _replay_configured(name: str, config_file: Path | None, segments: tuple[str, ...], start: str | None,
-                       end: str | None, output: Path, level: float | None, with_feedback: bool = False) -> None:
+                       end: str | None, output: Path, level: float | None, with_feedback: bool = False,
+                       locale: str | None = None) -> None:
     """`kpiwatch replay KPI`: the daemon on a simulated clock over the KPI's history."""
     from alerts.rehearsal import replay_kpi
 
     settings = load_config(config_file)
-    set_locale(settings.locale)
+    set_locale(locale or settings.locale)
     feedback = _recorded_feedback(settings) if with_feedback else None
     settings.kpi(name)  # an unknown name lists the configured ones
     if level is not None:
@@ -511,10 +525,11 @@ def _replay_kpi(settings: Settings, name: str | None) -> str:
 @click.option("--level", default=0.95, show_default=True, type=_Probability(example=0.95),
               help="Probability of the band (0-1).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--locale", "locale", type=click.Choice(LOCALES), help="Language of the texts (default: the config's).")
 def backtest_command(
     kpi: str | None, kpi_option: str | None, config_file: Path | None, csv_file: Path | None, timestamp_col: str, value_col: str,
     segments: tuple[str, ...], models: str, horizon: int, origins: int, train_window: int | None, level: float,
-    fmt: str,
+    fmt: str, locale: str | None,
 ) -> None:
     """Rolling-origin accuracy per model: MASE, sMAPE, interval coverage, MSIS, time per fit, and the
     coverage of the detector's alert band with that model."""
@@ -526,9 +541,12 @@ def backtest_command(
     if csv_file is not None:
         from forecaster.sources.csv import read_series_csv
 
+        _set_command_locale(locale)
         series = read_series_csv(csv_file, timestamp_col, value_col, name=f"{csv_file.name}:{value_col}")
     else:
-        series = kpi_total_series(load_config(config_file), kpi or "", _parse_segment(segments))
+        settings = load_config(config_file)
+        _set_command_locale(locale, settings)
+        series = kpi_total_series(settings, kpi or "", _parse_segment(segments))
     names = [name.strip() for name in models.split(",") if name.strip()]
     with _bar(f"backtesting {len(names)} model(s)") as advance:
         scores = backtest(series.values, names, horizon=horizon, origins=origins, level=level,
@@ -537,16 +555,26 @@ def backtest_command(
         click.echo(json.dumps({"series": series.label, "horizon": horizon, "origins": origins, "level": level,
                                "scores": [dataclasses.asdict(score) for score in scores]}, indent=2))
         return
-    table = Table(title=f"{escape(series.label)}: {origins} origins x {horizon} periods, {level:.0%} band")
-    for column in ("model", "MASE", "sMAPE %", "coverage", "MSIS", "ms/fit", "fallbacks", "alert band"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    _print_backtest(series.label, scores, origins, horizon, level)
+
+
+def _print_backtest(label: str, scores: list[Any], origins: int, horizon: int, level: float) -> None:
+    """The backtest's table, a row per model, and what its two coverages measure."""
+    from forecaster.units import format_number, format_percent
+
+    def number(value: float, digits: int) -> str:
+        return format_number(value, digits, grouping=False)
+
+    table = Table(title=t("commands.backtest_title", label=escape(label), origins=origins, horizon=horizon,
+                          level=format_percent(level, 0)))
+    for number_of, column in enumerate(t("commands.backtest_columns").split("|")):
+        table.add_column(column, justify="left" if number_of == 0 else "right")
     for score in scores:
-        table.add_row(score.model, f"{score.mase:.3f}", f"{score.smape:.2f}", f"{score.coverage:.3f}",
-                      f"{score.msis:.2f}", f"{score.seconds_per_fit * 1000:.1f}", str(score.fallbacks),
-                      f"{score.alert_coverage:.3f}")
+        table.add_row(score.model, number(score.mase, 3), number(score.smape, 2), number(score.coverage, 3),
+                      number(score.msis, 2), number(score.seconds_per_fit * 1000, 1), str(score.fallbacks),
+                      number(score.alert_coverage, 3))
     out.print(table)
-    out.print("coverage: of the multi-step forecasts from each origin; alert band: of the detector's one-step band "
-              "over the whole series (the band check, the daemon and replay judge with)", markup=False)
+    out.print(t("commands.backtest_note"), markup=False)
 
 
 @cli.command()
@@ -694,11 +722,14 @@ def _send_digest(settings: Settings, week: Any, notifier: Any) -> None:
 
 @cli.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
-def validate(config_file: Path | None) -> None:
+@click.option("--locale", "locale", type=click.Choice(LOCALES), help="Language of the texts (default: the config's).")
+def validate(config_file: Path | None, locale: str | None) -> None:
     """Check a config file and exit (0 = valid)."""
     settings = load_config(config_file)
-    out.print(f"{config_path(config_file)}: OK: {len(settings.kpis)} KPI(s) ({', '.join(sorted(settings.kpis))}), "
-              f"{len(settings.sources)} source(s) ({', '.join(sorted(settings.sources))})", markup=False)
+    _set_command_locale(locale, settings)
+    out.print(t("commands.validate_ok", path=config_path(config_file), kpis=len(settings.kpis),
+                kpi_names=", ".join(sorted(settings.kpis)), sources=len(settings.sources),
+                source_names=", ".join(sorted(settings.sources))), markup=False)
 
 
 @cli.command(name="run")
@@ -726,12 +757,17 @@ def run_command(config_file: Path | None, once: bool, no_wait: bool) -> None:
 @click.option("--until", "until", required=True, help="Silence until this day or time (ISO 8601, config timezone).")
 @click.option("--reason", default="", help="Why (shown by `kpiwatch alerts`).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
-def snooze(kpi: str, segment: tuple[str, ...], until: str, reason: str, config_file: Path | None) -> None:
+@click.option("--locale", "locale", type=click.Choice(LOCALES), help="Language of the texts (default: the config's).")
+def snooze(kpi: str, segment: tuple[str, ...], until: str, reason: str, config_file: Path | None,
+           locale: str | None) -> None:
     """Silence a KPI (or one segment of it) until a date; the evaluations go on."""
     from alerts.store import Store
+    from forecaster.i18n import kpi_name
     from forecaster.types import segment_key
+    from forecaster.units import format_moment
 
     settings = load_config(config_file)
+    _set_command_locale(locale, settings)
     settings.kpi(kpi)
     end = _parse_at(until, settings, option="--until")
     if end is None or end <= pd.Timestamp.now(tz="UTC"):
@@ -747,7 +783,8 @@ def snooze(kpi: str, segment: tuple[str, ...], until: str, reason: str, config_f
         store.add_snooze(kpi, where, end.tz_convert("UTC").to_pydatetime(), reason)
     finally:
         store.close()
-    out.print(f"snoozed {kpi}{' ' + where if where else ''} until {end:%Y-%m-%d %H:%M %Z}", markup=False)
+    out.print(t("commands.snoozed", kpi=kpi_name(kpi), where=f" {where}" if where else "",
+                until=format_moment(end, zone=True)), markup=False)
 
 
 @cli.command()
@@ -755,7 +792,9 @@ def snooze(kpi: str, segment: tuple[str, ...], until: str, reason: str, config_f
 @click.argument("verdict", type=click.Choice(["expected", "false-alarm", "snooze", "resolve"]))
 @click.option("--user", default=lambda: os.environ.get("USER", ""), help="Who says so (default: $USER).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
-def feedback(incident: str, verdict: str, user: str, config_file: Path | None) -> None:
+@click.option("--locale", "locale", type=click.Choice(LOCALES),
+              help="Language of the texts, the cards' edit included (default: the config's).")
+def feedback(incident: str, verdict: str, user: str, config_file: Path | None, locale: str | None) -> None:
     """Answer an incident as its Slack buttons do: expected, false-alarm, snooze (7 days) or resolve.
 
     INCIDENT is its number (`kpiwatch alerts` lists them) or its key. The rule each verdict
@@ -768,6 +807,7 @@ def feedback(incident: str, verdict: str, user: str, config_file: Path | None) -
     from forecaster.schedule import Clock
 
     settings = load_config(config_file)
+    _set_command_locale(locale, settings)  # the cards' edit ("resolved by @ana") is built in it too
     clock = Clock.from_env()
     now = clock.now().floor("us").to_pydatetime()
     store = Store(settings.state_url)
@@ -779,27 +819,39 @@ def feedback(incident: str, verdict: str, user: str, config_file: Path | None) -
             _, problem = deliver_outbox(settings, store, notifier, clock=lambda: clock.now().floor("us").to_pydatetime())
     finally:
         store.close()
-    group = outcome.group
-    name = f"incident {group.id} ({group.root_kpi}{' ' + group.root_segment if group.root_segment else ''})"
+    name = _incident_name(outcome.group)
     if not outcome.recorded:
-        out.print(f"{name}: already {verdict.replace('-', ' ')}; nothing changed", markup=False)
+        out.print(t("commands.feedback_already", incident=name, verdict=t(f"commands.already.{verdict_of(verdict)}")),
+                  markup=False)
         return
-    out.print(f"{name}: {outcome.line}", markup=False)
+    out.print(t("commands.feedback_done", incident=name, line=outcome.line), markup=False)
     if problem:
         raise SlackFailed(problem)
+
+
+def _incident_name(group: Any) -> str:
+    """An incident as `feedback` names it: "incident 3 (leads channel=email)"."""
+    from forecaster.i18n import kpi_name
+
+    return t("commands.incident_name", number=group.id, kpi=kpi_name(group.root_kpi),
+             where=f" {group.root_segment}" if group.root_segment else "")
 
 
 @cli.command(name="alerts")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
 @click.option("--limit", default=20, show_default=True, type=_WholeRange(1, 1000, example=20), help="Rows to show.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def alerts_command(config_file: Path | None, limit: int, fmt: str) -> None:
+@click.option("--locale", "locale", type=click.Choice(LOCALES),
+              help="Language of the tables (default: the config's); the JSON stays as it is.")
+def alerts_command(config_file: Path | None, limit: int, fmt: str, locale: str | None) -> None:
     """Recent incidents (with their members, feedback and what it changed), the alert messages and
     the outbox: what was sent, what waits, what Slack refused."""
     from alerts.feedback import feedback_notes, series_feedback
     from alerts.store import Store
 
     settings = load_config(config_file)
+    if fmt != "json":  # the JSON is machine output: its notes stay as they always were
+        _set_command_locale(locale, settings)
     store = Store(settings.state_url)
     try:
         rows, counts, snoozed = store.rows(limit=limit), store.counts(), store.snoozes()
@@ -816,37 +868,78 @@ def alerts_command(config_file: Path | None, limit: int, fmt: str) -> None:
         return
     _print_incidents(groups, said, settings.timezone)
     for note in notes.values():
-        out.print(f"feedback: {note}", markup=False)
-    table = Table(title=f"Outbox ({escape(shown_url(settings.state_url))}): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    for column in ("queued (UTC)", "kind", "channel", "state", "tries", "what", "last error"):
+        out.print(t("commands.feedback_note", note=note), markup=False)
+    _print_outbox(rows, counts, settings)
+    _print_snoozes(snoozed, settings.timezone)
+
+
+def _print_outbox(rows: list[Any], counts: Mapping[str, int], settings: Settings) -> None:
+    """The outbox as a table: its counts per state in the title, a row per recent message."""
+    from forecaster.units import format_moment
+
+    shown = ", ".join(t("commands.outbox_count", count=count, state=_word("commands.outbox_state", state))
+                      for state, count in counts.items())
+    table = Table(title=t("commands.outbox_title", url=escape(shown_url(settings.state_url)), counts=shown))
+    for column in t("commands.outbox_columns").split("|"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(f"{row.created_at:%Y-%m-%d %H:%M}", row.kind, row.channel, row.state, str(row.attempts),
-                      row.text.splitlines()[0][:80], row.last_error[:60])
+        table.add_row(format_moment(pd.Timestamp(row.created_at)), _word("commands.outbox_kind", row.kind), row.channel,
+                      _word("commands.outbox_state", row.state), str(row.attempts), row.text.splitlines()[0][:80],
+                      row.last_error[:60])
     out.print(table)
+
+
+def _print_snoozes(snoozed: list[Any], timezone: str) -> None:
+    """A line per snooze: what is silenced, until when (in the config's timezone) and why."""
+    from forecaster.i18n import kpi_name
+    from forecaster.units import format_moment
+
     for item in snoozed:
-        until = pd.Timestamp(item.until).tz_convert(settings.timezone)
-        out.print(f"snoozed: {item.kpi} {item.segment or '(all segments)'} until {until:%Y-%m-%d %H:%M %Z}"
-                  f"{' - ' + item.reason if item.reason else ''}", markup=False)
+        until = pd.Timestamp(item.until).tz_convert(timezone)
+        reason = t("commands.snooze_reason", reason=item.reason) if item.reason else ""
+        out.print(t("commands.snoozed_line", kpi=kpi_name(item.kpi), segment=item.segment or t("commands.all_segments"),
+                    until=format_moment(until, zone=True), reason=reason), markup=False)
 
 
 def _print_incidents(groups: list[Any], said: dict[str, list[dict[str, Any]]], timezone: str) -> None:
     """The incidents as a table: number, state, root cause, members, feedback."""
+    from forecaster.i18n import kpi_name
+    from forecaster.units import format_moment
+
     if not groups:
-        out.print("No incidents yet.")
+        out.print(t("commands.no_incidents"))
         return
-    table = Table(title="Incidents (answer one with `kpiwatch feedback NUMBER expected|false-alarm|snooze|resolve`)")
-    for column in ("#", "opened", "state", "root cause", "members", "feedback"):
+    table = Table(title=t("commands.incidents_title"))
+    for column in t("commands.incidents_columns").split("|"):
         table.add_column(column, overflow="fold")
     for group in groups:
         opened = pd.Timestamp(group.opened_at).tz_convert(timezone)
-        state = group.state if not group.closed_by else f"{group.state} ({group.closed_by})"
-        root = f"{group.root_kpi} {group.root_segment}".strip()
-        members = ", ".join(f"{m.kpi} {m.segment}".strip() for m in group.members if (m.kpi, m.segment)
+        state = _word("commands.state", group.state)
+        if group.closed_by:
+            state = t("commands.state_closed", state=state, closed_by=_word("commands.closed_by", group.closed_by))
+        root = f"{kpi_name(group.root_kpi)} {group.root_segment}".strip()
+        members = ", ".join(f"{kpi_name(m.kpi)} {m.segment}".strip() for m in group.members if (m.kpi, m.segment)
                             != (group.root_kpi, group.root_segment))
-        verdicts = ", ".join(f"{f['verdict'].replace('_', ' ')} by {f['user'] or '?'}" for f in said.get(group.key, []))
-        table.add_row(str(group.id), f"{opened:%Y-%m-%d %H:%M}", state, root, members, verdicts)
+        verdicts = ", ".join(t("commands.verdict_by", verdict=_word("commands.verdict", f["verdict"]), user=f["user"] or "?")
+                             for f in said.get(group.key, []))
+        table.add_row(str(group.id), format_moment(opened), state, root, members, verdicts)
     out.print(table)
+
+
+def _word(section: str, value: str) -> str:
+    """A stored word (a state, a verdict, a kind) in the current locale: the catalogue's
+    `<section>.<value>` (spaces as underscores: "back to normal"), else the value as stored."""
+    from forecaster.i18n import catalogue, current_locale
+
+    return catalogue(current_locale()).get(f"{section}.{value.replace(' ', '_')}", value)
+
+
+def _set_command_locale(option: str | None, settings: Settings | None = None) -> None:
+    """A command's texts in --locale, else the config's `locale:` (English without a config, as
+    `forecast --csv`); like `check`, the rest of the command runs in it."""
+    from forecaster.i18n import DEFAULT_LOCALE
+
+    set_locale(option or (settings.locale if settings is not None else DEFAULT_LOCALE))
 
 
 def _incident_dict(group: Any, said: list[dict[str, Any]]) -> dict[str, Any]:
@@ -869,22 +962,24 @@ def sources() -> None:
               help="Recent periods to fetch.")
 @click.option("--at", "at", help="As if it were this time (ISO 8601; no zone = the config's timezone), "
               "e.g. a warehouse copy that ends in the past.")
-def sources_test(config_file: Path | None, periods: int, at: str | None) -> None:
+@click.option("--locale", "locale", type=click.Choice(LOCALES), help="Language of the texts (default: the config's).")
+def sources_test(config_file: Path | None, periods: int, at: str | None, locale: str | None) -> None:
     """Fetch the last few periods of every KPI from its source: rows, last period, delay."""
     from forecaster.sources.probe import probe_sources
+    from forecaster.units import format_moment, format_number
 
     settings = load_config(config_file)
+    _set_command_locale(locale, settings)
     moment = _parse_at(at, settings)
     with _spinner("asking every source", quiet=False):
         probes = probe_sources(settings, periods=periods, at=moment)
-    table = Table(title=f"Sources ({escape(str(config_path(config_file)))})")
-    for column in ("KPI", "source", "type", "rows", "last period", "delay", "data delay", "s", "status"):
-        table.add_column(column, justify="right" if column in ("rows", "s") else "left", overflow="fold")
+    table = Table(title=t("commands.sources_title", path=escape(str(config_path(config_file)))))
+    for number, column in enumerate(t("commands.sources_columns").split("|")):
+        table.add_column(column, justify="right" if number in (3, 7) else "left", overflow="fold")  # rows, s
     for p in probes:
-        last = "-" if p.last_period is None else f"{pd.Timestamp(p.last_period):%Y-%m-%d %H:%M}"
-        status = "ok" + (f" ({'; '.join(p.notes)})" if p.notes else "") if p.ok else f"FAILED: {p.error}"
+        last = "-" if p.last_period is None else format_moment(pd.Timestamp(p.last_period))
         table.add_row(p.kpi, p.source, p.kind, str(p.rows), last, _hours(p.delay), _hours(p.data_delay),
-                      f"{p.seconds:.2f}", status)
+                      format_number(p.seconds, 2, grouping=False), _probe_status(p))
     out.print(table)
     failed = [p for p in probes if not p.ok]
     if failed:
@@ -902,7 +997,8 @@ def outbox() -> None:
 
 @outbox.command(name="retry")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
-def outbox_retry(config_file: Path | None) -> None:
+@click.option("--locale", "locale", type=click.Choice(LOCALES), help="Language of the texts (default: the config's).")
+def outbox_retry(config_file: Path | None, locale: str | None) -> None:
     """Queue every dead letter again and deliver the outbox now (after fixing the cause)."""
     from alerts.incidents import deliver_outbox
     from alerts.slack import make_notifier
@@ -910,6 +1006,7 @@ def outbox_retry(config_file: Path | None) -> None:
     from forecaster.schedule import Clock
 
     settings = load_config(config_file)
+    _set_command_locale(locale, settings)
     clock = Clock.from_env()  # the daemon's notion of now (KPIWATCH_CLOCK), which the rows were queued with
     notifier = make_notifier()
     if notifier is None:
@@ -922,8 +1019,8 @@ def outbox_retry(config_file: Path | None) -> None:
     finally:
         store.close()
     sent = delivery.sent if delivery else 0
-    out.print(f"{revived} dead letter(s) queued again; {sent} sent; outbox: "
-              f"{counts['pending'] + counts['sending']} waiting, {counts['dead']} dead", markup=False)
+    out.print(t("commands.outbox_retried", revived=revived, sent=sent, waiting=counts["pending"] + counts["sending"],
+                dead=counts["dead"]), markup=False)
     if problem:
         raise SlackFailed(problem)
 
@@ -1059,16 +1156,19 @@ def _print_forecast(series: KPISeries, result: Forecast, fmt: str, unit: str) ->
         click.echo(json.dumps({"series": series.label, "model": result.model, "level": result.level,
                                "note": result.note, "forecast": rows}, indent=2))
         return
-    periods = f"{len(frame)} period{'' if len(frame) == 1 else 's'}"
+    from forecaster.i18n import tn
+    from forecaster.units import format_percent
+
     # escaped: rich would read the segment in "conversion_rate[device=mobile]" as a style tag and drop it
-    table = Table(title=f"{escape(series.label)}: {periods} ahead, {result.level:.0%} band, model {escape(result.model)}")
-    for column in ("period", "forecast", "lower", "upper"):
-        table.add_column(column, justify="right" if column != "period" else "left")
+    table = Table(title=t("commands.forecast_title", label=escape(series.label), periods=tn("commands.periods", len(frame)),
+                          level=format_percent(result.level, 0), model=escape(result.model)))
+    for number, column in enumerate(t("commands.forecast_columns").split("|")):
+        table.add_column(column, justify="right" if number else "left")
     for ts, row in frame.iterrows():
         table.add_row(format_period(ts, series.freq), *(format_value(row[c], unit) for c in ("forecast", "lower", "upper")))
     out.print(table)
     if result.note:
-        err.print(f"note: {result.note}", markup=False)
+        err.print(t("commands.note", note=result.note), markup=False)
 
 
 def _freq_of(frame: pd.DataFrame) -> str:
@@ -1078,6 +1178,13 @@ def _freq_of(frame: pd.DataFrame) -> str:
     return alias(usual_spacing(pd.DatetimeIndex(frame["timestamp"]).sort_values()))
 
 
+def _probe_status(probe: Any) -> str:
+    """A source's status cell: "ok", "ok (its notes)", or "FAILED: why" (the reason in English)."""
+    if not probe.ok:
+        return t("commands.source_failed", error=probe.error)
+    return t("commands.source_ok_notes", notes="; ".join(probe.notes)) if probe.notes else t("commands.source_ok")
+
+
 class SourcesFailed(KPIWatchError):
     """A source did not answer (exit code 3)."""
 
@@ -1085,9 +1192,12 @@ class SourcesFailed(KPIWatchError):
 
 
 def _hours(delta: object) -> str:
+    """A delay in hours, one decimal: "26.0 h" ("26,0 u" in Dutch); "-" when there is none."""
+    from forecaster.units import format_number
+
     if delta is None:
         return "-"
-    return f"{pd.Timedelta(delta).total_seconds() / 3600:.1f} h"
+    return t("commands.hours", hours=format_number(pd.Timedelta(delta).total_seconds() / 3600, 1, grouping=False))
 
 
 class SlackFailed(KPIWatchError):

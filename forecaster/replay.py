@@ -20,6 +20,7 @@ import pandas as pd
 
 from forecaster.detect import Detector, Rules, SeriesFeedback, history_needed
 from forecaster.detect.engine import seasonal_history
+from forecaster.i18n import t
 from forecaster.sources.base import to_kpi_series
 from forecaster.timegrid import (
     Step,
@@ -32,6 +33,7 @@ from forecaster.timegrid import (
     usual_spacing,
 )
 from forecaster.types import BadInputError, Judgement, KPISeries
+from forecaster.units import format_number
 
 COLUMNS = ["timestamp", "value", "expected", "lower", "upper", "score", "anomaly"]
 Progress = Callable[[int, int], None]
@@ -94,22 +96,24 @@ def summary(frame: pd.DataFrame, freq: str) -> str:
     judged = int(frame["score"].notna().sum())
     alerts = int(frame["anomaly"].sum())
     if judged == 0:
-        return "no period could be judged: the series is too short for one calibration window"
+        return t("commands.replay_file_none")
     if months_per_period(freq):
         days = calendar_days(pd.DatetimeIndex(frame["timestamp"][frame["score"].notna()]), freq)
     else:
         days = judged / periods_per_day(freq)
     if periods_per_day(freq) < 1:
-        rate = f"{alerts / days * 365.2425:.1f} per year"
+        rate = t("commands.replay_per_year", rate=format_number(alerts / days * 365.2425, 1, grouping=False))
+    elif days >= 1:
+        rate = t("commands.replay_per_30_days", rate=format_number(alerts / days * 30, 1, grouping=False))
     else:
-        rate = f"{alerts / days * 30:.1f} per 30 days" if days >= 1 else f"{alerts} in under a day"
+        rate = t("commands.replay_under_a_day", alerts=format_number(alerts, grouping=False))
     first = frame["score"].notna().to_numpy().argmax()
     history = int(frame["value"].iloc[:first].notna().sum())
     gaps = int(frame["value"].isna().sum())
-    return (
-        f"{alerts:,} alert(s) over {judged:,} judged periods ({days:,.1f} days): {rate}; "
-        f"first {history:,} values used as history only"
-        + (f"; {gaps:,} row(s) without a value not judged" if gaps else "")
+    return t(
+        "commands.replay_file_summary", alerts=format_number(alerts), judged=format_number(judged),
+        days=format_number(days, 1), rate=rate, history=format_number(history),
+        gaps=t("commands.replay_file_gaps", gaps=format_number(gaps)) if gaps else "",
     )
 
 

@@ -94,12 +94,13 @@ def format_money(amount: float, currency: str, whole: bool = False) -> str:
                                   currency_digits=False))
 
 
-def format_number(value: float, digits: int = 0, sign: bool = False) -> str:
+def format_number(value: float, digits: int = 0, sign: bool = False, grouping: bool = True) -> str:
     """A plain number with grouping and `digits` decimals: "12,345", "+0.87" ("12.345", "+0,87"
-    in Dutch); sign: always show + or -."""
+    in Dutch); sign: always show + or -; grouping False: no thousands separator ("1234.5",
+    "1234,5": a measurement in a table column)."""
     if _english():
-        return f"{value:{'+' if sign else ''},.{digits}f}"
-    body = "#,##0" + ("." + "0" * digits if digits else "")
+        return f"{value:{'+' if sign else ''}{',' if grouping else ''}.{digits}f}"
+    body = ("#,##0" if grouping else "0") + ("." + "0" * digits if digits else "")
     pattern = f"+{body};-{body}" if sign else body
     return _plain(format_decimal(value, pattern, locale=current_locale()))
 
@@ -158,6 +159,16 @@ def format_day_month(day: pd.Timestamp) -> str:
     if _english():
         return f"{day.day} {day:%b %Y}"
     return format_date(day.date(), "d MMM y", locale=current_locale())
+
+
+def format_moment(moment: pd.Timestamp, zone: bool = False) -> str:
+    """A date and time to the minute, in the stamp's own timezone: "2026-01-31 09:00" in English
+    (as the CLI always printed it), "31 jan 2026 09:00" in Dutch; zone: with its abbreviation
+    ("2026-01-31 09:00 CET")."""
+    suffix = f" {moment:%Z}" if zone else ""
+    if _english():
+        return f"{moment:%Y-%m-%d %H:%M}{suffix}"
+    return f"{format_date(moment.date(), 'd MMM y', locale=current_locale())} {moment:%H:%M}{suffix}"
 
 
 def format_period(period: pd.Timestamp, freq: str) -> str:
