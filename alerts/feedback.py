@@ -29,6 +29,7 @@ from forecaster.detect.feedback import SeriesFeedback
 from forecaster.i18n import kpi_name, t
 from forecaster.settings import Settings
 from forecaster.types import BadInputError
+from forecaster.units import format_moment
 
 VERDICTS = ("expected", "false_alarm", "snooze", "resolve")
 SNOOZE_DAYS = 7
@@ -67,7 +68,7 @@ def apply_feedback(store: Store, settings: Settings, ref: str, verdict: str, use
     if group is None:
         raise BadInputError(f"no incident {ref!r}: `kpiwatch alerts` lists the incidents and their numbers")
     who = f"@{user}" if user and not user.startswith("@") else (user or t("feedback.someone"))
-    line = t("feedback.line", said=said(verdict), who=who, at=f"{now:%Y-%m-%d %H:%M}")
+    line = t("feedback.line", said=said(verdict), who=who, at=format_moment(pd.Timestamp(now)))
     edits = [OutboxItem(f"feedback|{group.key}|{verdict}|{key}", "feedback", key.split("|")[1], line, {"line": line},
                         parent_key=key) for key in group.message_keys]
     recorded = store.record_verdict(

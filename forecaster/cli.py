@@ -632,8 +632,8 @@ def report_command(config_file: Path | None, out_dir: Path | None, at: str | Non
     finally:
         if store is not None:
             store.close()
-    out.print(f"Report written: {index.resolve().as_uri()} ({len(settings.kpis)} KPI pages in "
-              f"{(index.parent / 'kpi').resolve()})", markup=False, soft_wrap=True)
+    out.print(t("commands.report_written", uri=index.resolve().as_uri(), pages=len(settings.kpis),
+                folder=(index.parent / "kpi").resolve()), markup=False, soft_wrap=True)
 
 
 def _existing_store(settings: Settings) -> Any:

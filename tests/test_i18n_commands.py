@@ -157,7 +157,7 @@ def test_feedback_in_dutch_and_the_card_edit_in_the_same_language(tmp_path, monk
     sessions, cpa = str(numbers["sessions"]), str(numbers["cpa"])
     done = run("feedback", sessions, "resolve", "--user", "ana", "--config", str(config), "--locale", "nl")
     assert done.exit_code == 0, done.output
-    assert done.stdout.startswith(f"incident {sessions} (sessies channel=email): opgelost door @ana (2026-12-04 22:0")
+    assert done.stdout.startswith(f"incident {sessions} (sessies channel=email): opgelost door @ana (4 dec 2026 22:0")
     again = run("feedback", sessions, "resolve", "--user", "ana", "--config", str(config), "--locale", "nl")
     assert again.stdout == f"incident {sessions} (sessies channel=email): al opgelost; niets veranderd\n"
     alarm = run("feedback", cpa, "false-alarm", "--user", "bob", "--config", str(config), "--locale", "nl")
