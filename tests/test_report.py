@@ -162,6 +162,7 @@ def test_report_without_a_store_from_the_cli(tmp_path):
     result = CliRunner().invoke(cli, ["report", "--config", str(config), "--at", "2025-12-11T08:00",
                                       "--out", str(tmp_path / "nl"), "--locale", "nl"])
     assert result.exit_code == 0, result.output
+    assert "Rapport geschreven: file://" in result.output and "7 KPI-pagina's" in result.output
     assert read(tmp_path / "nl" / "index.html").lang == "nl"
 
 
