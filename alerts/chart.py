@@ -17,12 +17,25 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from forecaster.types import Forecast, Judgement  # noqa: E402
-from forecaster.units import currency_of, format_value  # noqa: E402
+from forecaster.i18n import kpi_name, t  # noqa: E402
+from forecaster.types import Anomaly, Forecast, Judgement, segment_label  # noqa: E402
+from forecaster.units import currency_of, format_percent, format_value  # noqa: E402
 
 HISTORY_PERIODS = 56  # eight weeks of daily data before the forecast starts
 SIZE_INCHES = (8.0, 3.6)
 DPI = 100
+
+
+def chart_subject(anomaly: Anomaly) -> str:
+    """What an alert's chart shows: "conversion_rate device=mobile", "sessions total" (in
+    Dutch "conversieratio device=mobile", "sessies totaal")."""
+    where = segment_label(anomaly.segment) if anomaly.segment else t("word.total")
+    return t("chart.subject", kpi=kpi_name(anomaly.kpi), where=where)
+
+
+def chart_title(anomaly: Anomaly) -> str:
+    """An alert's chart title: its subject and model, "sessions total (auto)"."""
+    return t("chart.title", subject=chart_subject(anomaly), model=anomaly.model)
 
 
 def render_chart(
@@ -47,7 +60,7 @@ def render_chart(
     # threads at once, and a figure nobody registered needs no closing (memory stays flat).
     figure = Figure(figsize=SIZE_INCHES, dpi=DPI)
     axes = figure.subplots()
-    axes.plot(shown.index, shown.to_numpy(), color="#2b2b2b", linewidth=1.3, label="actual")
+    axes.plot(shown.index, shown.to_numpy(), color="#2b2b2b", linewidth=1.3, label=t("chart.actual"))
     if forecast is not None:
         lower, upper = _band(forecast, judgements)
         axes.fill_between(
@@ -56,12 +69,12 @@ def render_chart(
             upper,
             color="#7aa6d8",
             alpha=0.35,
-            label=f"{forecast.level:.0%} band",
+            label=t("chart.band", level=format_percent(forecast.level)),
         )
-        axes.plot(forecast.mean.index, forecast.mean.to_numpy(), color="#1f5fa8", linestyle="--", linewidth=1.1, label="expected")
+        axes.plot(forecast.mean.index, forecast.mean.to_numpy(), color="#1f5fa8", linestyle="--", linewidth=1.1, label=t("chart.expected"))
     flagged = [j for j in judgements if j.is_anomaly]
     if flagged:
-        axes.scatter([j.period for j in flagged], [j.actual for j in flagged], color="#d62728", zorder=5, s=28, label="anomaly")
+        axes.scatter([j.period for j in flagged], [j.actual for j in flagged], color="#d62728", zorder=5, s=28, label=t("chart.anomaly"))
     axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _tick(value, unit)))
     axes.set_title(title, fontsize=11, loc="left")
     axes.grid(alpha=0.25)

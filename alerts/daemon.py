@@ -1180,7 +1180,8 @@ def _merged(reports: Sequence[CheckReport]) -> CheckReport:
         return reports[0]
     return CheckReport({name: period for r in reports for name, period in r.period.items()},
                        tuple(a for r in reports for a in r.alerts), tuple(x for r in reports for x in r.results),
-                       tuple(n for r in reports for n in r.incomplete), tuple(n for r in reports for n in r.no_data))
+                       tuple(n for r in reports for n in r.incomplete), tuple(n for r in reports for n in r.no_data),
+                       reports[0].country)
 
 
 def _has_value(source: Source, kpi: KPIConfig, period: pd.Timestamp) -> bool:

@@ -400,14 +400,14 @@ def _last_judgement(result: SeriesResult):  # noqa: ANN202 - Judgement | None
 def _chart_item(alert: Alert, key: str, message_key: str, channel: str, result: SeriesResult) -> OutboxItem:
     """The alert's chart as PNG bytes in the outbox (a file path would not survive a restart);
     key: the alert's key in this message."""
-    from alerts.chart import render_chart
+    from alerts.chart import chart_subject, chart_title, render_chart
     from alerts.message import alert_slug
 
     anomaly = alert.anomaly
-    title = f"{anomaly.kpi} {', '.join(f'{k}={v}' for k, v in sorted(anomaly.segment.items())) or 'total'}"
+    title = chart_subject(anomaly)
     with tempfile.TemporaryDirectory(prefix="kpiwatch-chart-") as folder:
         path = render_chart(Path(folder) / f"{alert_slug(alert)}.png", result.series.values, result.forecast,
-                            result.judgements, title=f"{title} ({anomaly.model})", unit=anomaly.unit)
+                            result.judgements, title=chart_title(anomaly), unit=anomaly.unit)
         data = path.read_bytes()
         name = path.name
     return OutboxItem(f"{message_key}|chart|{key}", "chart", channel, title,

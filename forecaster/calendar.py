@@ -13,10 +13,15 @@ from functools import lru_cache
 
 import holidays as holiday_lib
 import pandas as pd
+from babel.dates import format_date
 
+from forecaster.i18n import current_locale, t
 from forecaster.types import BadInputError
 
 HOLIDAY_COLUMNS = ["holiday", "ds", "lower_window", "upper_window"]
+RETAIL_EVENTS = ("black_friday", "sinterklaas", "christmas")
+NAME_YEARS = range(2000, 2041)
+"""The years whose holiday names `event_display_name` knows (names seldom change; a few do)."""
 
 
 def black_friday(year: int) -> date:
@@ -124,10 +129,45 @@ class Calendar:
         return sorted(set(events_on(day, self.country, self.retail)) | set(own))
 
     def describe(self, day: date) -> list[str]:
-        """Sentences for an alert: "Winter sale (your event) started on 24 Nov", "black_friday"."""
+        """Sentences for an alert, in the current locale: "Winter sale (your event) started on
+        24 Nov", "black_friday" (in Dutch "Winter sale (jullie evenement) begon op 24 nov",
+        "Black Friday", and the holidays by their Dutch names)."""
         own = [
-            f"{e.name} (your event) {'started' if e.start < day else 'starts'} on {e.start:%d %b}"
+            t("event.own_started" if e.start < day else "event.own_starts", name=e.name, day=_day_month(e.start))
             for e in self.events
             if e.start <= day <= e.end
         ]
-        return own + events_on(day, self.country, self.retail)
+        return own + [event_display_name(name, self.country) for name in events_on(day, self.country, self.retail)]
+
+
+def event_display_name(name: str, country: str | None = None) -> str:
+    """An event's name as a person reads it in the current locale. In English the name itself
+    (as the models and stored states know it: "black_friday", "Christmas Day"). Otherwise the
+    retail peaks from the catalogue, a public holiday of `country` by its name in the language
+    when the `holidays` package has one, and anything else (the team's own events) as named."""
+    language = current_locale()
+    if language == "en":
+        return name
+    if name in RETAIL_EVENTS:
+        return t(f"event.{name}")
+    return _holiday_names(country.upper(), language).get(name, name) if country else name
+
+
+@lru_cache(maxsize=16)
+def _holiday_names(country: str, language: str) -> dict[str, str]:
+    """Each public holiday's name as `public_holidays` gives it -> its name in `language` ({}
+    when the package has no such translation for the country)."""
+    try:
+        default = holiday_lib.country_holidays(country, years=NAME_YEARS)
+        if language not in (default.supported_languages or ()):
+            return {}
+        local = holiday_lib.country_holidays(country, years=NAME_YEARS, language=language)
+    except NotImplementedError:
+        return {}
+    return {default[day]: local[day] for day in default if day in local}
+
+
+def _day_month(day: date) -> str:
+    """"24 Nov" ("24 nov" in Dutch)."""
+    language = current_locale()
+    return f"{day:%d %b}" if language == "en" else format_date(day, "d MMM", locale=language)

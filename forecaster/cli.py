@@ -44,7 +44,6 @@ from forecaster.types import (
     KPISeries,
     KPIWatchError,
     segment_key,
-    segment_label,
 )
 from forecaster.units import format_period, format_value
 
@@ -1063,15 +1062,14 @@ def _spinner(text: str, quiet: bool) -> Iterator[None]:
 
 
 def _write_charts(report: CheckReport, folder: Path) -> dict[int, Path]:
-    from alerts.chart import render_chart
+    from alerts.chart import chart_title, render_chart
     from alerts.message import alert_slug
 
     charts = {}
     for number, alert in enumerate(report.alerts):
         result = report.result_for(alert.anomaly)
-        title = f"{alert.anomaly.kpi} {segment_label(alert.anomaly.segment)} ({alert.anomaly.model})"
         charts[number] = render_chart(folder / f"{alert_slug(alert)}.png", result.series.values, result.forecast,
-                                      result.judgements, title=title, unit=alert.anomaly.unit)
+                                      result.judgements, title=chart_title(alert.anomaly), unit=alert.anomaly.unit)
     return charts
 
 
@@ -1099,11 +1097,11 @@ def _print_alerts(report: CheckReport, charts: dict[int, Path], settings: Settin
     out.print(t("cli.summary", incidents=len(groups), alerts=len(report.alerts), bad=bad, good=len(report.alerts) - bad,
                 series=len(report.results)))
     for note in report.notes:
-        err.print(f"skipped {note}", markup=False)
+        err.print(t("note.skipped", note=note), markup=False)
     for note in report.incomplete:
-        err.print(f"incomplete: {note}", markup=False)
+        err.print(t("note.incomplete_line", note=note), markup=False)
     for note in report.no_data:
-        err.print(f"no data: {note}", markup=False)
+        err.print(t("note.no_data_line", note=note), markup=False)
 
 
 MAX_HELD_BACK = 10

@@ -26,8 +26,10 @@ from forecaster.completeness import (
 from forecaster.executor import Executor, make_executor
 from forecaster.detect import Detector, SeriesFeedback, State, StateFormatError, pack_state, unpack_state
 from forecaster.detect.engine import RECENT, STATE_VERSION, feedback_changed
+from forecaster.detect import reasons
 from forecaster.detect.rules import Rules, held_back, to_anomaly
 from forecaster.explain import Evaluated, add_related_hints, build_alerts
+from forecaster.i18n import metric_name, t
 from forecaster.kpis import kpi_series
 from forecaster.models import fit_forecast
 from forecaster.settings import AUTO_MODEL, KPIConfig, Settings
@@ -44,7 +46,7 @@ from forecaster.types import (
     segment_key,
     segment_label,
 )
-from forecaster.units import currency_of, format_period
+from forecaster.units import currency_of, format_percent, format_period
 
 Progress = Callable[[int, int], None]  # (series finished, series in all)
 
@@ -93,6 +95,7 @@ class CheckReport:
     results: tuple[SeriesResult, ...]
     incomplete: tuple[str, ...] = ()  # per KPI whose latest period was incomplete: what was judged instead
     no_data: tuple[str, ...] = ()  # per KPI not judged because its total has no value for the period
+    country: str | None = None  # the config's: its holidays' names in `notes`
 
     def result_for(self, anomaly: Anomaly) -> SeriesResult:
         """The evaluated series behind an anomaly (for its chart)."""
@@ -108,8 +111,10 @@ class CheckReport:
 
     @property
     def notes(self) -> list[str]:
-        """One line per series that could not be judged (and is not in `held_back`)."""
-        return [f"{r.series.label}: {r.skipped}" for r in self.results if r.skipped and not r.held_back]
+        """One line per series that could not be judged (and is not in `held_back`), its reason
+        in the current locale."""
+        return [f"{r.series.label}: {reasons.reason_text(r.skipped, self.country)}" for r in self.results
+                if r.skipped and not r.held_back]
 
     @property
     def held_back(self) -> list[str]:
@@ -162,14 +167,14 @@ def evaluate_series(series: KPISeries, kpi: KPIConfig, detector: Detector, until
     if current is not None and (_revised(current, series) or feedback_changed(current, feedback)):
         current = None
     if window and (current is None or current.next_period < series.values.index[0]):
-        return SeriesResult(series, (), None, skipped="needs its whole history", level=kpi.level, needs_history=True)
+        return SeriesResult(series, (), None, skipped=reasons.NEEDS_HISTORY, level=kpi.level, needs_history=True)
     current, new = detector.advance(current, series, until, feedback)
     judged = tuple(j for j in current.recent if j.period <= until)[-kpi.check_window:]
     fresh = min(len(new), len(judged))
     packed = PackedState(pack_state(current), current.next_period.to_pydatetime())
     last = judged[-1] if judged and judged[-1].period == until else None
     if last is None or pd.isna(last.score):
-        reason = last.reason if last is not None else "no judgement for this period"
+        reason = last.reason if last is not None else reasons.NO_JUDGEMENT
         return SeriesResult(series, judged, None, skipped=reason, state=packed, level=kpi.level, fresh=fresh)
     anomaly = to_anomaly(series, last, detector.rules, kpi.unit)
     return SeriesResult(series, judged, anomaly, state=packed, level=kpi.level, fresh=fresh)
@@ -329,7 +334,7 @@ def check(
     totals = _totals_for_targets(reads, results, alerts)
     kpis = {name: settings.kpi(name) for name in names}
     alerts = add_target_hints(alerts, kpis, totals, periods, settings.country)
-    return CheckReport(periods, tuple(alerts), tuple(results), tuple(incomplete), tuple(no_data))
+    return CheckReport(periods, tuple(alerts), tuple(results), tuple(incomplete), tuple(no_data), settings.country)
 
 
 HISTORY_WINDOW = RECENT + 10
@@ -468,12 +473,11 @@ def _no_value_note(found: Sequence[KPISeries], kpi: KPIConfig, period: pd.Timest
     if period in values.index:
         return ""
     if kpi.ratio is not None and total is not None and total.denominator is not None and total.denominator.get(period) == 0:
-        return (f"no {kpi.ratio.denominator.replace('_', ' ')} on {format_period(period, kpi.freq)}, ratio undefined: "
-                "not judged")
-    latest = (f"its latest value is for {format_period(values.index[-1], kpi.freq)}" if len(values)
-              else "the source has no value for it at all")
-    return (f"no value for {format_period(period, kpi.freq)} ({latest}): not judged (a gap is not a drop); "
-            "check the source, or judge an earlier time with --at")
+        return t("note.no_denominator", denominator=metric_name(kpi.ratio.denominator),
+                 period=format_period(period, kpi.freq))
+    latest = (t("note.latest_value", period=format_period(values.index[-1], kpi.freq)) if len(values)
+              else t("note.no_value_at_all"))
+    return t("note.no_value", period=format_period(period, kpi.freq), latest=latest)
 
 
 def completeness_of(source: Source, kpi: KPIConfig, periods: Sequence[pd.Timestamp]) -> dict[pd.Timestamp, float | None]:
@@ -502,14 +506,12 @@ def latest_complete_period(source: Source, kpi: KPIConfig, latest: pd.Timestamp)
     if is_complete(share, kpi.completeness):
         return latest, ""
     unit = "day" if kpi.freq == "D" else "hour"
-    found = (f"{format_period(latest, kpi.freq)} has {share:.0%} of its usual rows "
-             f"(completeness {kpi.completeness:g} needed)")
+    found = t("note.incomplete", period=format_period(latest, kpi.freq), share=format_percent(share or 0.0),
+              completeness=f"{kpi.completeness:g}")
     for period in reversed(candidates[:-1]):
         if is_complete(shares.get(period), kpi.completeness):
-            return period, (f"{found}: judged {format_period(period, kpi.freq)}, the latest complete {unit}; "
-                            "run again once the export is complete")
-    return None, (f"{found}, and none of the {COMPLETE_LOOKBACK} {unit}s before it is: not judged (a "
-                  "half-written export is not a drop); check the export, or lower the KPI's `completeness`")
+            return period, t(f"note.judged_earlier_{unit}", found=found, period=format_period(period, kpi.freq))
+    return None, t(f"note.none_complete_{unit}", found=found, count=COMPLETE_LOOKBACK)
 
 
 def _evaluated(result: SeriesResult, period: pd.Timestamp, kpi: KPIConfig, currency: str) -> Evaluated:
@@ -536,7 +538,8 @@ def _with_held_back(result: SeriesResult, period: pd.Timestamp, settings: Settin
     if kpi.ratio is not None and volume == 0 and (last is None or pd.isna(last.actual)):
         # kpi_series makes a zero denominator a gap (a ratio over nothing is undefined, not 0):
         # say so instead of a bare "no data", which reads as a source that stopped.
-        note = f"{series.label}: no {kpi.ratio.denominator.replace('_', ' ')} on {format_period(period, kpi.freq)}, ratio undefined"
+        note = t("note.ratio_undefined", label=series.label, denominator=metric_name(kpi.ratio.denominator),
+                 period=format_period(period, kpi.freq))
         return replace(result, held_back=note)
     if last is None:
         return result

@@ -64,6 +64,7 @@ import pandas as pd
 from forecaster.calendar import Calendar
 from forecaster.detect import codec
 from forecaster.detect.calibration import NORMAL_Q99, ErrorTail
+from forecaster.detect import reasons
 from forecaster.detect.feedback import EXPECTED_REASON, SeriesFeedback
 from forecaster.detect.rules import Rules, guardrail, sampling_sigma
 from forecaster.models.base import make_model, z_value
@@ -464,7 +465,7 @@ class Detector:
             raise ValueError(f"step: expected the period {state.next_period}, got {period}")
         self._refit_if_due(state)
         if state.model is None:
-            judgement = self._history_only(state, period, value, "history: too few values for a first fit yet")
+            judgement = self._history_only(state, period, value, reasons.TOO_FEW_VALUES)
         else:
             judgement = self._judge(state, period, value, volume, feedback)
         state.recent.append(judgement)
@@ -604,7 +605,7 @@ class Detector:
         if math.isnan(value):  # a gap: the model carries on from its forecast; no judgement
             _remember(state, value, forecast, False, 0.0, event is not None)
             state.model.push(math.nan)
-            return Judgement(period, value, forecast, math.nan, math.nan, math.nan, False, "no data",
+            return Judgement(period, value, forecast, math.nan, math.nan, math.nan, False, reasons.NO_DATA,
                              model=state.model_label)
         state.observed += 1
         if feedback is not None and feedback.expected and feedback.is_expected(period):
@@ -615,7 +616,7 @@ class Detector:
             _remember(state, value, forecast, False, 0.0, True)
             state.model.push(forecast)
             return Judgement(period, value, forecast, math.nan, math.nan, math.nan, False,
-                             f"first {', '.join(event[0])} in the history: its effect is learned, not judged",
+                             reasons.first_event(event[0]),
                              model=state.model_label)
         expected = _apply(effect, forecast) if effect is not None else forecast
         error = value - expected
@@ -626,7 +627,7 @@ class Detector:
             _remember(state, value, forecast if event is not None else value, False, 0.0, event is not None)
             state.model.push(forecast if event is not None else value)
             return Judgement(period, value, math.nan, math.nan, math.nan, math.nan, False,
-                             "history: calibrating the band", model=state.model_label)
+                             reasons.CALIBRATING, model=state.model_label)
         sigma = tail.sigma
         if state.proportion and volume > 0:
             typical = float(np.median(state.volumes)) if state.volumes else math.nan
@@ -655,7 +656,7 @@ class Detector:
         flagged = (outside and not habit) or shifted
         reason = guardrail(value, expected, volume, rules) if flagged else ""
         if habit and not shifted:
-            reason = "a daily habit: outside the band at this time yesterday too"
+            reason = reasons.DAILY_HABIT
         is_anomaly = flagged and not reason
         direction = Direction.UP if error > 0 else Direction.DOWN
         alert = self._alert(state, is_anomaly and rules.alerts_when(direction), error > 0)

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from forecaster.detect import reasons
 from forecaster.types import Anomaly, Direction, Judgement, KPISeries, Severity
 from forecaster.i18n import metric_name, t
 from forecaster.units import (
@@ -93,10 +94,10 @@ def guardrail(actual: float, expected: float, volume: float, rules: Rules) -> st
     then `min_volume` against `volume`, or max(actual, expected) when `volume` is NaN)."""
     change = abs(actual - expected)
     if change < rules.min_abs_change:
-        return f"change {change:g} is below min_abs_change {rules.min_abs_change:g}"
+        return reasons.small_change(change, rules.min_abs_change)
     size = volume if not math.isnan(volume) else max(actual, expected)
     if size < rules.min_volume:
-        return f"volume {size:g} is below min_volume {rules.min_volume:g}"
+        return reasons.small_volume(size, rules.min_volume)
     return ""
 
 
