@@ -446,9 +446,9 @@ class Store:
     def _migrate(self, attempts: int = 5) -> None:
         """Bring the schema to the newest revision. A store already there costs one read; an
         upgrade runs in one transaction under a lock, so a daemon and a CLI command opening a
-        store together do not race. The retry covers what a lock cannot: a dropped link, and
-        SQLite's "database is locked" that skips the busy timeout when a file is opened just as
-        another process's last connection closes it (it briefly locks the file to tidy the WAL)."""
+        store together do not race. The retry covers what a lock cannot: a dropped link, and a
+        SQLite "database is locked" that the busy timeout does not wait out (`_wal_mode` retries
+        the one case reproduced; this is the backstop for the store's first read)."""
         from alembic.script import ScriptDirectory
         from alembic.util import CommandError
 

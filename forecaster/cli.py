@@ -163,7 +163,7 @@ def demo(out_dir: Path, fmt: str, locale: str | None) -> None:
     from forecaster.demo import DEMO_NOW
 
     settings = parse_config(bundled_config_text("kpiwatch.yaml"), origin="config/kpiwatch.yaml")
-    set_locale(locale or settings.locale)
+    _set_command_locale(locale, settings)
     report = _run_check(settings, at=DEMO_NOW, kpis=None, quiet=fmt == "json")
     charts = _write_charts(report, out_dir)
     if fmt == "json":
@@ -260,7 +260,7 @@ def check_command(
 ) -> None:
     """Judge the latest closed period of every KPI now and report the alerts."""
     settings = load_config(config_file)
-    set_locale(locale or settings.locale)  # the texts of alerts, hints and cards are built in it
+    _set_command_locale(locale, settings)  # the texts of alerts, hints and cards are built in it
     for name in kpis:
         settings.kpi(name)  # an unknown name fails here, before any work
     moment = _parse_at(at, settings)
@@ -452,7 +452,7 @@ def _replay_configured(name: str, config_file: Path | None, segments: tuple[str,
     from alerts.rehearsal import replay_kpi
 
     settings = load_config(config_file)
-    set_locale(locale or settings.locale)
+    _set_command_locale(locale, settings)
     feedback = _recorded_feedback(settings) if with_feedback else None
     settings.kpi(name)  # an unknown name lists the configured ones
     if level is not None:
@@ -589,7 +589,7 @@ def goals(config_file: Path | None, at: str | None, fmt: str, locale: str | None
     from forecaster.units import format_percent
 
     settings = load_config(config_file)
-    set_locale(locale or settings.locale)
+    _set_command_locale(locale, settings)
     with _spinner("forecasting to each deadline", quiet=fmt == "json"):
         statuses = goal_statuses(settings, _parse_at(at, settings))
     if not statuses:
@@ -621,7 +621,7 @@ def report_command(config_file: Path | None, out_dir: Path | None, at: str | Non
     from alerts.report.build import build_report, report_folder
 
     settings = load_config(config_file)
-    set_locale(locale or settings.locale)
+    _set_command_locale(locale, settings)
     moment = _parse_at(at, settings)
     folder = out_dir or report_folder(settings)
     store = _existing_store(settings)
@@ -660,7 +660,7 @@ def digest_command(config_file: Path | None, at: str | None, dry_run: bool, loca
     from alerts.slack import make_notifier
 
     settings = load_config(config_file)
-    set_locale(locale or settings.locale)
+    _set_command_locale(locale, settings)
     week = last_full_week(_parse_at(at, settings) or digest_now(settings), settings.timezone)
     notifier = None if dry_run else make_notifier()
     if notifier is None:

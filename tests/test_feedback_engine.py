@@ -20,7 +20,8 @@ from conftest import make_series
 from forecaster.demo import DEMO_END, INCIDENTS
 from forecaster.detect import Detector, SeriesFeedback, pack_state, unpack_state, walk_forward
 from forecaster.detect.engine import feedback_changed
-from forecaster.detect.feedback import BAND_STEP, EXPECTED_REASON, MAX_STEPS
+from forecaster.detect.feedback import BAND_STEP, MAX_STEPS
+from forecaster.detect.reasons import EXPECTED as EXPECTED_REASON
 from forecaster.kpis import kpi_series
 from forecaster.pipeline import check, detector_of, evaluate_chunk
 from forecaster.settings import Settings, load_config

@@ -130,3 +130,15 @@ def test_the_incomplete_and_no_data_notes_of_a_check_are_in_dutch(tmp_path):
     assert ("geen gegevens: leads: geen waarde voor ma 08 dec 2025 (de laatste waarde is van vr 05 dec 2025): "
             "niet beoordeeld") in missing.stderr
     assert "no value" not in missing.stderr and "incomplete" not in incomplete.stderr
+
+
+def test_the_english_catalogue_holds_the_reasons_as_the_engine_makes_them():
+    """The catalogue's English `reason.*` texts are never shown (English shows the reason
+    itself), so only this test keeps them from drifting away from what the engine stores."""
+    from forecaster.i18n import t
+
+    for reason, key in reasons._FIXED.items():
+        assert t(key) == reason
+    assert t("reason.first_event", events="black_friday") == reasons.first_event(["black_friday"])
+    assert t("reason.small_change", change="0.004", limit="0.01") == reasons.small_change(0.004, 0.01)
+    assert t("reason.small_volume", volume="12", limit="30") == reasons.small_volume(12, 30)

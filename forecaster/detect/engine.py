@@ -65,7 +65,7 @@ from forecaster.calendar import Calendar
 from forecaster.detect import codec
 from forecaster.detect.calibration import NORMAL_Q99, ErrorTail
 from forecaster.detect import reasons
-from forecaster.detect.feedback import EXPECTED_REASON, SeriesFeedback
+from forecaster.detect.feedback import SeriesFeedback
 from forecaster.detect.rules import Rules, guardrail, sampling_sigma
 from forecaster.models.base import make_model, z_value
 from forecaster.models.fallback import FALLBACK_MODEL, FIT_ERRORS
@@ -708,7 +708,7 @@ class Detector:
         _remember(state, value, model_value, False, 0.0, event is not None)
         if state.proportion and volume > 0:
             state.volumes.append(volume)
-        return Judgement(period, value, expected, math.nan, math.nan, math.nan, False, EXPECTED_REASON,
+        return Judgement(period, value, expected, math.nan, math.nan, math.nan, False, reasons.EXPECTED,
                          model=state.model_label, episode=state.episode)
 
     def _alert(self, state: State, alertable: bool, up: bool) -> bool:
@@ -847,7 +847,7 @@ def feedback_changed(state: State, feedback: SeriesFeedback | None) -> bool:
     for judgement in state.recent:
         if not judgement.model or math.isnan(judgement.actual):
             continue
-        was = judgement.reason == EXPECTED_REASON
+        was = judgement.reason == reasons.EXPECTED
         if was != (marked and feedback.is_expected(judgement.period)):  # type: ignore[union-attr]
             return True
     return False

@@ -29,8 +29,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from forecaster.detect import reasons
-
 FALSE_ALARM_HALF_LIFE = pd.Timedelta(days=30)
 """A false alarm's weight halves every 30 days after it was given: sensitivity comes back by itself."""
 
@@ -40,9 +38,6 @@ BAND_STEP = 1.25
 MAX_STEPS = 3.0
 """At most this many steps count: the band is at most BAND_STEP ** 3 = 1.953 times as wide, so a
 series answered with many false alarms still alerts on an incident (0.99 -> ~0.9999995)."""
-
-EXPECTED_REASON = reasons.EXPECTED
-"""The reason of a period in a range marked expected (`Judgement.reason`)."""
 
 _HALF_LIFE_NS = FALSE_ALARM_HALF_LIFE.value
 

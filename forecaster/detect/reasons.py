@@ -1,8 +1,8 @@
 """Why a period was not judged, or judged and not alerted: each reason's canonical English text
 and its display in the current locale.
 
-The English text is what `Judgement.reason` holds: it is packed into detector states, written to
-replay CSVs and JSON, and compared (`held_back` knows a guardrail's reason by it). So it never
+The English text is what `Judgement.reason` holds: it is packed into detector states and
+compared (`held_back` knows a guardrail's reason by it, feedback an expected period). So it never
 changes with the locale; `reason_text` translates it where a person reads it. Every reason the
 engine and the pipeline give is made here, so the two cannot drift apart.
 """
