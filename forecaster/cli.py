@@ -172,7 +172,14 @@ def demo(out_dir: Path, fmt: str, locale: str | None) -> None:
     day = format_period(next(iter(report.period.values())), "D")
     out.print(t("cli.demo", kpis=len(settings.kpis), series=len(report.results), day=day,
                 clock=f"{DEMO_NOW:%Y-%m-%d %H:%M}"))
-    _print_alerts(report, charts, settings)
+    _print_alerts(report, charts, settings, annotate=_demo_injected_line)
+
+
+def _demo_injected_line(group: AlertGroup) -> str:
+    """The line under a demo incident's header naming the injected incident it is (the README's
+    table numbers them 1-4; kpiwatch numbers what it finds 1, 2, ...); "" when none."""
+    injected = _demo_injected(group).get("injected")
+    return t("cli.demo_injected", number=injected["number"], name=injected["name"]) if injected else ""
 
 
 def _demo_injected(group: AlertGroup) -> dict[str, Any]:
@@ -1073,8 +1080,10 @@ def _write_charts(report: CheckReport, folder: Path) -> dict[int, Path]:
     return charts
 
 
-def _print_alerts(report: CheckReport, charts: dict[int, Path], settings: Settings) -> None:
-    """The incidents (root cause first), then every alert with its hints and chart, then a summary."""
+def _print_alerts(report: CheckReport, charts: dict[int, Path], settings: Settings,
+                  annotate: Callable[[AlertGroup], str] | None = None) -> None:
+    """The incidents (root cause first), then every alert with its hints and chart, then a summary.
+    annotate: a line to print under an incident's header ("" for none; the demo's ground truth)."""
     from alerts.grouping import group_alerts, incident_text
     from alerts.message import plain_text
 
@@ -1083,7 +1092,9 @@ def _print_alerts(report: CheckReport, charts: dict[int, Path], settings: Settin
                   t("cli.no_anomalies_no_data", judged=len(report.period), missing=len(report.no_data)))
     groups = group_alerts(report.alerts, settings)
     for number, group in enumerate(groups, start=1):
-        out.print(incident_text(group, number), markup=False)
+        header, _, rest = incident_text(group, number).partition("\n")
+        note = annotate(group) if annotate else ""
+        out.print("\n".join(line for line in (header, note and f"  {note}", rest) if line), markup=False)
         out.print()
     if groups:
         out.print(t("cli.one_by_one", count=len(report.alerts)), markup=False)

@@ -87,6 +87,9 @@ def test_demo_text_names_kpi_segment_and_direction(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[2].startswith("Incident 1: page_load_time on device=mobile rose "), lines[:3]
     assert sum(line.startswith("Incident ") for line in lines) == 2
+    # Each incident names the row of the README's table it is: kpiwatch's 2nd is the injected 3rd.
+    injected = [line for line in lines if line.startswith("  demo: this is the injected incident")]
+    assert [line.split()[6] for line in injected] == ["1", "3"], injected
     assert lines[-1].startswith("2 incident(s) from 8 alert(s) "), lines[-1]
 
 
